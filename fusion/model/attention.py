@@ -1,0 +1,183 @@
+"""Attention blocks of the Perceiver: pre-LayerNorm, residual, GELU MLP, SDPA.
+
+Attention goes through `torch.nn.functional.scaled_dot_product_attention`, so no N x M score
+matrix is kept beyond what the fused kernel needs, and the cost is linear in the inputs M.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion.model.multimodal import ByteArray, ByteChunk
+
+
+class MLP(nn.Module):
+    """LayerNorm, Linear(D, wD), GELU, Linear(wD, D): the paper's dense block (no residual)."""
+
+    def __init__(self, dim: int, widening: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, widening * dim),
+            nn.GELU(),
+            nn.Linear(widening * dim, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.view(b, n, heads, c // heads).transpose(1, 2)  # (B, h, n, c/h)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    b, h, n, dh = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * dh)  # (B, n, h*dh)
+
+
+class KVProjection(nn.Module):
+    """K and V of the byte array: Linear(LayerNorm(x)) with one fused [C, qk+v] weight.
+
+    The fast path never materializes the byte array. For a row x = [a | c] with a varying
+    (per sample, width s) and c constant (shared, width C - s), LayerNorm's mean and variance
+    are combined from the two parts' statistics (Chan et al.), and
+
+        LN(x) W + b = rstd * (a (g_a * W_a) + (c * g_c) W_c - mu (g W)) + (beta W + b)
+
+    where g, beta are LayerNorm's affine parameters. The constant term (c * g_c) W_c and the
+    statistics of c are computed once per grid and cached while the parameters are unchanged,
+    so the per-row cost is s x (qk + v) instead of C x (qk + v): it no longer grows with the
+    number of Fourier bands.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.proj = nn.Linear(in_dim, out_dim)
+        self._const_cache: dict = {}
+
+    def forward(self, byte: ByteArray, *, fast: bool) -> torch.Tensor:
+        """Returns [B, M, out_dim]."""
+        if not fast:
+            return cast(torch.Tensor, self.proj(self.norm(byte.materialize())))
+        return torch.cat([self._project_chunk(ch) for ch in byte.chunks], dim=1)
+
+    def _param_version(self) -> tuple:
+        return tuple(
+            (p._version, p.data_ptr())
+            for p in (self.norm.weight, self.norm.bias, self.proj.weight, self.proj.bias)
+        )
+
+    def _constant_terms(self, ch: ByteChunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean [R], sum of squared deviations [R], projection [R, out]) of the constant part.
+
+        Cached only when no gradient must flow through it: in training it is recomputed once
+        per forward (still once per batch, not per sample).
+        """
+        needs_grad = torch.is_grad_enabled() and (self.proj.weight.requires_grad or ch.constant.requires_grad)
+        cacheable = ch.cache_key is not None and not needs_grad
+        key = (ch.cache_key, self._param_version())
+        if cacheable and key in self._const_cache:
+            return self._const_cache[key]
+        s = ch.varying.shape[-1]
+        c = ch.constant  # (R, C - s)
+        if c.shape[-1] == 0:
+            zero = c.new_zeros(c.shape[0])
+            terms = (zero, zero, c.new_zeros(c.shape[0], self.proj.out_features))
+        else:
+            mean = c.mean(-1)
+            m2 = (c - mean.unsqueeze(-1)).square().sum(-1)
+            proj = (c * self.norm.weight[s:]) @ self.proj.weight[:, s:].T  # (R, out)
+            terms = (mean, m2, proj)
+        if cacheable:
+            if len(self._const_cache) > 64:  # grid shapes in use are few; bound it anyway
+                self._const_cache.clear()
+            self._const_cache[key] = terms
+        return terms
+
+    def _project_chunk(self, ch: ByteChunk) -> torch.Tensor:
+        a = ch.varying  # (B, M, s)
+        s, width = a.shape[-1], self.norm.normalized_shape[0]
+        n_a, n_c = s, width - s
+        mean_c, m2_c, proj_c = self._constant_terms(ch)
+        gamma, weight = self.norm.weight, self.proj.weight  # (C,), (out, C)
+        mean_a = a.mean(-1)  # (B, M)
+        m2_a = (a - mean_a.unsqueeze(-1)).square().sum(-1)  # (B, M)
+        delta = mean_c - mean_a
+        mean = mean_a + delta * (n_c / width)
+        var = (m2_a + m2_c + delta.square() * (n_a * n_c / width)) / width
+        rstd = torch.rsqrt(var + self.norm.eps)  # (B, M)
+        # One batched matmul folds the varying part, -mean * (g W) and bias / rstd together:
+        # [a | mean | 1/rstd] @ [g_a * W_a ; -(g W) ; beta W + b], plus the constant projection.
+        lhs = torch.cat([a, mean.unsqueeze(-1), rstd.reciprocal().unsqueeze(-1)], dim=-1)  # (B, M, s+2)
+        rhs = torch.cat(
+            [
+                (weight[:, :s] * gamma[:s]).T,  # (s, out)
+                -(weight @ gamma).unsqueeze(0),  # (1, out)
+                (weight @ self.norm.bias + self.proj.bias).unsqueeze(0),  # (1, out)
+            ],
+            dim=0,
+        )
+        y = torch.matmul(lhs, rhs) + proj_c  # (B, M, out)
+        return y * rstd.unsqueeze(-1)
+
+
+class CrossAttention(nn.Module):
+    """Latents attend to the byte array: LN on both, Q from latents, K/V from bytes, residual, MLP."""
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int,
+        input_dim: int,
+        qk_channels: int,
+        v_channels: int,
+        heads: int,
+        widening: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.heads, self.qk_channels, self.v_channels = heads, qk_channels, v_channels
+        self.q_norm = nn.LayerNorm(latent_dim)
+        self.q = nn.Linear(latent_dim, qk_channels)
+        self.kv = KVProjection(input_dim, qk_channels + v_channels)
+        self.out = nn.Linear(v_channels, latent_dim)
+        self.drop = nn.Dropout(dropout)
+        self.mlp = MLP(latent_dim, widening, dropout)
+
+    def forward(self, z: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """z: [B, N, D] latents; kv: [B, M, qk+v] from `self.kv`; mask: [B, M] True = real."""
+        q = _heads(self.q(self.q_norm(z)), self.heads)  # (B, h, N, qk/h)
+        k, v = kv.split([self.qk_channels, self.v_channels], dim=-1)
+        k, v = _heads(k, self.heads), _heads(v, self.heads)  # (B, h, M, */h)
+        attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, v/h)
+        z = z + self.drop(self.out(_merge(x)))
+        return z + self.mlp(z)
+
+
+class SelfAttention(nn.Module):
+    """One latent transformer block: pre-LN multi-head self-attention and MLP, both residual."""
+
+    def __init__(self, *, dim: int, heads: int, widening: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+        self.mlp = MLP(dim, widening, dropout)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [B, N, D] -> [B, N, D]."""
+        q, k, v = (_heads(t, self.heads) for t in self.qkv(self.norm(z)).chunk(3, dim=-1))  # (B, h, N, D/h)
+        x = F.scaled_dot_product_attention(q, k, v)
+        z = z + self.drop(self.out(_merge(x)))
+        return z + self.mlp(z)

@@ -1,0 +1,99 @@
+"""The iterative Perceiver (Jaegle et al., "Perceiver: General Perception with Iterative
+Attention", ICML 2021), multimodal through `MultimodalAdapter`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from torch import nn
+
+from fusion.model.attention import CrossAttention, SelfAttention
+from fusion.model.config import ModelConfig
+from fusion.model.multimodal import ModalityInput, MultimodalAdapter
+from fusion.sample import Modality
+
+
+@dataclass
+class PerceiverOutput:
+    """logits: [B, num_classes]; position: [B, position_dims] or None without that head."""
+
+    logits: torch.Tensor
+    position: torch.Tensor | None
+
+
+class Perceiver(nn.Module):
+    """Latents [N, D] that cross-attend to the byte array, then refine themselves, repeatedly.
+
+    `num_cross_attends` iterations of (cross-attend, `self_attends_per_block` latent blocks).
+    With the paper's weight sharing, the first cross-attend has its own weights and the others
+    share one module; latent blocks are shared across iterations. Heads read the mean latent.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.adapter = MultimodalAdapter(config)
+        self.latents = nn.Parameter(torch.empty(config.num_latents, config.latent_dim))
+        nn.init.trunc_normal_(self.latents, std=0.02)
+        n_cross = min(config.num_cross_attends, 2) if config.share_cross_weights else config.num_cross_attends
+        self.cross = nn.ModuleList(
+            CrossAttention(
+                latent_dim=config.latent_dim,
+                input_dim=config.input_width,
+                qk_channels=config.qk_channels,
+                v_channels=config.v_channels,
+                heads=config.cross_heads,
+                widening=config.cross_widening,
+                dropout=config.dropout,
+            )
+            for _ in range(n_cross)
+        )
+        n_blocks = config.self_attends_per_block * (
+            1 if config.share_latent_weights else config.num_cross_attends
+        )
+        self.blocks = nn.ModuleList(
+            SelfAttention(
+                dim=config.latent_dim,
+                heads=config.self_heads,
+                widening=config.self_widening,
+                dropout=config.dropout,
+            )
+            for _ in range(n_blocks)
+        )
+        self.classifier = nn.Linear(config.latent_dim, config.num_classes)
+        self.position_head = (
+            nn.Linear(config.latent_dim, config.position_dims) if config.position_dims else None
+        )
+        self.kv_fast_path = config.kv_fast_path
+
+    def cross_index(self, i: int) -> int:
+        """Which cross-attention module iteration i uses."""
+        return min(i, len(self.cross) - 1)
+
+    def block_indices(self, i: int) -> range:
+        """Which latent blocks iteration i runs."""
+        per = self.config.self_attends_per_block
+        start = 0 if self.config.share_latent_weights else i * per
+        return range(start, start + per)
+
+    def forward(self, inputs: Mapping[Modality | str, ModalityInput]) -> PerceiverOutput:
+        """inputs: modality -> ModalityInput (any configured subset). Returns logits and position."""
+        byte = self.adapter(inputs)
+        batch = byte.chunks[0].varying.shape[0]
+        z = self.latents.expand(batch, -1, -1)  # (B, N, D)
+        kv_per_module: dict[int, torch.Tensor] = {}
+        for i in range(self.config.num_cross_attends):
+            j = self.cross_index(i)
+            cross = cast(CrossAttention, self.cross[j])
+            if j not in kv_per_module or not self.kv_fast_path:
+                # A shared cross-attend sees the same byte array every time: its K/V are identical.
+                kv_per_module[j] = cross.kv(byte, fast=self.kv_fast_path)  # (B, M, qk+v)
+            z = cross(z, kv_per_module[j], byte.mask)
+            for b in self.block_indices(i):
+                z = self.blocks[b](z)
+        pooled = z.mean(dim=1)  # (B, D)
+        position = None if self.position_head is None else self.position_head(pooled)
+        return PerceiverOutput(logits=self.classifier(pooled), position=position)

@@ -1,0 +1,1 @@
+"""Ray actors, graph assembly, metrics and the demo server around the `fusion` library."""

@@ -1,0 +1,82 @@
+"""The `fusion` command as a user runs it: a real subprocess of the installed entry point."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fusion(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fusion.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("args", [[], ["model"], ["model", "info"], ["model", "smoke"]])
+def test_every_command_has_help(args):
+    res = fusion(*args, "--help")
+    assert res.returncode == 0, res.stderr
+    assert "usage: fusion" in res.stdout
+
+
+def test_model_info_reports_paper_parameters_and_flops():
+    res = fusion("model", "info", "--config", "configs/model/paper-imagenet.yaml")
+    assert res.returncode == 0, res.stderr
+    assert "parameters: 44912254 (44.9M)" in res.stdout.splitlines()
+    flops = next(line for line in res.stdout.splitlines() if line.startswith("flops_per_sample:"))
+    assert abs(int(flops.split()[1]) / 707.2e9 - 1) < 0.02
+    assert "cross_attend[1]: 1 head(s), qk 261, v 261" in res.stdout
+    assert "used by iteration(s) 2-8" in res.stdout
+
+
+def test_model_info_input_override_changes_flops():
+    small = fusion("model", "info", "--config", "configs/model/sensor-small.yaml")
+    big = fusion("model", "info", "--config", "configs/model/sensor-small.yaml", "--input", "lidar=8192")
+    assert small.returncode == big.returncode == 0
+    assert "lidar=8192" not in big.stdout and "lidar      points      8192" in big.stdout
+
+    def flops(out: str) -> int:
+        return int(next(x for x in out.splitlines() if x.startswith("flops_per_sample:")).split()[1])
+
+    assert flops(big.stdout) > flops(small.stdout)
+
+
+def test_model_smoke_runs_and_survives_missing_modalities():
+    res = fusion(
+        "model", "smoke", "--config", "configs/model/sensor-small.yaml", "--batch", "2", "--repeats", "2"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "sample 0 top classes:" in res.stdout
+    for m in ("camera", "lidar", "microphone"):
+        assert f"without {m}: runs" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["model", "info", "--config", "configs/model/missing.yaml"],
+            "config file not found: configs/model/missing.yaml",
+        ),
+        (
+            ["model", "info", "--config", "configs/model/sensor-small.yaml", "--input", "radar=4"],
+            "unknown modality 'radar'",
+        ),
+        (
+            ["model", "info", "--config", "configs/model/paper-imagenet.yaml", "--input", "lidar=4"],
+            "--input lidar: modality not in this model",
+        ),
+        (
+            ["model", "info", "--config", "configs/model/sensor-small.yaml", "--input", "camera=0x4"],
+            "bad --input",
+        ),
+    ],
+)
+def test_bad_arguments_fail_with_a_message_not_a_traceback(args, message):
+    res = fusion(*args)
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
