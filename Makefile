@@ -8,7 +8,8 @@ MODEL  ?= configs/model/sensor-small.yaml
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/setup-system.sh
+	scripts/setup-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the local CPU wheel, never a multi-GB CUDA download.
 	$(BIN)/pip install --quiet torch==2.13.0

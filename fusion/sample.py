@@ -1,6 +1,6 @@
-"""Data that flows between sensors and the model.
+"""Data that flows between sensors and the model: Frame -> Segment -> FusedSample.
 
-A `Segment` is one modality's preprocessed reading: `values` [M, c] and either explicit
+A `Frame` is one reading of one sensor with its capture timestamp. A `Segment` is one modality's preprocessed reading: `values` [M, c] and either explicit
 `positions` [M, d] in [-1, 1] (LiDAR: they change every sweep) or a `grid` shape whose
 positions are implicit and identical every time (image H x W, spectrogram T x F).
 """
@@ -8,7 +8,7 @@ positions are implicit and identical every time (image H x W, spectrogram T x F)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -68,3 +68,85 @@ class Segment:
     @property
     def num_rows(self) -> int:
         return int(self.values.shape[0])
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One reading of one sensor.
+
+    Attributes:
+        modality: which kind of sensor produced it.
+        sensor_id: the configured sensor name (unique within a rig).
+        timestamp: capture time in seconds: the capturing host's monotonic clock for live
+            devices, media / recording time for files, scene time for the simulator.
+        wall_time: capture time as Unix seconds (for humans and cross-host logs).
+        data: camera [H, W, 3] uint8 RGB; microphone [n] float32 mono PCM in [-1, 1];
+            LiDAR [N, 4] float32 (x, y, z metres in the sensor frame, intensity).
+        sample_rate: microphone only: samples per second of `data`; `timestamp` is the
+            capture time of the first sample.
+        index: the source's running frame number (gaps mean skipped or dropped frames).
+    """
+
+    modality: Modality
+    sensor_id: str
+    timestamp: float
+    wall_time: float
+    data: np.ndarray
+    sample_rate: float | None = None
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        check_frame_data(self.modality, self.data, self.sample_rate, self.sensor_id)
+
+    @property
+    def end_time(self) -> float:
+        """Capture time just after the last sample (audio); the timestamp for other modalities."""
+        if self.modality is Modality.MICROPHONE and self.sample_rate:
+            return self.timestamp + len(self.data) / self.sample_rate
+        return self.timestamp
+
+
+def check_frame_data(modality: Modality, data: np.ndarray, sample_rate: float | None, sensor_id: str) -> None:
+    """Raise ValueError naming the sensor when `data` breaks the modality's Frame contract."""
+    where = f"{modality.value} frame from {sensor_id!r}"
+    if modality is Modality.CAMERA:
+        if data.ndim != 3 or data.shape[2] != 3 or data.dtype != np.uint8:
+            raise ValueError(f"{where}: expected [H, W, 3] uint8 RGB, got {data.shape} {data.dtype}")
+    elif modality is Modality.MICROPHONE:
+        if data.ndim != 1 or data.dtype != np.float32:
+            raise ValueError(f"{where}: expected [n] float32 PCM, got {data.shape} {data.dtype}")
+        if not sample_rate or sample_rate <= 0:
+            raise ValueError(f"{where}: a positive sample_rate is required, got {sample_rate}")
+    elif modality is Modality.LIDAR and (data.ndim != 2 or data.shape[1] != 4 or data.dtype != np.float32):
+        raise ValueError(
+            f"{where}: expected [N, 4] float32 (x, y, z, intensity), got {data.shape} {data.dtype}"
+        )
+
+
+@dataclass
+class FusedSample:
+    """One fusion tick: the aligned, preprocessed readings of every sensor of one rig.
+
+    Attributes:
+        seq: sequence number within the rig, consecutive from 0.
+        timestamp: the fusion tick time (same clock as the frames' `timestamp`).
+        segments: modality -> Segment; a modality with no usable reading is absent.
+        rig: the rig that produced it.
+        capture_times: modality -> capture timestamp of the reading used.
+        stage_times: stage name -> wall time (Unix seconds) it finished, for latency tracing.
+        label: class index when the sample is labelled (training data), else None.
+        target_position: [x, y, z] metres when labelled, else None.
+    """
+
+    seq: int
+    timestamp: float
+    segments: dict[Modality, Segment]
+    rig: str = "rig0"
+    capture_times: dict[Modality, float] = field(default_factory=dict)
+    stage_times: dict[str, float] = field(default_factory=dict)
+    label: int | None = None
+    target_position: tuple[float, float, float] | None = None
+
+    @property
+    def missing(self) -> tuple[Modality, ...]:
+        return tuple(m for m in MODALITY_ORDER if m not in self.segments)

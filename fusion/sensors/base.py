@@ -1,0 +1,317 @@
+"""The sensor interface: one `Source` per sensor kind and backend, chosen by name from a registry.
+
+Contract, for every source:
+
+- `open()` connects to the device or file. A missing file or device fails here, at once,
+  with a `SourceError` naming the path, index or address.
+- `read(timeout)` returns the next frame. Finite sources (files, recordings, the simulator)
+  never block on a clock and raise `EndOfStream` after the last frame; live sources block up to
+  `timeout` seconds (None: forever) and raise `TimeoutError` when nothing arrived.
+- `read_latest(max_age)` never blocks: the newest frame not older than `max_age` seconds
+  (by the capture clock), or None. Older unread frames are dropped and counted.
+- `close()` releases the device; sources are context managers.
+- Bad input never ends a stream: a corrupt frame, packet or file is skipped, counted in
+  `stats.errors[reason]`, and logged once per reason with what was wrong.
+
+Backends register themselves with `@register_source`, and configs pick them by
+`(modality, backend)` name: no if/elif dispatch anywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from fusion.config import StrictModel, parse_config
+from fusion.sample import Frame, Modality, parse_modality
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened, or its device is gone (the message names which)."""
+
+
+class EndOfStream(Exception):
+    """A finite source has delivered its last frame."""
+
+
+class SourceConfig(StrictModel):
+    """Fields every source has; each backend's config adds its own."""
+
+    backend: str
+    sensor_id: str = ""  # default: the modality name
+
+
+@dataclass
+class SourceStats:
+    """What a source delivered and what it had to skip, by reason."""
+
+    frames: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # bad input skipped
+    dropped: Counter[str] = field(default_factory=Counter)  # good frames not delivered
+    reconnects: int = 0
+
+
+class Source(ABC):
+    """Base of all sources. Subclasses set `modality`, `backend` and `config_cls`."""
+
+    modality: ClassVar[Modality]
+    backend: ClassVar[str]
+    config_cls: ClassVar[type[SourceConfig]]
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+        self.sensor_id = config.sensor_id or self.modality.value
+        self.stats = SourceStats()
+        self._logged: set[str] = set()
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def read(self, timeout: float | None = None) -> Frame: ...
+
+    def read_latest(self, max_age: float) -> Frame | None:
+        """The newest frame no older than `max_age` s; finite sources return their next frame."""
+        try:
+            return self.read(timeout=0)
+        except (TimeoutError, EndOfStream):
+            return None
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def skip(self, reason: str, detail: str) -> None:
+        """Count a bad input under `reason` (a small fixed word) and log the first of each reason."""
+        self.stats.errors[reason] += 1
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning(
+                "%s/%s skipped %s: %s (further ones counted, not logged)",
+                self.modality.value,
+                self.sensor_id,
+                reason,
+                detail,
+            )
+
+    def __enter__(self) -> Source:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Frames until the end of a finite source (live sources iterate until closed)."""
+        while True:
+            try:
+                yield self.read()
+            except EndOfStream:
+                return
+
+
+class LiveSource(Source):
+    """A device read by a background thread into a bounded queue and a latest-frame slot.
+
+    Subclasses implement `_connect`, `_capture` (blocks until the device gives a frame or
+    raises) and `_disconnect`. A device error reconnects with exponential back-off
+    (0.1 s doubling to 5 s), counted in `stats.reconnects`; the stream goes on.
+    """
+
+    queue_size: ClassVar[int] = 8
+
+    def __init__(self, config: SourceConfig) -> None:
+        super().__init__(config)
+        self._queue: deque[Frame] = deque()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @abstractmethod
+    def _connect(self) -> None:
+        """Open the device; raise SourceError naming it when it is not there."""
+
+    @abstractmethod
+    def _capture(self) -> Frame | None:
+        """Block until the next frame; None when input was skipped; raise OSError/SourceError on device loss."""
+
+    @abstractmethod
+    def _disconnect(self) -> None: ...
+
+    def open(self) -> None:
+        self._connect()  # the first connection fails fast, naming the device
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"{self.modality.value}-{self.sensor_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                frame = self._capture()
+                backoff = 0.1
+            except (OSError, SourceError) as err:
+                if self._stop.is_set():
+                    return
+                self.skip("device_lost", str(err))
+                self._reconnect(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if frame is not None:
+                self._push(frame)
+
+    def _reconnect(self, delay: float) -> None:
+        try:
+            self._disconnect()
+        except Exception as err:  # the device is already gone; closing it may fail too
+            log.debug("disconnect after loss failed: %s", err)
+        if self._stop.wait(delay):
+            return
+        try:
+            self._connect()
+            self.stats.reconnects += 1
+        except (OSError, SourceError) as err:
+            self.skip("reconnect_failed", str(err))
+
+    def _push(self, frame: Frame) -> None:
+        with self._cond:
+            if len(self._queue) >= self.queue_size:
+                self._queue.popleft()
+                self.stats.dropped["queue_full"] += 1
+            self._queue.append(frame)
+            self.stats.frames += 1
+            self._cond.notify_all()
+
+    def read(self, timeout: float | None = None) -> Frame:
+        """The oldest unread frame; blocks up to `timeout` s, then raises TimeoutError."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._queue), timeout=timeout):
+                raise TimeoutError(f"{self.modality.value}/{self.sensor_id}: no frame within {timeout} s")
+            return self._queue.popleft()
+
+    def read_latest(self, max_age: float) -> Frame | None:
+        """Never blocks: the newest frame if captured within `max_age` s; older unread ones are dropped."""
+        with self._cond:
+            if not self._queue:
+                return None
+            newest = self._queue.pop()
+            self.stats.dropped["superseded"] += len(self._queue)
+            self._queue.clear()
+        if self.clock() - newest.timestamp > max_age:
+            self.stats.dropped["too_old"] += 1
+            return None
+        return newest
+
+    def clock(self) -> float:
+        """The clock `Frame.timestamp` uses for this source (monotonic by default)."""
+        return time.monotonic()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        try:
+            self._disconnect()
+        finally:
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+                self._thread = None
+
+
+S = TypeVar("S", bound=type[Source])
+_REGISTRY: dict[tuple[Modality, str], type[Source]] = {}
+
+
+def register_source(cls: S) -> S:
+    """Class decorator: make a Source backend available to configs by (modality, backend)."""
+    key = (cls.modality, cls.backend)
+    if key in _REGISTRY and _REGISTRY[key] is not cls:
+        raise ValueError(f"source backend {cls.modality.value}/{cls.backend} registered twice")
+    _REGISTRY[key] = cls
+    return cls
+
+
+def backends(modality: Modality) -> list[str]:
+    _load_builtin_backends()
+    return sorted(b for m, b in _REGISTRY if m is modality)
+
+
+def make_source(modality: Modality | str, config: dict[str, Any], *, source: str = "sensor") -> Source:
+    """Build the source a config mapping asks for; unknown backends and bad keys fail naming them."""
+    _load_builtin_backends()
+    modality = parse_modality(modality)
+    backend = config.get("backend")
+    cls = _REGISTRY.get((modality, str(backend)))
+    if cls is None:
+        known = ", ".join(backends(modality))
+        raise ValueError(f"{source}.backend: unknown {modality.value} backend {backend!r} (known: {known})")
+    return cls(parse_config(cls.config_cls, config, source=source))
+
+
+@functools.cache
+def _load_builtin_backends() -> None:
+    """Import the built-in backend modules once, so their decorators run."""
+    for name in ("camera", "microphone", "lidar", "simulated"):
+        importlib.import_module(f"fusion.sensors.{name}")
+
+
+@dataclass
+class FileReport:
+    """What `fusion inspect` prints about one file or folder."""
+
+    path: str
+    modality: Modality
+    backend: str
+    frames: int  # frames, sweeps, or audio chunks of `chunk_s`
+    start: float  # first timestamp, seconds
+    end: float  # last timestamp, seconds
+    shapes: str  # e.g. "480x640x3 uint8", "16000 Hz mono", "N x 4 float32"
+    details: dict[str, Any] = field(default_factory=dict)  # point count, bounds, codec, ...
+
+    @property
+    def rate(self) -> float:
+        """Frames per second over the span (0 for a single frame)."""
+        span = self.end - self.start
+        return (self.frames - 1) / span if self.frames > 1 and span > 0 else 0.0
+
+
+Probe = Callable[[Path], FileReport]
+_PROBES: list[tuple[Callable[[Path], bool], Probe]] = []
+
+
+def register_probe(matches: Callable[[Path], bool]) -> Callable[[Probe], Probe]:
+    """Decorator: `probe(path) -> FileReport` for the paths `matches` accepts.
+
+    A probe raises ValueError (or OSError) with what is wrong when the file is unreadable.
+    """
+
+    def deco(fn: Probe) -> Probe:
+        _PROBES.append((matches, fn))
+        return fn
+
+    return deco
+
+
+def probe_file(path: str | Path) -> FileReport:
+    """Describe a supported file; ValueError naming the file when none can read it."""
+    _load_builtin_backends()
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    for matches, fn in _PROBES:
+        if matches(path):
+            return fn(path)
+    raise ValueError(f"{path}: not a supported video, audio, point cloud, KITTI folder, pcap or recording")
