@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -249,7 +250,7 @@ def _check_one(modality: Modality, cfg: InputConfig, x: ModalityInput, *, valida
 
 
 def collate(
-    samples: Sequence[Mapping[Modality | str, Segment]],
+    samples: Sequence[Mapping[Any, Segment]],  # keys: Modality or its name
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,

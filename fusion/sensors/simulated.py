@@ -1,0 +1,150 @@
+"""Simulated camera, microphone and LiDAR, all looking at one `fusion.sim.World`.
+
+They are finite-or-endless pull sources: frame k of a stream is captured at scene time
+`start_s + k / rate_hz` and is a pure function of (world seed, stream, k), so two runs give
+the same frames byte for byte. With `realtime: true` a read waits until that time has come on
+the monotonic clock (a live demo); otherwise frames come as fast as they are asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from fusion.sample import Frame, Modality
+from fusion.sensors.base import EndOfStream, Source, SourceConfig, register_source
+from fusion.sim.world import World, WorldConfig, frame_rng, lidar_rays, render_camera, scan_lidar, synth_audio
+
+
+class SimulatedConfig(SourceConfig):
+    backend: Literal["simulated"] = "simulated"
+    world: WorldConfig = WorldConfig()
+    rate_hz: float = Field(default=10.0, gt=0)  # frames (audio: chunks) per second
+    start_s: float = 0.0  # scene time of the first frame
+    duration_s: float | None = Field(default=None, gt=0)  # None: endless
+    realtime: bool = False  # pace reads to the scene clock
+
+
+class SimulatedSource(Source):
+    """Shared pacing and bookkeeping; subclasses render one frame."""
+
+    config: SimulatedConfig
+    stream_id: ClassVar[int]
+
+    def __init__(self, config: SimulatedConfig) -> None:
+        super().__init__(config)
+        self.world = World(config.world)
+        self._index = 0
+        self._t0_monotonic = 0.0
+        self._t0_wall = 0.0
+
+    def open(self) -> None:
+        self._index = 0
+        self._t0_monotonic, self._t0_wall = time.monotonic(), time.time()
+
+    def close(self) -> None:
+        pass
+
+    def frame_time(self, index: int) -> float:
+        return self.config.start_s + index / self.config.rate_hz
+
+    def read(self, timeout: float | None = None) -> Frame:
+        """Next frame; with `realtime`, blocks until its capture time (TimeoutError past `timeout`)."""
+        t = self.frame_time(self._index)
+        if self.config.duration_s is not None and t >= self.config.start_s + self.config.duration_s:
+            raise EndOfStream
+        if self.config.realtime:
+            wait = self._t0_monotonic + (t - self.config.start_s) - time.monotonic()
+            if timeout is not None and wait > timeout:
+                time.sleep(max(timeout, 0.0))
+                raise TimeoutError(f"{self.modality.value}/{self.sensor_id}: next frame due in {wait:.3f} s")
+            if wait > 0:
+                time.sleep(wait)
+        rng = frame_rng(self.config.world.seed, self.stream_id, self._index)
+        frame = Frame(
+            modality=self.modality,
+            sensor_id=self.sensor_id,
+            timestamp=t,
+            # Realtime frames are captured on schedule; otherwise at the moment they are made.
+            wall_time=self._t0_wall + (t - self.config.start_s) if self.config.realtime else time.time(),
+            index=self._index,
+            **self.render(t, rng),
+        )
+        self._index += 1
+        self.stats.frames += 1
+        return frame
+
+    @abstractmethod
+    def render(self, t: float, rng: np.random.Generator) -> dict: ...
+
+
+class SimCameraConfig(SimulatedConfig):
+    rate_hz: float = Field(default=30.0, gt=0)
+    width: int = Field(default=640, ge=8)
+    height: int = Field(default=480, ge=8)
+
+
+@register_source
+class SimCamera(SimulatedSource):
+    modality = Modality.CAMERA
+    backend = "simulated"
+    config_cls = SimCameraConfig
+    config: SimCameraConfig
+    stream_id = 1
+
+    def render(self, t: float, rng: np.random.Generator) -> dict:
+        img = render_camera(self.world.state(t), width=self.config.width, height=self.config.height, rng=rng)
+        return {"data": img}
+
+
+class SimLidarConfig(SimulatedConfig):
+    beams: int = Field(default=16, ge=1)
+    azimuth_steps: int = Field(default=900, ge=8)  # 0.4 degree resolution
+
+
+@register_source
+class SimLidar(SimulatedSource):
+    modality = Modality.LIDAR
+    backend = "simulated"
+    config_cls = SimLidarConfig
+    config: SimLidarConfig
+    stream_id = 2
+
+    def __init__(self, config: SimLidarConfig) -> None:
+        super().__init__(config)
+        self._rays = lidar_rays(config.beams, config.azimuth_steps)
+
+    def render(self, t: float, rng: np.random.Generator) -> dict:
+        pts = scan_lidar(self.world.state(t), self._rays, height=self.config.world.sensor_height_m, rng=rng)
+        return {"data": pts}
+
+
+class SimMicrophoneConfig(SimulatedConfig):
+    rate_hz: float = Field(default=20.0, gt=0)  # 50 ms chunks
+    sample_rate: int = Field(default=16000, ge=1000)
+
+
+@register_source
+class SimMicrophone(SimulatedSource):
+    modality = Modality.MICROPHONE
+    backend = "simulated"
+    config_cls = SimMicrophoneConfig
+    config: SimMicrophoneConfig
+    stream_id = 3
+
+    def frame_time(self, index: int) -> float:
+        # Chunks start on exact sample boundaries so the stream has no gaps or overlaps.
+        return self.config.start_s + self._chunk_start(index) / self.config.sample_rate
+
+    def _chunk_start(self, index: int) -> int:
+        return round(index * self.config.sample_rate / self.config.rate_hz)
+
+    def render(self, t: float, rng: np.random.Generator) -> dict:
+        sr = self.config.sample_rate
+        first = round(t * sr)
+        n = self._chunk_start(self._index + 1) - self._chunk_start(self._index)
+        return {"data": synth_audio(self.world, first, n, sample_rate=sr, rng=rng), "sample_rate": float(sr)}

@@ -1,0 +1,86 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from fusion.inference import Prediction
+from fusion.sinks import CallbackSink, JsonlSink, OrderedSink, ParquetSink, open_sink
+
+
+def pred(seq: int, rig: str = "rig0", error: str | None = None) -> Prediction:
+    return Prediction(
+        rig=rig,
+        seq=seq,
+        timestamp=seq * 0.1,
+        label="car",
+        probs=[0.25, 0.75],
+        position=[1.0, 2.0, 0.0],
+        modalities=["camera", "lidar"],
+        latency_s=0.01,
+        model_version="test",
+        stage_times={"fused": 1.0},
+        error=error,
+    )
+
+
+def test_ordered_sink_releases_in_order_and_drops_duplicates():
+    got = []
+    sink = OrderedSink(CallbackSink(got.append))
+    for seq in [2, 0, 1, 1, 4, 3, 0]:
+        sink.write(pred(seq))
+    assert [p.seq for p in got] == [0, 1, 2, 3, 4]
+    assert sink.skipped["duplicate"] == 2 and sink.written == 5
+
+
+def test_ordered_sink_keeps_rigs_apart_and_skips_errors():
+    got = []
+    sink = OrderedSink(CallbackSink(got.append))
+    for p in [pred(1, "b"), pred(0, "a"), pred(0, "b", error="NaN"), pred(1, "a")]:
+        sink.write(p)
+    assert [(p.rig, p.seq) for p in got] == [("a", 0), ("b", 1), ("a", 1)]
+    assert sink.skipped["error"] == 1
+
+
+def test_ordered_sink_bounds_memory_by_giving_up_gaps():
+    got = []
+    sink = OrderedSink(CallbackSink(got.append), max_pending=3)
+    for seq in [1, 2, 3, 4]:  # seq 0 never comes
+        sink.write(pred(seq))
+    assert [p.seq for p in got] == [1, 2, 3, 4] and sink.skipped["gap"] == 1
+    sink.write(pred(0))  # arrives after it was given up: a duplicate now
+    assert sink.skipped["duplicate"] == 1
+
+
+def test_close_flushes_pending_across_gaps(tmp_path):
+    got = []
+    sink = OrderedSink(CallbackSink(got.append))
+    for seq in [3, 1]:
+        sink.write(pred(seq))
+    sink.close()
+    assert [p.seq for p in got] == [1, 3] and sink.skipped["gap"] == 2
+
+
+def test_jsonl_and_parquet_files_hold_every_field(tmp_path):
+    for path in (tmp_path / "out.jsonl", tmp_path / "out.parquet"):
+        sink = open_sink(str(path))
+        assert isinstance(sink, JsonlSink if path.suffix == ".jsonl" else ParquetSink)
+        for seq in range(3):
+            sink.write(pred(seq))
+        sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [x["seq"] for x in lines] == [0, 1, 2] and lines[0]["probs"] == [0.25, 0.75]
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column("seq").to_pylist() == [0, 1, 2]
+    assert table.column("label").to_pylist() == ["car"] * 3
+    assert table.column("position").to_pylist()[0] == [1.0, 2.0, 0.0]
+
+
+def test_empty_parquet_is_still_a_valid_file(tmp_path):
+    sink = ParquetSink(tmp_path / "none.parquet")
+    sink.close()
+    assert pq.read_table(tmp_path / "none.parquet").num_rows == 0
+
+
+def test_bad_output_spec_is_named():
+    with pytest.raises(ValueError, match=r"--output 'out\.csv'"):
+        open_sink("out.csv")
