@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from fusion.config import ConfigError, load_config
 from fusion.sample import Modality, parse_modality
+from fusion.sensors.base import SourceError
 
 
 def _parse_shape(text: str) -> tuple[Modality, tuple[int, ...]]:
@@ -111,6 +112,72 @@ def cmd_model_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from fusion.rigtools import inspect_lines
+
+    lines, ok = inspect_lines(args.paths)
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+def _rig_from(path: str, rig_id: str | None):
+    from pipelines.config import load_pipeline_config
+
+    config = load_pipeline_config(path)
+    rigs = {r.id: r for r in config.rigs}
+    if rig_id is None:
+        return config.rigs[0]
+    if rig_id not in rigs:
+        raise ConfigError(f"--rig {rig_id!r}: not in {path} (rigs: {', '.join(rigs)})")
+    return rigs[rig_id]
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fusion.rigtools import open_sources, record
+
+    rig = _rig_from(args.config, args.rig)
+    sources = open_sources({sid: (s.modality, s.source) for sid, s in rig.sensors.items()}, rig=rig.id)
+    counts = record(sources, Path(args.out), duration_s=args.duration, fmt=args.format)
+    print(
+        f"recorded {sum(counts.values())} frames to {args.out}: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fusion.rigtools import replay_samples
+
+    sync, preprocess = None, None
+    if args.config:
+        rig = _rig_from(args.config, args.rig)
+        sync, preprocess = rig.sync or None, dict(rig.preprocess)
+    speed = None if args.speed == 0 else args.speed
+    samples = replay_samples(Path(args.recording), speed=speed, sync=sync, preprocess=preprocess)
+    for s in samples:
+        present = ",".join(m.value for m in s.segments)
+        rows = sum(seg.num_rows for seg in s.segments.values())
+        print(f"seq {s.seq} t {s.timestamp:.3f} modalities {present or '-'} rows {rows}")
+    if args.out:
+        from fusion.recording import RecordingWriter
+
+        with RecordingWriter(Path(args.out)) as writer:
+            for s in samples:
+                writer.write_sample(s)
+    print(f"{len(samples)} fused samples", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.cli import run_pipeline
+
+    return run_pipeline(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion", description="Perceiver sensor fusion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +210,61 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--repeats", type=int, default=5, help="timed forward passes (default 5)")
     smoke.add_argument("--seed", type=int, default=0, help="seed for weights and inputs")
     smoke.set_defaults(func=cmd_model_smoke)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="describe video, audio, point cloud, KITTI, pcap or recording files",
+        description="Print modality, backend, frame count, time span, rate and shapes of each file.",
+    )
+    inspect.add_argument("paths", nargs="+", help="files or folders (KITTI .bin folder, recording directory)")
+    inspect.set_defaults(func=cmd_inspect)
+
+    rec = sub.add_parser(
+        "record",
+        help="record a rig's sensor streams to Arrow IPC or Parquet",
+        description="Read every sensor of a rig (no Ray) and write a recording directory.",
+    )
+    rec.add_argument("--config", required=True, help="pipeline YAML whose rig to record")
+    rec.add_argument("--rig", default=None, help="rig id (default: the first)")
+    rec.add_argument("--out", required=True, help="recording directory to create")
+    rec.add_argument(
+        "--duration", type=float, default=None, help="seconds to record (default: until sources end)"
+    )
+    rec.add_argument("--format", choices=["arrow", "parquet"], default="arrow", help="stream file format")
+    rec.set_defaults(func=cmd_record)
+
+    rep = sub.add_parser(
+        "replay",
+        help="replay a recording through alignment and preprocessing",
+        description="Feed a recording's frames through the fuser (no Ray); the same FusedSamples every time.",
+    )
+    rep.add_argument("--recording", required=True, help="recording directory")
+    rep.add_argument(
+        "--speed", type=float, default=0, help="1 = real time, N = N x, 0 = as fast as possible (default)"
+    )
+    rep.add_argument(
+        "--config", default=None, help="pipeline YAML for the rig's sync and preprocess settings"
+    )
+    rep.add_argument("--rig", default=None, help="rig id in --config (default: the first)")
+    rep.add_argument("--out", default=None, help="also write the FusedSamples as a recording directory")
+    rep.set_defaults(func=cmd_replay)
+
+    run = sub.add_parser(
+        "run",
+        help="run the streaming pipeline on Ray",
+        description="Run the sensor-fusion pipeline: a local Ray by default, or join a cluster with --address.",
+    )
+    run.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/pipeline/sim-local.yaml")
+    run.add_argument(
+        "--address", default=None, help="Ray cluster address to join (default: start a local Ray)"
+    )
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--output", default=None, help="'-' (JSON lines to stdout), PATH.jsonl or PATH.parquet")
+    run.add_argument(
+        "--speed", type=float, default=None, help="replay pacing: 1 = real time, N = N x (default: config)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no live status line")
+    run.set_defaults(func=cmd_run)
     return parser
 
 
@@ -150,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, SourceError) as err:
         print(f"fusion: error: {err}", file=sys.stderr)
         return 2
 

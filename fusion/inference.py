@@ -32,7 +32,7 @@ class Prediction:
     probs: list[float]
     position: list[float] | None
     modalities: list[str]  # present in the sample
-    latency_s: float  # earliest capture of the sample's frames to this prediction, wall clock
+    latency_s: float  # capture of the sample's newest reading to this prediction, wall clock
     model_version: str
     stage_times: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -130,5 +130,6 @@ class InferenceEngine:
 
 
 def _capture_wall(s: FusedSample, default: float) -> float:
+    """When the newest reading of the sample was captured: from then on, the sample could exist."""
     captured = [t for k, t in s.stage_times.items() if k.startswith("capture.")]
-    return min(captured) if captured else default
+    return max(captured) if captured else default

@@ -125,16 +125,23 @@ class OrderedSink(Sink):
         self.sink = sink
         self.max_pending = max_pending
         self._next: dict[str, int] = {}
-        self._pending: dict[str, dict[int, Prediction]] = {}
+        self._pending: dict[str, dict[int, Prediction | None]] = {}  # None: known skipped
         self.written = 0
         self.skipped: Counter[str] = Counter()  # reason -> count
 
     def write(self, prediction: Prediction) -> None:
-        rig, seq = prediction.rig, prediction.seq
+        self._put(prediction.rig, prediction.seq, prediction)
+
+    def skip(self, rig: str, seq: int) -> None:
+        """Sequence number `seq` will never come (dropped upstream and counted there): do not wait for it."""
+        self._put(rig, seq, None)
+
+    def _put(self, rig: str, seq: int, prediction: Prediction | None) -> None:
         nxt = self._next.setdefault(rig, 0)
         pending = self._pending.setdefault(rig, {})
         if seq < nxt or seq in pending:
-            self.skipped["duplicate"] += 1
+            if prediction is not None:
+                self.skipped["duplicate"] += 1
             return
         pending[seq] = prediction
         self._release(rig)
@@ -149,6 +156,8 @@ class OrderedSink(Sink):
         while self._next[rig] in pending:
             p = pending.pop(self._next[rig])
             self._next[rig] += 1
+            if p is None:
+                continue
             if p.error is not None:
                 self.skipped["error"] += 1
             else:

@@ -17,7 +17,9 @@ def sample(seq: int, points: int, *, nan: bool = False) -> FusedSample:
         timestamp=seq * 0.1,
         segments={
             Modality.CAMERA: Segment(values=rng.random((64, 3), dtype=np.float32), grid=(8, 8)),
-            Modality.LIDAR: Segment(values=lidar_values, positions=rng.uniform(-1, 1, (points, 3)).astype(np.float32)),
+            Modality.LIDAR: Segment(
+                values=lidar_values, positions=rng.uniform(-1, 1, (points, 3)).astype(np.float32)
+            ),
         },
         stage_times={"capture.camera": 100.0, "capture.lidar": 99.5, "fused": 100.2},
     )

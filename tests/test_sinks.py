@@ -84,3 +84,13 @@ def test_empty_parquet_is_still_a_valid_file(tmp_path):
 def test_bad_output_spec_is_named():
     with pytest.raises(ValueError, match=r"--output 'out\.csv'"):
         open_sink("out.csv")
+
+
+def test_skipped_sequence_numbers_are_not_waited_for():
+    got = []
+    sink = OrderedSink(CallbackSink(got.append))
+    sink.write(pred(1))
+    sink.write(pred(2))
+    assert got == []
+    sink.skip("rig0", 0)  # dropped upstream
+    assert [p.seq for p in got] == [1, 2] and not sink.skipped

@@ -158,33 +158,41 @@ class LiveSource(Source):
         self._thread.start()
 
     def _run(self) -> None:
-        backoff = 0.1
+        backoff, connected = 0.1, True
         while not self._stop.is_set():
+            if not connected:
+                connected = self._reconnect(backoff)
+                backoff = 0.1 if connected else min(backoff * 2, 5.0)
+                continue
             try:
                 frame = self._capture()
-                backoff = 0.1
             except (OSError, SourceError) as err:
                 if self._stop.is_set():
                     return
                 self.skip("device_lost", str(err))
-                self._reconnect(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self._disconnect_quietly()
+                connected = False
                 continue
             if frame is not None:
                 self._push(frame)
 
-    def _reconnect(self, delay: float) -> None:
+    def _disconnect_quietly(self) -> None:
         try:
             self._disconnect()
         except Exception as err:  # the device is already gone; closing it may fail too
             log.debug("disconnect after loss failed: %s", err)
+
+    def _reconnect(self, delay: float) -> bool:
+        """After `delay` s, try the device again; True when it is back."""
         if self._stop.wait(delay):
-            return
+            return False
         try:
             self._connect()
-            self.stats.reconnects += 1
         except (OSError, SourceError) as err:
             self.skip("reconnect_failed", str(err))
+            return False
+        self.stats.reconnects += 1
+        return True
 
     def _push(self, frame: Frame) -> None:
         with self._cond:
@@ -264,8 +272,10 @@ def make_source(modality: Modality | str, config: dict[str, Any], *, source: str
 @functools.cache
 def _load_builtin_backends() -> None:
     """Import the built-in backend modules once, so their decorators run."""
-    for name in ("camera", "microphone", "lidar", "simulated"):
-        importlib.import_module(f"fusion.sensors.{name}")
+    for name in ("fusion.sensors.camera", "fusion.sensors.microphone", "fusion.sensors.lidar"):
+        importlib.import_module(name)
+    importlib.import_module("fusion.sensors.simulated")
+    importlib.import_module("fusion.recording")
 
 
 @dataclass
@@ -275,7 +285,7 @@ class FileReport:
     path: str
     modality: Modality
     backend: str
-    frames: int  # frames, sweeps, or audio chunks of `chunk_s`
+    frames: int  # video frames, LiDAR sweeps, audio samples, or recorded frames
     start: float  # first timestamp, seconds
     end: float  # last timestamp, seconds
     shapes: str  # e.g. "480x640x3 uint8", "16000 Hz mono", "N x 4 float32"

@@ -8,8 +8,11 @@ the sensor when a frame cannot be used.
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
 
+from fusion.config import parse_config
 from fusion.sample import Frame, Modality, Segment
 
 
@@ -19,3 +22,25 @@ class Preprocessor(Protocol):
     def __call__(self, frame: Frame) -> Segment:
         """Turn one frame (for audio: the window the synchronizer cut) into a Segment."""
         ...
+
+
+# modality -> (module, config class, preprocessor class); imported on first use.
+_PREPROCESSORS: dict[Modality, tuple[str, str, str]] = {
+    Modality.CAMERA: ("fusion.sensors.camera", "CameraPreprocessConfig", "CameraPreprocessor"),
+    Modality.MICROPHONE: (
+        "fusion.sensors.microphone",
+        "MicrophonePreprocessConfig",
+        "MicrophonePreprocessor",
+    ),
+    Modality.LIDAR: ("fusion.sensors.lidar", "LidarPreprocessConfig", "LidarPreprocessor"),
+}
+
+
+def make_preprocessor(
+    modality: Modality, config: Mapping[str, Any], *, source: str = "preprocess"
+) -> Preprocessor:
+    """The modality's preprocessor built from a config mapping (validated; errors name `source`)."""
+    module_name, config_name, class_name = _PREPROCESSORS[modality]
+    module = importlib.import_module(module_name)
+    cfg = parse_config(getattr(module, config_name), dict(config), source=source)
+    return cast(Preprocessor, getattr(module, class_name)(cfg))

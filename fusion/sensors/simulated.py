@@ -2,12 +2,16 @@
 
 They are finite-or-endless pull sources: frame k of a stream is captured at scene time
 `start_s + k / rate_hz` and is a pure function of (world seed, stream, k), so two runs give
-the same frames byte for byte. With `realtime: true` a read waits until that time has come on
-the monotonic clock (a live demo); otherwise frames come as fast as they are asked for.
+the same frames byte for byte; frames come as fast as they are asked for.
+
+With `realtime: true` (a live demo) the scene clock is the wall clock: frames fall on the grid
+`k / rate_hz` of Unix time and a read waits until its frame is due. Every simulated sensor, in
+any process or on any host, then agrees on the time without being told a common start.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from abc import abstractmethod
 from typing import ClassVar, Literal
@@ -39,26 +43,31 @@ class SimulatedSource(Source):
         super().__init__(config)
         self.world = World(config.world)
         self._index = 0
-        self._t0_monotonic = 0.0
-        self._t0_wall = 0.0
+        self._origin = config.start_s
+        self._first_time = config.start_s
 
     def open(self) -> None:
-        self._index = 0
-        self._t0_monotonic, self._t0_wall = time.monotonic(), time.time()
+        self._origin = 0.0 if self.config.realtime else self.config.start_s
+        self._index = self.first_index(time.time()) if self.config.realtime else 0
+        self._first_time = self.frame_time(self._index)
 
     def close(self) -> None:
         pass
 
+    def first_index(self, now: float) -> int:
+        """Realtime: the first frame on the wall-clock grid at or after `now`."""
+        return math.ceil(now * self.config.rate_hz)
+
     def frame_time(self, index: int) -> float:
-        return self.config.start_s + index / self.config.rate_hz
+        return self._origin + index / self.config.rate_hz
 
     def read(self, timeout: float | None = None) -> Frame:
         """Next frame; with `realtime`, blocks until its capture time (TimeoutError past `timeout`)."""
         t = self.frame_time(self._index)
-        if self.config.duration_s is not None and t >= self.config.start_s + self.config.duration_s:
+        if self.config.duration_s is not None and t >= self._first_time + self.config.duration_s:
             raise EndOfStream
         if self.config.realtime:
-            wait = self._t0_monotonic + (t - self.config.start_s) - time.monotonic()
+            wait = t - time.time()
             if timeout is not None and wait > timeout:
                 time.sleep(max(timeout, 0.0))
                 raise TimeoutError(f"{self.modality.value}/{self.sensor_id}: next frame due in {wait:.3f} s")
@@ -70,7 +79,7 @@ class SimulatedSource(Source):
             sensor_id=self.sensor_id,
             timestamp=t,
             # Realtime frames are captured on schedule; otherwise at the moment they are made.
-            wall_time=self._t0_wall + (t - self.config.start_s) if self.config.realtime else time.time(),
+            wall_time=t if self.config.realtime else time.time(),
             index=self._index,
             **self.render(t, rng),
         )
@@ -138,7 +147,7 @@ class SimMicrophone(SimulatedSource):
 
     def frame_time(self, index: int) -> float:
         # Chunks start on exact sample boundaries so the stream has no gaps or overlaps.
-        return self.config.start_s + self._chunk_start(index) / self.config.sample_rate
+        return self._origin + self._chunk_start(index) / self.config.sample_rate
 
     def _chunk_start(self, index: int) -> int:
         return round(index * self.config.sample_rate / self.config.rate_hz)

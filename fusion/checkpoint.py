@@ -1,0 +1,88 @@
+"""Checkpoints: safetensors weights plus the model config as JSON in the file's metadata.
+
+Loading never unpickles anything: a pickle (or any file that is not safetensors) is refused
+with a message that says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from fusion.config import parse_config
+from fusion.model import ModelConfig, Perceiver, build_model
+
+log = logging.getLogger(__name__)
+
+_CONFIG_KEY = "fusion.model_config"
+# Shipped checkpoints, by preset name, beside the presets.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and the reason."""
+
+
+def save_checkpoint(model: Perceiver, path: str | Path, *, extra: dict[str, str] | None = None) -> Path:
+    """Write weights and config; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {_CONFIG_KEY: model.config.model_dump_json(), **(extra or {})}
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """(config, state dict, metadata) of a safetensors checkpoint, validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    head = path.read_bytes()[:2]
+    if head[:1] == b"\x80" or head == b"PK":  # pickle protocol marker / torch.save zip archive
+        raise CheckpointError(
+            f"{path}: looks like a pickle (torch.save); only safetensors checkpoints are loaded"
+        )
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
+    if _CONFIG_KEY not in metadata:
+        raise CheckpointError(f"{path}: no model config in the metadata (key {_CONFIG_KEY!r})")
+    try:
+        config = parse_config(ModelConfig, json.loads(metadata[_CONFIG_KEY]), source=f"{path} metadata")
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: model config is not JSON ({err})") from None
+    return config, state, metadata
+
+
+def load_checkpoint(path: str | Path) -> Perceiver:
+    """The model a checkpoint holds; refuses missing, extra or mis-shaped tensors."""
+    config, state, _ = read_checkpoint(path)
+    model = build_model(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not match the model config: {err}") from None
+    return model
+
+
+def checkpoint_version(path: str | Path) -> str:
+    """A short content hash naming the weights, e.g. `sensor-small@3f2a9c1d04be`."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    return f"{Path(path).stem}@{digest}"
+
+
+def shipped_checkpoint(preset: str) -> Path | None:
+    path = SHIPPED_DIR / f"{preset}.safetensors"
+    return path if path.is_file() else None

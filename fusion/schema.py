@@ -1,0 +1,511 @@
+"""The versioned Arrow schemas of `Frame` and `FusedSample`, and lossless conversion to and from them.
+
+One schema serves recording, replay and transport between processes. Every table carries
+`fusion.schema_version` (`SCHEMA_VERSION`) and `fusion.kind` (`frames` or `samples`) in its
+schema metadata; reading refuses a missing or different version, naming the file.
+
+Tensors use Arrow's canonical `arrow.variable_shape_tensor` extension type (storage
+`struct<data: list<T>, shape: fixed_size_list<int32>[ndim]>`), always, even where every row of
+a batch happens to have the same shape: LiDAR point counts differ from sweep to sweep, and one
+type per column keeps the schema fixed, so batches with different shapes share one file. The
+type is implemented in Arrow C++ (pyarrow 26 registers it) but not exposed in pyarrow's Python
+API, so `variable_shape_tensor()` obtains it by deserializing a schema whose field carries the
+extension name: other Arrow readers see the canonical type.
+
+Frames: one table holds frames of one modality (the tensor dtype and rank depend on it:
+camera uint8 [H, W, 3], microphone float32 [n], LiDAR float32 [N, 4]); `fusion.modality` in
+the schema metadata says which. Recordings keep one file per sensor stream.
+
+FusedSamples: one row per sample; per modality in `MODALITY_ORDER` a nullable struct column
+(null: the modality is absent) with `values`, `positions` (tensors) and `grid`.
+
+Copies: writing concatenates each column's tensors into one buffer (one copy, no per-element
+Python); reading slices that buffer in place (`to_numpy(zero_copy_only=True)`), so arrays read
+from a memory-mapped file are read-only views of the mapping.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from fusion.sample import MODALITY_ORDER, Frame, FusedSample, Modality, Segment, parse_modality
+
+SCHEMA_VERSION = 1
+VERSION_KEY = b"fusion.schema_version"
+KIND_KEY = b"fusion.kind"
+MODALITY_KEY = b"fusion.modality"
+FRAMES = "frames"
+SAMPLES = "samples"
+
+_TENSOR_NAME = "arrow.variable_shape_tensor"
+_INT32_MAX = np.iinfo(np.int32).max
+
+# Native payload of each modality's Frame: (dtype, dimension names); the rank is len(names).
+FRAME_LAYOUT: dict[Modality, tuple[np.dtype[Any], tuple[str, ...]]] = {
+    Modality.CAMERA: (np.dtype(np.uint8), ("H", "W", "C")),
+    Modality.LIDAR: (np.dtype(np.float32), ("N", "xyzi")),
+    Modality.MICROPHONE: (np.dtype(np.float32), ("n",)),
+}
+
+# A fixed dictionary (every modality, always the same) so batches written one after another
+# into one IPC file never replace it, which the IPC file format forbids.
+_MODALITY_DICT = pa.array([m.value for m in MODALITY_ORDER], pa.string())
+_MODALITY_TYPE = pa.dictionary(pa.int8(), pa.string())
+_TIMES_TYPE = pa.map_(pa.string(), pa.float64())
+
+
+@functools.cache
+def variable_shape_tensor(value_type: pa.DataType, dim_names: tuple[str, ...]) -> pa.DataType:
+    """The canonical `arrow.variable_shape_tensor` type of rank len(dim_names).
+
+    Raises:
+        RuntimeError: when the installed pyarrow does not know the canonical type.
+    """
+    storage = pa.struct(
+        [pa.field("data", pa.list_(value_type)), pa.field("shape", pa.list_(pa.int32(), len(dim_names)))]
+    )
+    metadata = {
+        b"ARROW:extension:name": _TENSOR_NAME.encode(),
+        b"ARROW:extension:metadata": json.dumps({"dim_names": list(dim_names)}).encode(),
+    }
+    # Arrow C++ resolves registered extension types when it reads a schema; that is the only
+    # route to this type from Python.
+    serialized = pa.schema([pa.field("t", storage, metadata=metadata)]).serialize()
+    tensor_type = ipc.read_schema(serialized).field(0).type
+    if getattr(tensor_type, "extension_name", None) != _TENSOR_NAME:
+        raise RuntimeError(f"pyarrow {pa.__version__} does not provide {_TENSOR_NAME}; upgrade pyarrow")
+    return tensor_type
+
+
+def _metadata(kind: str, **extra: str) -> dict[bytes, bytes]:
+    meta = {VERSION_KEY: str(SCHEMA_VERSION).encode(), KIND_KEY: kind.encode()}
+    meta.update({k.encode(): v.encode() for k, v in extra.items()})
+    return meta
+
+
+@functools.cache
+def frame_schema(modality: Modality) -> pa.Schema:
+    """The schema of a table of `modality` frames."""
+    dtype, dims = FRAME_LAYOUT[modality]
+    fields = [
+        pa.field("modality", _MODALITY_TYPE, nullable=False),
+        pa.field("sensor_id", pa.string(), nullable=False),
+        pa.field("timestamp", pa.float64(), nullable=False),
+        pa.field("wall_time", pa.float64(), nullable=False),
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("sample_rate", pa.float64()),
+        pa.field("data", variable_shape_tensor(pa.from_numpy_dtype(dtype), dims), nullable=False),
+    ]
+    return pa.schema(fields, metadata=_metadata(FRAMES, **{"fusion.modality": modality.value}))
+
+
+def _segment_type() -> pa.StructType:
+    return pa.struct(
+        [
+            pa.field("values", variable_shape_tensor(pa.float32(), ("M", "c"))),
+            pa.field("positions", variable_shape_tensor(pa.float32(), ("M", "d"))),
+            pa.field("grid", pa.list_(pa.int32())),
+        ]
+    )
+
+
+@functools.cache
+def sample_schema() -> pa.Schema:
+    """The schema of a table of FusedSamples."""
+    fields = [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("timestamp", pa.float64(), nullable=False),
+        pa.field("rig", pa.string(), nullable=False),
+        pa.field("label", pa.int32()),
+        # float64, not float32: the dataclass holds Python floats and round trips are lossless.
+        pa.field("target_position", pa.list_(pa.float64(), 3)),
+        pa.field("capture_times", _TIMES_TYPE, nullable=False),
+        pa.field("stage_times", _TIMES_TYPE, nullable=False),
+        *(pa.field(m.value, _segment_type()) for m in MODALITY_ORDER),
+    ]
+    return pa.schema(fields, metadata=_metadata(SAMPLES))
+
+
+def check_schema(schema: pa.Schema, kind: str, *, source: str) -> None:
+    """Raise ValueError naming `source` unless `schema` is this build's version of `kind`."""
+    meta = schema.metadata or {}
+    raw = meta.get(VERSION_KEY)
+    if raw is None:
+        raise ValueError(
+            f"{source}: no {VERSION_KEY.decode()} in the Arrow schema metadata, so it was not "
+            f"written by fusion; this build reads {SCHEMA_VERSION}"
+        )
+    version = raw.decode(errors="replace")
+    if version != str(SCHEMA_VERSION):
+        raise ValueError(
+            f"{source}: recording written with schema version {version}; this build reads {SCHEMA_VERSION}"
+        )
+    found = meta.get(KIND_KEY, b"").decode(errors="replace")
+    if found != kind:
+        raise ValueError(f"{source}: holds {found or 'unknown'!r} data, expected {kind!r}")
+
+
+def schema_modality(schema: pa.Schema, *, source: str) -> Modality:
+    """The modality of a frames schema (after `check_schema`)."""
+    raw = (schema.metadata or {}).get(MODALITY_KEY, b"").decode(errors="replace")
+    try:
+        return parse_modality(raw)
+    except ValueError as err:
+        raise ValueError(f"{source}: {MODALITY_KEY.decode()}: {err}") from None
+
+
+def _check_columns(schema: pa.Schema, expected: pa.Schema, *, source: str) -> None:
+    for field in expected:
+        idx = schema.get_field_index(field.name)
+        if idx < 0:
+            raise ValueError(f"{source}: missing column {field.name!r}")
+        actual = schema.field(idx).type
+        if not actual.equals(field.type):
+            raise ValueError(f"{source}: column {field.name!r} has type {actual}, expected {field.type}")
+
+
+def _check_no_nulls(batch: pa.RecordBatch, names: Sequence[str], *, source: str, first_row: int) -> None:
+    for name in names:
+        column = batch.column(name)
+        if column.null_count:
+            row = first_row + int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
+            raise ValueError(f"{source}: column {name!r} row {row}: null where a value is required")
+
+
+# --- tensors -----------------------------------------------------------------------------
+
+
+def _encode_tensors(
+    arrays: Sequence[np.ndarray | None], tensor_type: pa.DataType, *, column: str
+) -> pa.ExtensionArray:
+    """Tensors (None: null row) -> one variable_shape_tensor array over a single data buffer."""
+    value_type = tensor_type.storage_type.field("data").type.value_type
+    dtype = np.dtype(value_type.to_pandas_dtype())
+    ndim = tensor_type.storage_type.field("shape").type.list_size
+    for row, a in enumerate(arrays):
+        if a is not None and (a.dtype != dtype or a.ndim != ndim):
+            raise ValueError(
+                f"column {column!r} row {row}: expected a {ndim}-d {dtype} array, got {a.shape} {a.dtype}"
+            )
+    present = [a for a in arrays if a is not None]
+    if len(present) == 1:
+        flat = present[0].reshape(-1)  # a view when contiguous
+    else:
+        flat = np.concatenate([a.reshape(-1) for a in present]) if present else np.empty(0, dtype)
+    sizes = np.array([0 if a is None else a.size for a in arrays], dtype=np.int64)
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    if offsets[-1] > _INT32_MAX:
+        raise ValueError(
+            f"column {column!r}: {offsets[-1]} values exceed one Arrow list; write smaller batches"
+        )
+    shapes = np.array([(0,) * ndim if a is None else a.shape for a in arrays], dtype=np.int64)
+    shapes = shapes.reshape(len(arrays), ndim)
+    nulls = np.array([a is None for a in arrays], dtype=bool)
+    mask = pa.array(nulls) if nulls.any() else None
+    data = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat), mask=mask)
+    shape = pa.FixedSizeListArray.from_arrays(pa.array(shapes.astype(np.int32).reshape(-1)), ndim)
+    storage = pa.StructArray.from_arrays([data, shape], fields=list(tensor_type.storage_type), mask=mask)
+    return tensor_type.wrap_array(storage)
+
+
+def _decode_tensors(
+    array: pa.Array, valid: np.ndarray, *, column: str, source: str, first_row: int
+) -> list[np.ndarray | None]:
+    """A variable_shape_tensor array -> read-only views of its data buffer (None where not `valid`).
+
+    Args:
+        array: the extension array, n rows.
+        valid: [n] bool, rows that must hold a tensor; the others read as None.
+    """
+    storage = array.storage
+    data, shape = storage.field("data"), storage.field("shape")
+    ndim = shape.type.list_size
+    n = len(array)
+    valid = valid & ~storage.is_null().to_numpy(zero_copy_only=False)
+    where = f"{source}: column {column!r}"
+    bad_null = valid & (
+        data.is_null().to_numpy(zero_copy_only=False) | shape.is_null().to_numpy(zero_copy_only=False)
+    )
+    if bad_null.any():
+        raise ValueError(f"{where} row {first_row + int(np.argmax(bad_null))}: tensor data or shape is null")
+    try:
+        values = data.values.to_numpy(zero_copy_only=True)
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{where}: tensor elements cannot be read in place ({err})") from None
+    # `.values` of a sliced list ignores the slice, but `.offsets` index into it absolutely.
+    offsets = data.offsets.to_numpy().astype(np.int64)
+    # Null shapes (rows that are not `valid`) read as 0; valid rows were checked above.
+    shapes = shape.values.slice(shape.offset * ndim, n * ndim).fill_null(0).to_numpy()
+    shapes = shapes.astype(np.int64).reshape(n, ndim)
+    lengths = np.diff(offsets)
+    expected = np.prod(shapes, axis=1)
+    broken = valid & (
+        (lengths != expected) | (shapes < 0).any(axis=1) | (offsets[:-1] < 0) | (offsets[1:] > len(values))
+    )
+    if broken.any():
+        row = int(np.argmax(broken))
+        raise ValueError(
+            f"{where} row {first_row + row}: shape {tuple(shapes[row].tolist())} needs "
+            f"{expected[row]} values, the data has {lengths[row]}"
+        )
+    return [values[offsets[i] : offsets[i + 1]].reshape(shapes[i]) if valid[i] else None for i in range(n)]
+
+
+def _batches(table: pa.Table | pa.RecordBatch) -> list[pa.RecordBatch]:
+    return [table] if isinstance(table, pa.RecordBatch) else table.to_batches()
+
+
+# --- frames ------------------------------------------------------------------------------
+
+
+def frames_to_table(frames: Sequence[Frame], *, modality: Modality | None = None) -> pa.Table:
+    """Frames of one modality (several sensors allowed) -> a table of `frame_schema(modality)`.
+
+    `modality` is needed only when `frames` is empty.
+    """
+    if modality is None:
+        if not frames:
+            raise ValueError("frames_to_table: no frames and no modality: the schema depends on it")
+        modality = frames[0].modality
+    for row, f in enumerate(frames):
+        if f.modality is not modality:
+            raise ValueError(
+                f"frames_to_table: row {row} ({f.sensor_id!r}) is a {f.modality.value} frame in a "
+                f"{modality.value} table; write each modality to its own table"
+            )
+    schema = frame_schema(modality)
+    codes = pa.array(np.full(len(frames), MODALITY_ORDER.index(modality), dtype=np.int8))
+    columns = [
+        pa.DictionaryArray.from_arrays(codes, _MODALITY_DICT),
+        pa.array([f.sensor_id for f in frames], pa.string()),
+        pa.array(np.array([f.timestamp for f in frames], dtype=np.float64)),
+        pa.array(np.array([f.wall_time for f in frames], dtype=np.float64)),
+        pa.array(np.array([f.index for f in frames], dtype=np.int64)),
+        pa.array([f.sample_rate for f in frames], pa.float64()),
+        _encode_tensors([f.data for f in frames], schema.field("data").type, column="data"),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def table_to_frames(table: pa.Table | pa.RecordBatch, *, source: str = "<table>") -> list[Frame]:
+    """A frames table or record batch -> Frames whose `data` are read-only views of its buffers.
+
+    Raises:
+        ValueError: naming `source`, the column and the row, for a wrong version, column type,
+            null, or a shape inconsistent with the data.
+    """
+    check_schema(table.schema, FRAMES, source=source)
+    modality = schema_modality(table.schema, source=source)
+    expected = frame_schema(modality)
+    _check_columns(table.schema, expected, source=source)
+    frames: list[Frame] = []
+    for batch in _batches(table):
+        frames.extend(_batch_to_frames(batch, modality, source=source, first_row=len(frames)))
+    return frames
+
+
+def _batch_to_frames(
+    batch: pa.RecordBatch, modality: Modality, *, source: str, first_row: int
+) -> list[Frame]:
+    _check_no_nulls(
+        batch,
+        ("modality", "sensor_id", "timestamp", "wall_time", "index"),
+        source=source,
+        first_row=first_row,
+    )
+    names = batch.column("modality").to_pylist()
+    for row, name in enumerate(names):
+        if name != modality.value:
+            raise ValueError(
+                f"{source}: column 'modality' row {first_row + row}: {name!r} in a {modality.value} table"
+            )
+    data = _decode_tensors(
+        batch.column("data"), np.ones(batch.num_rows, bool), column="data", source=source, first_row=first_row
+    )
+    sensor_ids = batch.column("sensor_id").to_pylist()
+    timestamps = batch.column("timestamp").to_numpy().tolist()
+    wall_times = batch.column("wall_time").to_numpy().tolist()
+    indices = batch.column("index").to_numpy().tolist()
+    rates = batch.column("sample_rate").to_pylist()
+    frames = []
+    for row in range(batch.num_rows):
+        try:
+            frames.append(
+                Frame(
+                    modality=modality,
+                    sensor_id=sensor_ids[row],
+                    timestamp=timestamps[row],
+                    wall_time=wall_times[row],
+                    data=data[row],  # type: ignore[arg-type]  # never None: every row is valid
+                    sample_rate=rates[row],
+                    index=indices[row],
+                )
+            )
+        except ValueError as err:
+            raise ValueError(f"{source}: row {first_row + row}: {err}") from None
+    return frames
+
+
+# --- fused samples -----------------------------------------------------------------------
+
+
+def _segments_column(segments: Sequence[Segment | None], modality: Modality) -> pa.StructArray:
+    seg_type = _segment_type()
+    name = modality.value
+    values = _encode_tensors(
+        [None if s is None else s.values for s in segments],
+        seg_type.field("values").type,
+        column=f"{name}.values",
+    )
+    positions = _encode_tensors(
+        [None if s is None else s.positions for s in segments],
+        seg_type.field("positions").type,
+        column=f"{name}.positions",
+    )
+    grid = pa.array(
+        [None if s is None or s.grid is None else list(s.grid) for s in segments], pa.list_(pa.int32())
+    )
+    absent = np.array([s is None for s in segments], dtype=bool)
+    mask = pa.array(absent) if absent.any() else None
+    return pa.StructArray.from_arrays([values, positions, grid], fields=list(seg_type), mask=mask)
+
+
+def samples_to_table(samples: Sequence[FusedSample]) -> pa.Table:
+    """FusedSamples -> a table of `sample_schema()`; a missing modality is a null struct."""
+    schema = sample_schema()
+    columns = [
+        pa.array(np.array([s.seq for s in samples], dtype=np.int64)),
+        pa.array(np.array([s.timestamp for s in samples], dtype=np.float64)),
+        pa.array([s.rig for s in samples], pa.string()),
+        pa.array([s.label for s in samples], pa.int32()),
+        pa.array(
+            [None if s.target_position is None else list(s.target_position) for s in samples],
+            schema.field("target_position").type,
+        ),
+        pa.array([[(m.value, t) for m, t in s.capture_times.items()] for s in samples], _TIMES_TYPE),
+        pa.array([list(s.stage_times.items()) for s in samples], _TIMES_TYPE),
+        *(_segments_column([s.segments.get(m) for s in samples], m) for m in MODALITY_ORDER),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def table_to_samples(table: pa.Table | pa.RecordBatch, *, source: str = "<table>") -> list[FusedSample]:
+    """A samples table or record batch -> FusedSamples (tensors are read-only views of its buffers).
+
+    Raises:
+        ValueError: naming `source`, the column and the row, for a wrong version, column type,
+            null, unknown modality, or a shape inconsistent with the data.
+    """
+    check_schema(table.schema, SAMPLES, source=source)
+    _check_columns(table.schema, sample_schema(), source=source)
+    samples: list[FusedSample] = []
+    for batch in _batches(table):
+        samples.extend(_batch_to_samples(batch, source=source, first_row=len(samples)))
+    return samples
+
+
+def _batch_to_segments(
+    batch: pa.RecordBatch, modality: Modality, *, source: str, first_row: int
+) -> list[Segment | None]:
+    name = modality.value
+    column = batch.column(name)
+    present = ~column.is_null().to_numpy(zero_copy_only=False)
+    values = _decode_tensors(
+        column.field("values"), present, column=f"{name}.values", source=source, first_row=first_row
+    )
+    positions = _decode_tensors(
+        column.field("positions"), present, column=f"{name}.positions", source=source, first_row=first_row
+    )
+    grids = column.field("grid").to_pylist()
+    segments: list[Segment | None] = []
+    for row in range(batch.num_rows):
+        if not present[row]:
+            segments.append(None)
+            continue
+        v = values[row]
+        if v is None:
+            raise ValueError(
+                f"{source}: column '{name}.values' row {first_row + row}: null in a present segment"
+            )
+        grid = grids[row]
+        try:
+            segments.append(Segment(v, positions[row], None if grid is None else tuple(grid)))
+        except ValueError as err:
+            raise ValueError(f"{source}: column {name!r} row {first_row + row}: {err}") from None
+    return segments
+
+
+def _times(pairs: list[tuple[str, float]] | None) -> dict[str, float]:
+    return dict(pairs or [])
+
+
+def _batch_to_samples(batch: pa.RecordBatch, *, source: str, first_row: int) -> list[FusedSample]:
+    _check_no_nulls(
+        batch, ("seq", "timestamp", "rig", "capture_times", "stage_times"), source=source, first_row=first_row
+    )
+    seqs = batch.column("seq").to_numpy().tolist()
+    timestamps = batch.column("timestamp").to_numpy().tolist()
+    rigs = batch.column("rig").to_pylist()
+    labels = batch.column("label").to_pylist()
+    targets = batch.column("target_position").to_pylist()
+    captures = batch.column("capture_times").to_pylist()
+    stages = batch.column("stage_times").to_pylist()
+    segments = {m: _batch_to_segments(batch, m, source=source, first_row=first_row) for m in MODALITY_ORDER}
+    samples = []
+    for row in range(batch.num_rows):
+        try:
+            capture_times = {parse_modality(k): t for k, t in _times(captures[row]).items()}
+        except ValueError as err:
+            raise ValueError(f"{source}: column 'capture_times' row {first_row + row}: {err}") from None
+        target = targets[row]
+        samples.append(
+            FusedSample(
+                seq=seqs[row],
+                timestamp=timestamps[row],
+                segments={m: seg for m in MODALITY_ORDER if (seg := segments[m][row]) is not None},
+                rig=rigs[row],
+                capture_times=capture_times,
+                stage_times=_times(stages[row]),
+                label=labels[row],
+                target_position=None if target is None else (target[0], target[1], target[2]),
+            )
+        )
+    return samples
+
+
+# --- transport ---------------------------------------------------------------------------
+
+
+def serialize_sample(sample: FusedSample) -> bytes:
+    """One FusedSample as an Arrow IPC stream (schema + one one-row batch)."""
+    table = samples_to_table([sample])
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def deserialize_sample(data: bytes | pa.Buffer) -> FusedSample:
+    """Inverse of `serialize_sample`; its arrays are read-only views of `data`.
+
+    Raises:
+        ValueError: when `data` is not one serialized FusedSample of this schema version.
+    """
+    source = "<serialized sample>"
+    try:
+        table = ipc.open_stream(pa.py_buffer(data)).read_all()
+        table.validate(full=True)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{source}: not an Arrow IPC stream of a FusedSample ({err})") from None
+    samples = table_to_samples(table, source=source)
+    if len(samples) != 1:
+        raise ValueError(f"{source}: holds {len(samples)} samples, expected 1")
+    return samples[0]

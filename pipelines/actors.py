@@ -1,0 +1,184 @@
+"""Ray actors: thin shells around the plain classes in `fusion/`.
+
+Each actor's contract is written on it; the logic it wraps is tested without Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import ray
+
+from fusion.batching import DynamicBatcher
+from fusion.fuser import Fuser
+from fusion.inference import InferenceEngine, Prediction
+from fusion.sample import Frame, FusedSample, Modality
+from fusion.sensors import EndOfStream, Source, make_source
+from pipelines.models import load_model
+
+
+class Pacer:
+    """Replay pacing: frame timestamps mapped onto the wall clock at `speed` (None: no waiting)."""
+
+    def __init__(self, speed: float | None) -> None:
+        self.speed = speed
+        self._anchor: tuple[float, float] | None = None  # (first frame time, monotonic at it)
+
+    def wait(self, timestamp: float) -> None:
+        if self.speed is None:
+            return
+        if self._anchor is None:
+            self._anchor = (timestamp, time.monotonic())
+        due = self._anchor[1] + (timestamp - self._anchor[0]) / self.speed
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+@ray.remote
+class SensorActor:
+    """One sensor's source.
+
+    `read(max_frames, timeout_s)` returns up to `max_frames` frames in capture order: `[]` when a
+    live source gave nothing within `timeout_s`, `None` once a finite source has ended. Replay
+    sources are paced by `speed`. After a restart, `start(resume_from=k)` skips the k frames
+    already delivered, so a replay continues exactly where it stopped.
+    """
+
+    def __init__(self, *, modality: str, source: dict[str, Any], name: str, speed: float | None) -> None:
+        self.name = name
+        self.source: Source = make_source(modality, source, source=name)
+        self.pacer = Pacer(speed)
+        self.delivered = 0
+        self.ended = False
+
+    def start(self, resume_from: int = 0) -> int:
+        """Open the source (fails naming the file or device); returns frames skipped to resume."""
+        self.source.open()
+        for _ in range(resume_from):
+            try:
+                self.source.read(timeout=None)
+            except EndOfStream:
+                break
+        self.delivered = resume_from
+        return resume_from
+
+    def read(self, max_frames: int, timeout_s: float) -> list[Frame] | None:
+        if self.ended:
+            return None
+        frames: list[Frame] = []
+        deadline = time.monotonic() + timeout_s
+        while len(frames) < max_frames:
+            try:
+                frame = self.source.read(
+                    timeout=max(0.0, deadline - time.monotonic()) if frames else timeout_s
+                )
+            except TimeoutError:
+                break
+            except EndOfStream:
+                self.ended = True
+                break
+            self.pacer.wait(frame.timestamp)
+            frames.append(frame)
+            if time.monotonic() >= deadline:
+                break
+        self.delivered += len(frames)
+        if not frames and self.ended:
+            return None
+        return frames
+
+    def stats(self) -> dict[str, Any]:
+        s = self.source.stats
+        return {
+            "frames": s.frames,
+            "errors": dict(s.errors),
+            "dropped": dict(s.dropped),
+            "reconnects": s.reconnects,
+            "delivered": self.delivered,
+        }
+
+    def close(self) -> None:
+        self.source.close()
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+@ray.remote
+class FuserActor:
+    """One rig's synchronizer and preprocessors.
+
+    `push(frames)` takes frames of any of the rig's sensors, in any order, and returns the
+    FusedSamples that became ready; `finish()` returns the rest at end of stream.
+    """
+
+    def __init__(
+        self,
+        *,
+        rig: str,
+        sensors: dict[str, str],
+        sync: dict[str, Any],
+        preprocess: dict[str, dict],
+        lossless: bool,
+    ) -> None:
+        self.fuser = Fuser(
+            rig=rig,
+            sensors={k: Modality(v) for k, v in sensors.items()},
+            sync=sync or None,
+            preprocess={Modality(k): v for k, v in preprocess.items()},
+            lossless=lossless,
+        )
+
+    def push(self, *frame_lists: list[Frame]) -> list[FusedSample]:
+        return self.fuser.push([f for frames in frame_lists for f in frames])
+
+    def finish(self) -> list[FusedSample]:
+        return self.fuser.finish()
+
+    def stats(self) -> dict[str, Any]:
+        return self.fuser.stats_dict()
+
+
+@ray.remote
+class InferenceActor:
+    """The Perceiver on this actor's device (GPU when it was given one, else CPU).
+
+    `infer(sample)` is dynamically batched with concurrent calls (max batch size, max wait);
+    `infer_batch(samples)` runs exactly the batch given (replay: fixed batches keep results
+    byte-identical from run to run). Both return Predictions; a bad sample gets one with
+    `error` set instead of failing its batch.
+    """
+
+    def __init__(
+        self, *, model: dict[str, Any], device: str, max_batch_size: int, max_wait_ms: float
+    ) -> None:
+        net, version = load_model(model)
+        self.engine = InferenceEngine(net, model_version=version, device=device)
+        # One thread runs the model so the event loop keeps accepting samples meanwhile.
+        self._executor = ThreadPoolExecutor(max_workers=1)
+        self.batcher: DynamicBatcher[FusedSample, Prediction] = DynamicBatcher(
+            self._run, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1000
+        )
+
+    async def _run(self, samples: list[FusedSample]) -> list[Prediction]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.predict, samples)
+
+    async def infer(self, sample: FusedSample) -> Prediction:
+        return await self.batcher.submit(sample)
+
+    async def infer_batch(self, samples: list[FusedSample]) -> list[Prediction]:
+        return await self._run(samples)
+
+    async def info(self) -> dict[str, Any]:
+        params = sum(p.numel() for p in self.engine.model.parameters())
+        return {
+            "device": str(self.engine.device),
+            "model_version": self.engine.model_version,
+            "model": self.engine.model.config.name,
+            "parameters": params,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": __import__("os").getpid(),
+        }

@@ -1,0 +1,121 @@
+"""The pipeline's configuration: one typed tree, each component receiving only its part.
+
+Validated entirely at start-up: unknown keys, wrong types, unknown sensor backends and
+impossible combinations fail before any actor starts, naming the key path.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, Strict, model_validator
+
+from fusion.config import ModalityKey, StrictModel, load_config
+from fusion.sample import Modality, parse_modality
+
+
+class Mode(StrEnum):
+    LIVE = "live"  # never block a sensor; drop the oldest work when behind, and count it
+    REPLAY = "replay"  # lossless and deterministic
+
+
+class SensorSpec(StrictModel):
+    """One sensor: its modality and its backend's own config (validated by that backend)."""
+
+    modality: ModalityKey
+    source: dict[str, Any]  # {"backend": ..., backend fields}; see fusion.sensors
+
+
+class RigConfig(StrictModel):
+    """One sensor rig: its sensors, how they are aligned and preprocessed, where they run."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    sensors: dict[str, SensorSpec] = Field(min_length=1)  # sensor id -> spec
+    sync: dict[str, Any] = Field(default_factory=dict)  # fusion.sync.SyncConfig
+    preprocess: dict[ModalityKey, dict[str, Any]] = Field(default_factory=dict)  # per-modality configs
+    # Ray custom resources the rig's sensor actors require, to pin them to the host owning the
+    # devices (e.g. {"rig0_host": 0.01} with `ray start --resources '{"rig0_host": 1}'`).
+    resources: dict[str, float] = Field(default_factory=dict)
+    replicas: int = Field(default=1, ge=1)  # N copies (ids rig-0..), simulated seeds offset per copy
+
+    @model_validator(mode="after")
+    def _one_sensor_per_modality(self) -> RigConfig:
+        seen: dict[Modality, str] = {}
+        for sensor_id, spec in self.sensors.items():
+            if spec.modality in seen:
+                raise ValueError(
+                    f"sensors {seen[spec.modality]!r} and {sensor_id!r} are both {spec.modality.value}: "
+                    "a rig fuses one sensor per modality"
+                )
+            seen[spec.modality] = sensor_id
+        return self
+
+
+class ModelSpec(StrictModel):
+    preset: str | None = "sensor-small"  # a configs/model preset, or
+    config: str | None = None  # a model YAML path
+    checkpoint: str | None = None  # safetensors path; None: the shipped one for the preset, if any
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.preset is None) == (self.config is None):
+            raise ValueError("give exactly one of model.preset or model.config")
+        return self
+
+
+class InferenceConfig(StrictModel):
+    actors: int = Field(default=1, ge=1)
+    max_batch_size: int = Field(default=8, ge=1)
+    max_wait_ms: float = Field(default=10.0, ge=0)
+    # GPUs per inference actor; None = 1 when the cluster has GPUs, else 0 (CPU).
+    num_gpus: float | None = Field(default=None, ge=0)
+    num_cpus: float = Field(default=1.0, ge=0)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_restarts: int = Field(default=3, ge=0)
+
+
+class FlowConfig(StrictModel):
+    """Bounds on work in flight at every edge: what keeps memory flat."""
+
+    max_frames_per_read: int = Field(default=8, ge=1)  # frames a sensor actor returns per call
+    # Fused samples waiting for inference, per rig. In live mode it bounds latency: at most
+    # this many samples' worth of queueing before the oldest is dropped.
+    max_pending_samples: int = Field(default=8, ge=1)
+    max_in_flight_batches: int = Field(default=4, ge=1)  # per inference actor
+    max_restarts: int = Field(default=3, ge=0)  # sensor and fuser actors
+    # Ray CPU reservations: sensors mostly wait on devices or clocks, fusers preprocess.
+    sensor_num_cpus: float = Field(default=0.05, ge=0)
+    fuser_num_cpus: float = Field(default=0.1, ge=0)
+
+
+class PipelineConfig(StrictModel):
+    mode: Annotated[Mode, Strict(False)] = Mode.LIVE
+    speed: float | None = Field(default=None, gt=0)  # replay pacing: 1 = real time, None = fast as possible
+    duration_s: float | None = Field(default=None, gt=0)  # stop after this long (wall clock)
+    model: ModelSpec = ModelSpec()
+    rigs: list[RigConfig] = Field(min_length=1)
+    inference: InferenceConfig = InferenceConfig()
+    flow: FlowConfig = FlowConfig()
+    output: str = "-"  # '-', PATH.jsonl or PATH.parquet
+
+    @model_validator(mode="after")
+    def _unique_rig_ids(self) -> PipelineConfig:
+        ids = [r for rig in self.rigs for r in rig_ids(rig)]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"rig ids must be unique, repeated: {dupes}")
+        return self
+
+
+def rig_ids(rig: RigConfig) -> list[str]:
+    return [rig.id] if rig.replicas == 1 else [f"{rig.id}-{k}" for k in range(rig.replicas)]
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    return load_config(PipelineConfig, path)
+
+
+def sensor_modality(spec: SensorSpec) -> Modality:
+    return parse_modality(spec.modality)

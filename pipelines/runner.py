@@ -1,0 +1,424 @@
+"""The pipeline driver: builds the actor graph from a PipelineConfig and moves work along it.
+
+```
+SensorActor (per sensor) ─> FuserActor (per rig) ─> InferenceActor pool ─> OrderedSink
+```
+
+The driver holds object references, bounded at every edge: one outstanding read per sensor,
+one outstanding push per fuser, `max_pending_samples` fused samples waiting, and
+`max_in_flight_batches` per inference actor. In live mode a full queue drops the oldest
+sample (counted); in replay mode it stops reading instead, and sensors are read in timestamp
+lockstep so the fuser sees the same streams every run. Dead actors are restarted by Ray;
+the driver resumes sensors where they stopped and resubmits the samples a dead inference
+actor held. The sink drops duplicates by sequence number, so replay output is exactly-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from fusion.inference import Prediction
+from fusion.sample import FusedSample
+from fusion.sinks import OrderedSink, Sink
+from pipelines.actors import FuserActor, InferenceActor, SensorActor
+from pipelines.config import Mode, PipelineConfig, RigConfig, rig_ids
+
+log = logging.getLogger(__name__)
+ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+REPLAY_LOOKAHEAD_S = 0.5  # how far a sensor may read ahead of the slowest one in replay
+
+
+@dataclass
+class SensorHandle:
+    rig: str
+    sensor_id: str
+    modality: str
+    actor: Any
+    delivered: int = 0
+    latest: float = -math.inf  # timestamp of the newest frame read
+    ended: bool = False
+    restarts: int = 0
+
+
+@dataclass
+class RigHandle:
+    id: str
+    fuser: Any
+    sensors: list[SensorHandle]
+    buffered: list[Any] = field(default_factory=list)  # frame lists waiting for the fuser
+    pushing: bool = False
+    finished: bool = False
+    pending: deque[FusedSample] = field(default_factory=deque)  # fused, not yet submitted
+
+
+@dataclass
+class InferenceHandle:
+    actor: Any
+    in_flight: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunStats:
+    started: float = field(default_factory=time.monotonic)
+    predictions: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    resubmitted: int = 0
+    sensor_restarts: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+
+    def percentile(self, q: float) -> float:
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(q * len(data)))] if data else math.nan
+
+
+def _expand_rigs(config: PipelineConfig) -> list[tuple[str, RigConfig, int]]:
+    """(rig id, rig config, replica index) for every rig, replicas expanded."""
+    return [(rid, rig, k) for rig in config.rigs for k, rid in enumerate(rig_ids(rig))]
+
+
+def _replica_source(source: dict[str, Any], replica: int) -> dict[str, Any]:
+    """Replicas of a simulated rig watch different worlds (seed + replica)."""
+    if replica == 0 or source.get("backend") != "simulated":
+        return source
+    world = dict(source.get("world", {}))
+    world["seed"] = world.get("seed", 0) + replica
+    return {**source, "world": world}
+
+
+class PipelineRunner:
+    """Start with `start()`, then `run()` until the sources end, `duration_s` passes, or `stop()`."""
+
+    def __init__(
+        self, config: PipelineConfig, sink: Sink, *, address: str | None = None, status: bool = True
+    ) -> None:
+        self.config = config
+        self.sink = OrderedSink(sink)
+        self.address = address
+        self.show_status = status
+        self.stats = RunStats()
+        self.rigs: list[RigHandle] = []
+        self.pool: list[InferenceHandle] = []
+        self._stop = threading.Event()
+        self._own_ray = False
+        self._inflight: dict[Any, tuple[Any, Any]] = {}  # ref -> (kind, payload)
+
+    # ---- start-up -------------------------------------------------------------------------
+    def start(self) -> None:
+        if not ray.is_initialized():
+            ray.init(
+                address=self.address, include_dashboard=False, log_to_driver=True, configure_logging=False
+            )
+            self._own_ray = True
+        self._start_inference()
+        self._start_rigs()
+
+    def _gpus_per_actor(self) -> float:
+        want = self.config.inference.num_gpus
+        if want is not None:
+            return want
+        return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+    def _start_inference(self) -> None:
+        inf = self.config.inference
+        gpus = self._gpus_per_actor()
+        device = inf.device if inf.device != "auto" or gpus > 0 else "cpu"
+        for _ in range(inf.actors):
+            actor = InferenceActor.options(
+                num_gpus=gpus,
+                num_cpus=inf.num_cpus,
+                max_restarts=inf.max_restarts,
+                max_concurrency=4 * self.config.inference.max_batch_size,
+            ).remote(
+                model=self.config.model.model_dump(),
+                device=device,
+                max_batch_size=inf.max_batch_size,
+                max_wait_ms=inf.max_wait_ms,
+            )
+            self.pool.append(InferenceHandle(actor=actor))
+        infos = ray.get([h.actor.info.remote() for h in self.pool], timeout=600)
+        for h, info in zip(self.pool, infos, strict=True):
+            h.info = info
+        log.info(
+            "inference: %d actor(s) on %s, model %s",
+            len(self.pool),
+            infos[0]["device"],
+            infos[0]["model_version"],
+        )
+
+    def _start_rigs(self) -> None:
+        flow = self.config.flow
+        speed = self.config.speed if self.config.mode is Mode.REPLAY else None
+        for rid, rig, replica in _expand_rigs(self.config):
+            sensors = []
+            for sensor_id, spec in rig.sensors.items():
+                options: dict[str, Any] = {
+                    "max_restarts": flow.max_restarts,
+                    "num_cpus": flow.sensor_num_cpus,
+                }
+                if rig.resources:
+                    options["resources"] = dict(rig.resources)
+                actor = SensorActor.options(**options).remote(
+                    modality=spec.modality.value,
+                    source=_replica_source(spec.source, replica),
+                    name=f"rigs[{rid}].sensors.{sensor_id}.source",
+                    speed=speed,
+                )
+                sensors.append(
+                    SensorHandle(rig=rid, sensor_id=sensor_id, modality=spec.modality.value, actor=actor)
+                )
+            fuser = FuserActor.options(max_restarts=flow.max_restarts, num_cpus=flow.fuser_num_cpus).remote(
+                rig=rid,
+                sensors={s.sensor_id: s.modality for s in sensors},
+                sync=rig.sync,
+                preprocess={m.value: cfg for m, cfg in rig.preprocess.items()},
+                lossless=self.config.mode is Mode.REPLAY,
+            )
+            self.rigs.append(RigHandle(id=rid, fuser=fuser, sensors=sensors))
+        # Fail fast: every source opens now (missing file or device named), every fuser builds.
+        ray.get([s.actor.start.remote() for r in self.rigs for s in r.sensors], timeout=120)
+        ray.get([r.fuser.stats.remote() for r in self.rigs], timeout=120)
+
+    # ---- the loop -------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> dict[str, Any]:
+        self.stats.started = time.monotonic()
+        deadline = time.monotonic() + self.config.duration_s if self.config.duration_s else math.inf
+        last_status = time.monotonic()
+        while not self._done():
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                break
+            self._schedule_reads()
+            self._schedule_inference()
+            for ref in self._ready(timeout=0.05):
+                self._complete(ref)
+            if self.show_status and time.monotonic() - last_status >= 1.0:
+                self._print_status()
+                last_status = time.monotonic()
+        self._drain(timeout=10.0)
+        return self._shutdown()
+
+    def _ready(self, timeout: float) -> list[Any]:
+        """Every finished reference: blocks up to `timeout` for the first, then takes all that are done."""
+        refs = list(self._inflight)
+        if not refs:
+            time.sleep(timeout)
+            return []
+        first, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        if not first or not rest:
+            return first
+        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+        return first + more
+
+    def _drain(self, timeout: float) -> None:
+        """Stop reading; let fused samples and in-flight inference finish, up to `timeout` s."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self._schedule_inference()
+            waiting = [r for r, (kind, _) in self._inflight.items() if kind != "read"]
+            if not waiting and not any(r.pending for r in self.rigs):
+                return
+            for ref in self._ready(timeout=0.05):
+                kind, _ = self._inflight[ref]
+                if kind == "read":
+                    self._inflight.pop(ref)  # frames read after the stop are not fused
+                else:
+                    self._complete(ref)
+
+    def _done(self) -> bool:
+        return all(r.finished and not r.pending for r in self.rigs) and not self._inflight
+
+    def _schedule_reads(self) -> None:
+        replay = self.config.mode is Mode.REPLAY
+        busy = {payload for kind, payload in self._inflight.values() if kind == "read"}
+        for rig in self.rigs:
+            active = [s for s in rig.sensors if not s.ended]
+            if replay and len(rig.pending) >= self.config.flow.max_pending_samples:
+                continue  # backpressure: stop reading rather than dropping
+            slowest = min((s.latest for s in active), default=math.inf)
+            for s in active:
+                if id(s) in busy:
+                    continue
+                if replay and s.latest > slowest + REPLAY_LOOKAHEAD_S:
+                    continue  # lockstep: the fuser gets every stream up to the same time
+                ref = s.actor.read.remote(self.config.flow.max_frames_per_read, 0.05)
+                self._inflight[ref] = ("read", id(s))
+                s._ref = ref  # type: ignore[attr-defined]
+
+    def _sensor(self, key: int) -> SensorHandle:
+        return next(s for r in self.rigs for s in r.sensors if id(s) == key)
+
+    def _rig(self, rid: str) -> RigHandle:
+        return next(r for r in self.rigs if r.id == rid)
+
+    def _complete(self, ref: Any) -> None:
+        kind, payload = self._inflight.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ACTOR_LOST as err:
+            self._recover(kind, payload, err)
+            return
+        if kind == "read":
+            self._on_frames(self._sensor(payload), result)
+        elif kind == "push":
+            self._on_fused(self._rig(payload), result)
+        else:
+            self._on_predictions(payload, result)
+
+    def _on_frames(self, s: SensorHandle, frames: list | None) -> None:
+        rig = self._rig(s.rig)
+        if frames is None:
+            s.ended = True
+        elif frames:
+            s.delivered += len(frames)
+            s.latest = frames[-1].timestamp
+            rig.buffered.append(frames)
+        self._push(rig)
+
+    def _push(self, rig: RigHandle) -> None:
+        if rig.pushing or rig.finished:
+            return
+        if rig.buffered:
+            batch, rig.buffered = rig.buffered, []
+            ref = rig.fuser.push.remote(*batch)
+            rig._last_push = batch  # type: ignore[attr-defined]
+        elif all(s.ended for s in rig.sensors):
+            ref = rig.fuser.finish.remote()
+            rig._last_push = None  # type: ignore[attr-defined]
+            rig._finishing = True  # type: ignore[attr-defined]
+        else:
+            return
+        rig.pushing = True
+        self._inflight[ref] = ("push", rig.id)
+
+    def _on_fused(self, rig: RigHandle, samples: list[FusedSample]) -> None:
+        rig.pushing = False
+        if getattr(rig, "_finishing", False):
+            rig.finished = True
+        for sample in samples:
+            rig.pending.append(sample)
+        if self.config.mode is Mode.LIVE:
+            while len(rig.pending) > self.config.flow.max_pending_samples:
+                gone = rig.pending.popleft()
+                self.sink.skip(gone.rig, gone.seq)
+                self.stats.dropped["inference_behind"] += 1
+        self._push(rig)
+
+    def _schedule_inference(self) -> None:
+        cap = self.config.flow.max_in_flight_batches
+        size = self.config.inference.max_batch_size
+        for rig in self.rigs:
+            while rig.pending:
+                handle = min(self.pool, key=lambda h: h.in_flight)
+                if handle.in_flight >= cap:
+                    return
+                if self.config.mode is Mode.REPLAY:
+                    # Fixed batches of consecutive sequence numbers: the same batches every run.
+                    if len(rig.pending) < size and not rig.finished:
+                        break
+                    batch = [rig.pending.popleft() for _ in range(min(size, len(rig.pending)))]
+                    ref = handle.actor.infer_batch.remote(batch)
+                    self._inflight[ref] = ("infer", (handle, batch))
+                else:
+                    sample = rig.pending.popleft()
+                    ref = handle.actor.infer.remote(sample)
+                    self._inflight[ref] = ("infer", (handle, [sample]))
+                handle.in_flight += 1
+
+    def _on_predictions(self, payload: tuple[InferenceHandle, list[FusedSample]], result: Any) -> None:
+        handle, _ = payload
+        handle.in_flight -= 1
+        preds: list[Prediction] = result if isinstance(result, list) else [result]
+        for p in preds:
+            before = self.sink.written
+            self.sink.write(p)
+            if self.sink.written > before:
+                self.stats.predictions += 1
+                self.stats.latencies.append(p.latency_s)
+
+    # ---- faults ---------------------------------------------------------------------------
+    def _recover(self, kind: str, payload: Any, err: Exception) -> None:
+        if kind == "infer":
+            handle, batch = payload
+            handle.in_flight -= 1
+            log.warning(
+                "inference actor lost (%s); resubmitting %d sample(s)", type(err).__name__, len(batch)
+            )
+            self.stats.resubmitted += len(batch)
+            rig = self._rig(batch[0].rig)
+            for sample in reversed(batch):
+                rig.pending.appendleft(sample)
+        elif kind == "read":
+            s = self._sensor(payload)
+            s.restarts += 1
+            self.stats.sensor_restarts += 1
+            if s.restarts > self.config.flow.max_restarts:
+                raise RuntimeError(
+                    f"rig {s.rig} sensor {s.sensor_id}: actor died {s.restarts} times"
+                ) from err
+            log.warning("sensor %s/%s lost; resuming after frame %d", s.rig, s.sensor_id, s.delivered)
+            ray.get(s.actor.start.remote(resume_from=s.delivered), timeout=120)
+        else:
+            raise RuntimeError(f"rig {payload}: fuser actor lost; its alignment state is gone") from err
+
+    # ---- reporting ------------------------------------------------------------------------
+    def status_line(self) -> str:
+        elapsed = max(time.monotonic() - self.stats.started, 1e-9)
+        drops = sum(self.stats.dropped.values()) + sum(self.sink.skipped.values())
+        return (
+            f"{self.stats.predictions} predictions  {self.stats.predictions / elapsed:.1f}/s  "
+            f"latency p50 {self.stats.percentile(0.5) * 1e3:.0f} ms p99 {self.stats.percentile(0.99) * 1e3:.0f} ms  "
+            f"drops {drops}"
+        )
+
+    def _print_status(self) -> None:
+        import sys
+
+        print("\r" + self.status_line(), end="", file=sys.stderr, flush=True)
+
+    def _shutdown(self) -> dict[str, Any]:
+        for rig in self.rigs:
+            for s in rig.sensors:
+                try:
+                    ray.get(s.actor.close.remote(), timeout=10)
+                except Exception as err:  # a dead sensor has nothing left to close
+                    log.debug("close %s: %s", s.sensor_id, err)
+        self.sink.close()
+        self.stats.predictions = self.sink.written
+        summary = self.summary()
+        for h in self.pool:
+            ray.kill(h.actor)
+        for rig in self.rigs:
+            ray.kill(rig.fuser)
+            for s in rig.sensors:
+                ray.kill(s.actor)
+        if self._own_ray:
+            ray.shutdown()
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.stats.started
+        return {
+            "predictions": self.stats.predictions,
+            "elapsed_s": round(elapsed, 3),
+            "samples_per_s": round(self.stats.predictions / elapsed, 2) if elapsed > 0 else 0.0,
+            "latency_p50_s": self.stats.percentile(0.5),
+            "latency_p99_s": self.stats.percentile(0.99),
+            "dropped": dict(self.stats.dropped),
+            "sink_skipped": dict(self.sink.skipped),
+            "resubmitted": self.stats.resubmitted,
+            "sensor_restarts": self.stats.sensor_restarts,
+            "model_version": self.pool[0].info.get("model_version") if self.pool else None,
+            "device": self.pool[0].info.get("device") if self.pool else None,
+        }

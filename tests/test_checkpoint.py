@@ -1,0 +1,51 @@
+import pickle
+
+import pytest
+import torch
+
+from fusion.checkpoint import CheckpointError, checkpoint_version, load_checkpoint, save_checkpoint
+from fusion.model import build_model
+from tests.model.conftest import make_inputs, tiny_config
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(tiny_config())
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    with torch.no_grad():
+        assert torch.equal(model.eval()(make_inputs()).logits, loaded.eval()(make_inputs()).logits)
+    assert checkpoint_version(path).startswith("m@")
+
+
+def test_pickles_are_refused(tmp_path):
+    model = build_model(tiny_config())
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="looks like a pickle"):
+        load_checkpoint(tmp_path / "m.pt")
+    (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError, match="looks like a pickle"):
+        load_checkpoint(tmp_path / "p.safetensors")
+
+
+def test_tampered_files_are_refused(tmp_path):
+    path = save_checkpoint(build_model(tiny_config()), tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        load_checkpoint(tmp_path / "cut.safetensors")
+    other = save_checkpoint(build_model(tiny_config(latent_dim=64)), tmp_path / "o.safetensors")
+    # Config of one model with the weights of another: caught by strict loading.
+    from safetensors.torch import load_file, save_file
+
+    from fusion.checkpoint import read_checkpoint
+
+    _, _, meta = read_checkpoint(path)
+    save_file(load_file(str(other)), str(tmp_path / "mixed.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        load_checkpoint(tmp_path / "mixed.safetensors")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.safetensors")
