@@ -12,6 +12,10 @@ from fusion.sample import Modality, parse_modality
 from fusion.sensors.base import SourceError
 
 
+class StartError(RuntimeError):
+    """Raised by commands whose start-up failed in a way already explained in the message."""
+
+
 def _parse_shape(text: str) -> tuple[Modality, tuple[int, ...]]:
     """`camera=224x224` or `lidar=4096` -> (modality, shape)."""
     try:
@@ -272,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, SourceError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, SourceError, StartError) as err:
         print(f"fusion: error: {err}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,10 @@ from fusion.sensors import EndOfStream, Source, make_source
 from pipelines.models import load_model
 
 
+class SensorNotStarted(RuntimeError):
+    """A (restarted) sensor actor was asked for frames before `start`."""
+
+
 class Pacer:
     """Replay pacing: frame timestamps mapped onto the wall clock at `speed` (None: no waiting)."""
 
@@ -54,6 +58,7 @@ class SensorActor:
         self.pacer = Pacer(speed)
         self.delivered = 0
         self.ended = False
+        self.started = False
 
     def start(self, resume_from: int = 0) -> int:
         """Open the source (fails naming the file or device); returns frames skipped to resume."""
@@ -64,9 +69,12 @@ class SensorActor:
             except EndOfStream:
                 break
         self.delivered = resume_from
+        self.started = True
         return resume_from
 
     def read(self, max_frames: int, timeout_s: float) -> list[Frame] | None:
+        if not self.started:
+            raise SensorNotStarted(f"{self.name}: read before start (the actor was restarted)")
         if self.ended:
             return None
         frames: list[Frame] = []

@@ -34,7 +34,13 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    runner.start()
+    from fusion.cli import StartError
+    from pipelines.runner import PipelineStartError
+
+    try:
+        runner.start()
+    except PipelineStartError as err:
+        raise StartError(str(err)) from None
     summary = runner.run()
     print("\n" + json.dumps({"summary": summary}, default=str), file=sys.stderr)
     return 0

@@ -35,8 +35,8 @@ class RigConfig(StrictModel):
     sensors: dict[str, SensorSpec] = Field(min_length=1)  # sensor id -> spec
     sync: dict[str, Any] = Field(default_factory=dict)  # fusion.sync.SyncConfig
     preprocess: dict[ModalityKey, dict[str, Any]] = Field(default_factory=dict)  # per-modality configs
-    # Ray custom resources the rig's sensor actors require, to pin them to the host owning the
-    # devices (e.g. {"rig0_host": 0.01} with `ray start --resources '{"rig0_host": 1}'`).
+    # Ray custom resources the rig's sensor and fuser actors require, to pin them to the host owning
+    # the devices (e.g. {"rig0_host": 0.01} with `ray start --resources '{"rig0_host": 1}'`).
     resources: dict[str, float] = Field(default_factory=dict)
     replicas: int = Field(default=1, ge=1)  # N copies (ids rig-0..), simulated seeds offset per copy
 
@@ -74,6 +74,9 @@ class InferenceConfig(StrictModel):
     num_cpus: float = Field(default=1.0, ge=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_restarts: int = Field(default=3, ge=0)
+    # Ray custom resources each inference actor requires (e.g. {"gpu_host": 0.01}); actors of
+    # the pool are spread over the nodes that have them.
+    resources: dict[str, float] = Field(default_factory=dict)
 
 
 class FlowConfig(StrictModel):

@@ -26,15 +26,21 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from fusion.config import ConfigError
 from fusion.inference import Prediction
 from fusion.sample import FusedSample
+from fusion.sensors import make_source
 from fusion.sinks import OrderedSink, Sink
-from pipelines.actors import FuserActor, InferenceActor, SensorActor
+from pipelines.actors import FuserActor, InferenceActor, SensorActor, SensorNotStarted
 from pipelines.config import Mode, PipelineConfig, RigConfig, rig_ids
 
 log = logging.getLogger(__name__)
-ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, SensorNotStarted)
 REPLAY_LOOKAHEAD_S = 0.5  # how far a sensor may read ahead of the slowest one in replay
+
+
+class PipelineStartError(RuntimeError):
+    """An actor could not start (a missing file or device, a bad model); the message says which."""
 
 
 @dataclass
@@ -74,6 +80,7 @@ class RunStats:
     dropped: Counter[str] = field(default_factory=Counter)
     resubmitted: int = 0
     sensor_restarts: int = 0
+    max_pending: int = 0  # the most fused samples ever waiting in one rig: bounded by the config
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
     def percentile(self, q: float) -> float:
@@ -114,13 +121,48 @@ class PipelineRunner:
 
     # ---- start-up -------------------------------------------------------------------------
     def start(self) -> None:
+        """Validate, connect to Ray, start every actor; any problem fails here, naming its key."""
+        self._validate_sources()
         if not ray.is_initialized():
             ray.init(
                 address=self.address, include_dashboard=False, log_to_driver=True, configure_logging=False
             )
             self._own_ray = True
-        self._start_inference()
-        self._start_rigs()
+        self._check_resources()
+        try:
+            self._start_inference()
+            self._start_rigs()
+        except BaseException as err:
+            self._kill_actors()
+            if isinstance(err, ray.exceptions.RayTaskError):
+                cause = err.cause if err.cause is not None else err
+                raise PipelineStartError(str(cause).strip().splitlines()[-1]) from None
+            raise
+
+    def _validate_sources(self) -> None:
+        """Backends and their keys are checked in the driver, before any actor exists."""
+        for rid, rig, _ in _expand_rigs(self.config):
+            for sensor_id, spec in rig.sensors.items():
+                make_source(spec.modality, spec.source, source=f"rigs[{rid}].sensors.{sensor_id}.source")
+
+    def _check_resources(self) -> None:
+        """Requests the cluster can never satisfy would leave actors pending forever: refuse them."""
+        total = ray.cluster_resources()
+        wanted: list[tuple[str, str, float]] = [
+            (f"rigs[{i}].resources.{name}", name, amount)
+            for i, rig in enumerate(self.config.rigs)
+            for name, amount in rig.resources.items()
+        ]
+        wanted += [(f"inference.resources.{n}", n, a) for n, a in self.config.inference.resources.items()]
+        wanted += [
+            ("inference.num_gpus", "GPU", self._gpus_per_actor()),
+            ("inference.num_cpus", "CPU", self.config.inference.num_cpus),
+        ]
+        for key, name, amount in wanted:
+            if amount > total.get(name, 0):
+                raise ConfigError(
+                    f"{key}: {amount} per actor requested, the cluster has {total.get(name, 0)}"
+                )
 
     def _gpus_per_actor(self) -> float:
         want = self.config.inference.num_gpus
@@ -136,6 +178,8 @@ class PipelineRunner:
             actor = InferenceActor.options(
                 num_gpus=gpus,
                 num_cpus=inf.num_cpus,
+                resources=dict(inf.resources),
+                scheduling_strategy="SPREAD",
                 max_restarts=inf.max_restarts,
                 max_concurrency=4 * self.config.inference.max_batch_size,
             ).remote(
@@ -176,7 +220,9 @@ class PipelineRunner:
                 sensors.append(
                     SensorHandle(rig=rid, sensor_id=sensor_id, modality=spec.modality.value, actor=actor)
                 )
-            fuser = FuserActor.options(max_restarts=flow.max_restarts, num_cpus=flow.fuser_num_cpus).remote(
+            fuser = FuserActor.options(
+                max_restarts=flow.max_restarts, num_cpus=flow.fuser_num_cpus, resources=dict(rig.resources)
+            ).remote(
                 rig=rid,
                 sensors={s.sensor_id: s.modality for s in sensors},
                 sync=rig.sync,
@@ -313,6 +359,7 @@ class PipelineRunner:
                 gone = rig.pending.popleft()
                 self.sink.skip(gone.rig, gone.seq)
                 self.stats.dropped["inference_behind"] += 1
+        self.stats.max_pending = max(self.stats.max_pending, len(rig.pending))
         self._push(rig)
 
     def _schedule_inference(self) -> None:
@@ -397,15 +444,19 @@ class PipelineRunner:
         self.sink.close()
         self.stats.predictions = self.sink.written
         summary = self.summary()
+        self._kill_actors()
+        if self._own_ray:
+            ray.shutdown()
+        return summary
+
+    def _kill_actors(self) -> None:
         for h in self.pool:
             ray.kill(h.actor)
         for rig in self.rigs:
             ray.kill(rig.fuser)
-            for s in rig.sensors:
-                ray.kill(s.actor)
-        if self._own_ray:
-            ray.shutdown()
-        return summary
+            for sensor in rig.sensors:
+                ray.kill(sensor.actor)
+        self.pool, self.rigs = [], []
 
     def summary(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.stats.started
@@ -419,6 +470,7 @@ class PipelineRunner:
             "sink_skipped": dict(self.sink.skipped),
             "resubmitted": self.stats.resubmitted,
             "sensor_restarts": self.stats.sensor_restarts,
+            "max_pending_samples": self.stats.max_pending,
             "model_version": self.pool[0].info.get("model_version") if self.pool else None,
             "device": self.pool[0].info.get("device") if self.pool else None,
         }
