@@ -33,6 +33,20 @@ def _parse_shape(text: str) -> tuple[Modality, tuple[int, ...]]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = as fast as possible), got {text}")
+    return value
+
+
 def _load_model_config(path: str):
     from fusion.model.config import ModelConfig
 
@@ -120,7 +134,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from fusion.rigtools import inspect_lines
 
     lines, ok = inspect_lines(args.paths)
-    print("\n".join(lines))
+    for line in lines:
+        print(line, file=sys.stderr if ": error: " in line else sys.stdout)
     return 0 if ok else 1
 
 
@@ -139,11 +154,22 @@ def _rig_from(path: str, rig_id: str | None):
 def cmd_record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fusion.rigtools import open_sources, record
+    from fusion.recording import MANIFEST, RecordingWriter
+    from fusion.rigtools import build_sources, open_all, record
 
     rig = _rig_from(args.config, args.rig)
-    sources = open_sources({sid: (s.modality, s.source) for sid, s in rig.sensors.items()}, rig=rig.id)
-    counts = record(sources, Path(args.out), duration_s=args.duration, fmt=args.format)
+    sources = build_sources({sid: (s.modality, s.source) for sid, s in rig.sensors.items()}, rig=rig.id)
+    out = Path(args.out)
+    if (out / MANIFEST).exists():  # checked before any device is opened
+        raise FileExistsError(f"{out}: already holds a recording")
+    open_all(sources)
+    try:
+        writer = RecordingWriter(out, format=args.format)
+    except BaseException:
+        for src in sources.values():
+            src.close()
+        raise
+    counts = record(sources, writer, duration_s=args.duration)
     print(
         f"recorded {sum(counts.values())} frames to {args.out}: "
         + ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -161,18 +187,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
         rig = _rig_from(args.config, args.rig)
         sync, preprocess = rig.sync or None, dict(rig.preprocess)
     speed = None if args.speed == 0 else args.speed
-    samples = replay_samples(Path(args.recording), speed=speed, sync=sync, preprocess=preprocess)
-    for s in samples:
-        present = ",".join(m.value for m in s.segments)
-        rows = sum(seg.num_rows for seg in s.segments.values())
-        print(f"seq {s.seq} t {s.timestamp:.3f} modalities {present or '-'} rows {rows}")
+    writer = None
     if args.out:
         from fusion.recording import RecordingWriter
 
-        with RecordingWriter(Path(args.out)) as writer:
-            for s in samples:
+        writer = RecordingWriter(Path(args.out))  # fails now, not after the whole replay
+    count = 0
+    try:
+        for s in replay_samples(Path(args.recording), speed=speed, sync=sync, preprocess=preprocess):
+            present = ",".join(m.value for m in s.segments)
+            rows = sum(seg.num_rows for seg in s.segments.values())
+            print(f"seq {s.seq} t {s.timestamp:.3f} modalities {present or '-'} rows {rows}", flush=True)
+            if writer is not None:
                 writer.write_sample(s)
-    print(f"{len(samples)} fused samples", file=sys.stderr)
+            count += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    print(f"{count} fused samples", file=sys.stderr)
     return 0
 
 
@@ -232,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--rig", default=None, help="rig id (default: the first)")
     rec.add_argument("--out", required=True, help="recording directory to create")
     rec.add_argument(
-        "--duration", type=float, default=None, help="seconds to record (default: until sources end)"
+        "--duration", type=_positive, default=None, help="seconds to record (default: until sources end)"
     )
     rec.add_argument("--format", choices=["arrow", "parquet"], default="arrow", help="stream file format")
     rec.set_defaults(func=cmd_record)
@@ -244,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--recording", required=True, help="recording directory")
     rep.add_argument(
-        "--speed", type=float, default=0, help="1 = real time, N = N x, 0 = as fast as possible (default)"
+        "--speed",
+        type=_non_negative,
+        default=0,
+        help="1 = real time, N = N x, 0 = as fast as possible (default)",
     )
     rep.add_argument(
         "--config", default=None, help="pipeline YAML for the rig's sync and preprocess settings"
@@ -262,10 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--address", default=None, help="Ray cluster address to join (default: start a local Ray)"
     )
-    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")
     run.add_argument("--output", default=None, help="'-' (JSON lines to stdout), PATH.jsonl or PATH.parquet")
     run.add_argument(
-        "--speed", type=float, default=None, help="replay pacing: 1 = real time, N = N x (default: config)"
+        "--speed",
+        type=_positive,
+        default=None,
+        help="replay pacing: 1 = real time, N = N x (default: config)",
     )
     run.add_argument("--quiet", action="store_true", help="no live status line")
     run.set_defaults(func=cmd_run)

@@ -597,7 +597,7 @@ def probe_recording(path: Path) -> FileReport:
     """A recording directory, reported by its main stream (first in MODALITY_ORDER, then by id)."""
     reader = RecordingReader(path)
     if not reader.sensors:
-        raise ValueError(f"{path}: the recording has no sensor streams")
+        return _probe_samples(path, reader)
     main = min(reader.sensors, key=lambda sid: (MODALITY_ORDER.index(reader.sensors[sid].modality), sid))
     info = reader.sensors[main]
     first = next(iter(reader.frames(main)))
@@ -617,6 +617,29 @@ def probe_recording(path: Path) -> FileReport:
             "sensors": {sid: s.model_dump(mode="json") for sid, s in reader.sensors.items()},
             "samples": 0 if samples is None else samples.count,
         },
+    )
+
+
+def _probe_samples(path: Path, reader: RecordingReader) -> FileReport:
+    """A recording of fused samples only (what `fusion replay --out` writes)."""
+    info = reader.manifest.samples
+    if info is None:
+        raise ValueError(f"{path}: the recording holds neither sensor streams nor fused samples")
+    first = next(iter(reader.samples()), None)
+    present = [] if first is None else [m for m in MODALITY_ORDER if m in first.segments]
+    shapes = ", ".join(
+        f"{m.value} {'x'.join(map(str, first.segments[m].grid or (first.segments[m].num_rows,)))}"
+        for m in present
+    )
+    return FileReport(
+        path=str(path),
+        modality=present[0] if present else MODALITY_ORDER[0],
+        backend="recording (fused samples)",
+        frames=info.count,
+        start=info.start,
+        end=info.end,
+        shapes=f"FusedSample: {shapes or 'no modality'}",
+        details={"format": reader.manifest.format, "schema_version": reader.manifest.schema_version},
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -14,12 +14,16 @@ from fusion.sample import FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, make_source, probe_file
 
 
-def open_sources(sensors: Mapping[str, tuple[Modality, dict[str, Any]]], *, rig: str) -> dict[str, Source]:
-    """Build and open every sensor of a rig; a bad backend, key, file or device fails here, named."""
-    sources = {
+def build_sources(sensors: Mapping[str, tuple[Modality, dict[str, Any]]], *, rig: str) -> dict[str, Source]:
+    """Every sensor of a rig, validated (backend and keys named on error) but not opened."""
+    return {
         sid: make_source(m, {"sensor_id": sid, **cfg}, source=f"rigs[{rig}].sensors.{sid}.source")
         for sid, (m, cfg) in sensors.items()
     }
+
+
+def open_all(sources: Mapping[str, Source]) -> None:
+    """Open every source; a missing file or device fails here, named, and closes the others."""
     opened: list[Source] = []
     try:
         for src in sources.values():
@@ -29,23 +33,24 @@ def open_sources(sensors: Mapping[str, tuple[Modality, dict[str, Any]]], *, rig:
         for src in opened:
             src.close()
         raise
-    return sources
 
 
 def record(
     sources: Mapping[str, Source],
-    out: Path,
+    writer: RecordingWriter,
     *,
     duration_s: float | None,
-    fmt: str = "arrow",
     progress: TextIO | None = sys.stderr,
 ) -> dict[str, int]:
-    """Write every frame of every source until they end or `duration_s` (wall clock) passes."""
+    """Write every frame of every (open) source until they end or `duration_s` (wall clock) passes.
+
+    The sources and the writer are closed however this ends (Ctrl-C included).
+    """
     counts = dict.fromkeys(sources, 0)
     live = dict(sources)
-    deadline = time.monotonic() + duration_s if duration_s else float("inf")
+    deadline = time.monotonic() + duration_s if duration_s is not None else float("inf")
     last = 0.0
-    with RecordingWriter(out, format=fmt) as writer:  # type: ignore[arg-type]
+    try:
         while live and time.monotonic() < deadline:
             for sid, src in list(live.items()):
                 try:
@@ -61,10 +66,12 @@ def record(
                 last = time.monotonic()
                 shown = "  ".join(f"{sid} {n}" for sid, n in counts.items())
                 print(f"\rrecording: {shown}", end="", file=progress, flush=True)
-    for src in sources.values():
-        src.close()
-    if progress:
-        print(file=progress)
+    finally:
+        for src in sources.values():
+            src.close()
+        writer.close()
+        if progress:
+            print(file=progress)
     return counts
 
 
@@ -75,16 +82,16 @@ def replay_samples(
     rig: str = "replay",
     sync: Mapping[str, Any] | None = None,
     preprocess: Mapping[Modality, Mapping[str, Any]] | None = None,
-) -> list[FusedSample]:
-    """Frames of a recording through a lossless Fuser: the same FusedSamples on every call."""
+) -> Iterator[FusedSample]:
+    """Frames of a recording through a lossless Fuser: the same FusedSamples on every call, as they form."""
     reader = RecordingReader(recording)
+    if not reader.sensors:
+        raise ValueError(f"{recording}: no sensor streams to replay (a recording of fused samples only?)")
     sensors = {sid: info.modality for sid, info in reader.sensors.items()}
     fuser = Fuser(rig=rig, sensors=sensors, sync=sync, preprocess=preprocess, lossless=True)
-    samples: list[FusedSample] = []
     for frame in Replayer(reader, speed=speed):
-        samples.extend(fuser.push([frame]))
-    samples.extend(fuser.finish())
-    return samples
+        yield from fuser.push([frame])
+    yield from fuser.finish()
 
 
 def inspect_lines(paths: Sequence[str]) -> tuple[list[str], bool]:
@@ -95,7 +102,8 @@ def inspect_lines(paths: Sequence[str]) -> tuple[list[str], bool]:
             r = probe_file(path)
         except (OSError, ValueError, RuntimeError) as err:
             ok = False
-            lines.append(f"{path}: error: {err}")
+            text = str(err).removeprefix(f"{path}: ")  # messages often start with the path already
+            lines.append(f"{path}: error: {text}")
             continue
         lines.append(
             f"{r.path}: {r.modality.value} ({r.backend}), {r.frames} frames, "

@@ -322,7 +322,7 @@ def probe_audio(path: Path) -> FileReport:
         backend="file",
         frames=info.frames,
         start=0.0,
-        end=duration,
+        end=max(info.frames - 1, 0) / info.samplerate,  # the last sample's time, so rate = samplerate
         shapes=f"{info.samplerate} Hz {layout}, {duration:.2f} s",
         details=details,
     )

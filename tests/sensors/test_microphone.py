@@ -172,7 +172,8 @@ def test_probe_reports_the_header(tmp_path: Path) -> None:
     sf.write(path, np.zeros((33075, 2), np.float32), 22050, subtype="PCM_24")
     report = probe_audio(path)
     assert report.modality is Modality.MICROPHONE and report.backend == "file"
-    assert (report.frames, report.start, report.end) == (33075, 0.0, 1.5)
+    assert (report.frames, report.start, report.end) == (33075, 0.0, 33074 / 22050)  # last sample time
+    assert report.rate == 22050
     assert report.shapes == "22050 Hz stereo, 1.50 s"
     assert report.details == {"channels": 2, "samplerate": 22050, "format": "FLAC", "subtype": "PCM_24"}
 
