@@ -2,8 +2,10 @@
 # System libraries the Python wheels need but do not ship. Installs only what is missing.
 #   libusb-1.0-0   open3d's wheel links it (ImportError without it)
 #   libportaudio2  sounddevice's live microphone backend
+#   prometheus     the Prometheus server and promtool the monitoring tests start and check
+#   chromium, chromium-driver  headless browser for the demo page tests
 set -euo pipefail
-PACKAGES=(libusb-1.0-0 libportaudio2 "$@")
+PACKAGES=(libusb-1.0-0 libportaudio2 prometheus chromium chromium-driver "$@")
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

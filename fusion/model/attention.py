@@ -81,7 +81,7 @@ class KVProjection(nn.Module):
         Cached only when no gradient must flow through it: in training it is recomputed once
         per forward (still once per batch, not per sample).
         """
-        needs_grad = torch.is_grad_enabled() and (self.proj.weight.requires_grad or ch.constant.requires_grad)
+        needs_grad = torch.is_grad_enabled() and (self.proj.weight.requires_grad or ch.constant_needs_grad)
         cacheable = ch.cache_key is not None and not needs_grad
         key = (ch.cache_key, self._param_version())
         if cacheable and key in self._const_cache:
@@ -125,8 +125,11 @@ class KVProjection(nn.Module):
             ],
             dim=0,
         )
-        y = torch.matmul(lhs, rhs) + proj_c  # (B, M, out)
-        return y * rstd.unsqueeze(-1)
+        y = torch.matmul(lhs, rhs)  # (B, M, out)
+        if torch.is_grad_enabled():
+            return (y + proj_c) * rstd.unsqueeze(-1)
+        # Inference: in place, so the largest tensor of the forward exists once, not three times.
+        return y.add_(proj_c).mul_(rstd.unsqueeze(-1))
 
 
 class CrossAttention(nn.Module):

@@ -12,8 +12,9 @@ use the factored form to project the constant part once instead of once per samp
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,14 +51,21 @@ class ByteChunk:
 
     Attributes:
         varying: [B, M, s] the per-sample channels.
-        constant: [R, C - s] channels shared by every sample; R is M or 1 (broadcast).
-        cache_key: identifies `constant` while the parameters it depends on are unchanged,
+        make_constant: builds the [R, C - s] channels shared by every sample (R is M or 1,
+            broadcast). Lazy: when the projection of the constant part is cached, it is never built.
+        cache_key: identifies the constant part while the parameters it depends on are unchanged,
             or None when it must not be cached.
+        constant_needs_grad: whether the constant part depends on a parameter that trains.
     """
 
     varying: torch.Tensor
-    constant: torch.Tensor
+    make_constant: Callable[[], torch.Tensor]
     cache_key: Hashable | None
+    constant_needs_grad: bool = False
+
+    @functools.cached_property
+    def constant(self) -> torch.Tensor:
+        return self.make_constant()
 
 
 @dataclass
@@ -110,18 +118,27 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, x: ModalityInput) -> ByteChunk:
         values = x.values  # (B, M, c)
-        pad = [] if self.padding is None else [self.padding.to(values.dtype)]
         pad_version = None if self.padding is None else self.padding._version
+        needs_grad = self.padding is not None and self.padding.requires_grad
         if x.grid is not None:
-            enc = self.grid_encoding(x.grid, values.device, values.dtype)  # (M, F)
-            const = torch.cat([enc, *[p.expand(enc.shape[0], -1) for p in pad]], dim=-1)
-            key: Hashable = (self.modality, x.grid, str(values.device), values.dtype, pad_version)
-            return ByteChunk(varying=values, constant=const, cache_key=key)
+            grid = x.grid
+
+            def grid_constant() -> torch.Tensor:
+                enc = self.grid_encoding(grid, values.device, values.dtype)  # (M, F)
+                return torch.cat([enc, self._pad(values, enc.shape[0])], dim=-1)  # (M, F + pad)
+
+            key: Hashable = (self.modality, grid, str(values.device), values.dtype, pad_version)
+            return ByteChunk(values, grid_constant, key, needs_grad)
         assert x.positions is not None
         varying = torch.cat([values, self._fourier(x.positions)], dim=-1)  # (B, M, c + F)
-        const = pad[0] if pad else values.new_zeros(1, 0)
         key = (self.modality, str(values.device), values.dtype, pad_version)
-        return ByteChunk(varying=varying, constant=const, cache_key=key)
+        return ByteChunk(varying, lambda: self._pad(values, 1), key, needs_grad)
+
+    def _pad(self, like: torch.Tensor, rows: int) -> torch.Tensor:
+        """The modality embedding for `rows` rows: [rows, pad_width] (pad_width may be 0)."""
+        if self.padding is None:
+            return like.new_zeros(rows, 0)
+        return self.padding.to(like.dtype).expand(rows, -1)
 
 
 class MultimodalAdapter(nn.Module):
