@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BSTAMP := $(VENV)/.installed-bench
-MODEL  ?= configs/model/sensor-small.yaml
+PIPELINE ?= configs/pipeline/sim-local.yaml
+DURATION ?= 30
 
 .PHONY: run test lint bench clean
 
@@ -20,9 +21,9 @@ $(BSTAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+# The main job: simulated camera, microphone and LiDAR on a local Ray, predictions as JSON lines.
 run: $(STAMP)
-	$(BIN)/fusion model info --config $(MODEL)
-	$(BIN)/fusion model smoke --config $(MODEL)
+	$(BIN)/fusion run --config $(PIPELINE) --duration $(DURATION) --output -
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,6 +35,7 @@ test: lint
 
 bench: $(BSTAMP)
 	$(BIN)/python benchmarks/model.py
+	$(BIN)/python benchmarks/sensors.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

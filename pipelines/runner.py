@@ -93,8 +93,10 @@ def _expand_rigs(config: PipelineConfig) -> list[tuple[str, RigConfig, int]]:
     return [(rid, rig, k) for rig in config.rigs for k, rid in enumerate(rig_ids(rig))]
 
 
-def _replica_source(source: dict[str, Any], replica: int) -> dict[str, Any]:
-    """Replicas of a simulated rig watch different worlds (seed + replica)."""
+def _source_config(source: dict[str, Any], sensor_id: str, replica: int) -> dict[str, Any]:
+    """A sensor's source config as its actor gets it: named after its key in the rig, and for
+    replicas of a simulated rig, watching a different world (seed + replica)."""
+    source = {"sensor_id": sensor_id, **source}
     if replica == 0 or source.get("backend") != "simulated":
         return source
     world = dict(source.get("world", {}))
@@ -141,9 +143,10 @@ class PipelineRunner:
 
     def _validate_sources(self) -> None:
         """Backends and their keys are checked in the driver, before any actor exists."""
-        for rid, rig, _ in _expand_rigs(self.config):
+        for rid, rig, replica in _expand_rigs(self.config):
             for sensor_id, spec in rig.sensors.items():
-                make_source(spec.modality, spec.source, source=f"rigs[{rid}].sensors.{sensor_id}.source")
+                config = _source_config(spec.source, sensor_id, replica)
+                make_source(spec.modality, config, source=f"rigs[{rid}].sensors.{sensor_id}.source")
 
     def _check_resources(self) -> None:
         """Requests the cluster can never satisfy would leave actors pending forever: refuse them."""
@@ -213,7 +216,7 @@ class PipelineRunner:
                     options["resources"] = dict(rig.resources)
                 actor = SensorActor.options(**options).remote(
                     modality=spec.modality.value,
-                    source=_replica_source(spec.source, replica),
+                    source=_source_config(spec.source, sensor_id, replica),
                     name=f"rigs[{rid}].sensors.{sensor_id}.source",
                     speed=speed,
                 )
