@@ -16,7 +16,7 @@ of [t - audio_window_s, t), cut at sample boundaries; a window that is partly mi
 start, gap) is shorter and says by how much.
 
 A tick is emitted as soon as every expected stream has moved past it (a frame at or after
-t + slop, audio up to t), or once the watermark (the newest capture time seen, or the `now` given
+t + slop, or with `wait_for_slop: false` at or after t; audio up to t), or once the watermark (the newest capture time seen, or the `now` given
 to `poll`) passes t + the largest slop + `max_delay_s`. Counting the wait from the end of the
 tick's acceptance window gives a per-frame guarantee: a frame that arrives before the watermark
 passes its own timestamp + `max_delay_s` is never late. The output then depends only on the
@@ -68,6 +68,9 @@ class SyncConfig(StrictModel):
     max_delay_s: float = Field(default=0.2, ge=0)  # wait for late frames past the acceptance window
     buffer_s: float = Field(default=2.0, gt=0)  # frames reaching no tick after watermark - buffer_s go
     out_of_order_tolerance_s: float = Field(default=0.0, ge=0)  # backwards steps not counted
+    # Wait for a frame past tick + slop before emitting early (tolerates reordering within the
+    # slop); false: a frame past the tick is enough (lower latency, needs in-order streams).
+    wait_for_slop: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> SyncConfig:
@@ -327,14 +330,20 @@ class Synchronizer:
         return self._watermark > tick + self._wait or self._complete(tick)
 
     def _complete(self, tick: float) -> bool:
-        """Every expected stream has moved past `tick`, so no frame of it can still come in order."""
+        """Every expected stream has moved far enough past `tick` that no better frame can come.
+
+        With `wait_for_slop`, a camera or LiDAR stream must reach tick + slop, so a frame arriving
+        out of order within the slop still counts. Without it, a frame at or after the tick ends
+        the search (any later frame in capture order is farther from the tick): up to one slop
+        less latency, for streams that arrive in order, as the pipeline's do.
+        """
         for m, stream in self._streams.items():
             if m is self.config.reference:
                 continue
             if m is Modality.MICROPHONE:
                 if stream.newest_end < tick - _EPS:
                     return False
-            elif stream.newest < tick + self.config.slop_s[m] - _EPS:
+            elif stream.newest < tick + (self.config.slop_s[m] if self.config.wait_for_slop else 0.0) - _EPS:
                 return False
         return True
 

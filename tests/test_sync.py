@@ -398,3 +398,16 @@ def test_unwrap_picks_the_nearest_hour_and_rejects_impossible_stamps():
 def test_bad_config_names_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(SyncConfig, data, source="sync")
+
+
+def test_without_waiting_for_slop_ticks_leave_as_soon_as_every_stream_reaches_them():
+    eager = REF.model_copy(update={"wait_for_slop": False})
+    assert digest(run(eager, scenario())[0]) == digest(run(REF, scenario())[0])  # same output in order
+    sync = Synchronizer(eager)
+    patient = Synchronizer(REF)
+    for f in scenario():
+        if f.timestamp <= 0.5 + 1e-9:  # streams stop exactly at tick 0.5
+            sync.push(f)
+            patient.push(f)
+    assert sync.poll()[-1].tick == 0.5  # the camera frame at 0.5 settles it
+    assert patient.poll()[-1].tick == 0.4  # 0.5 waits for a camera frame past 0.5 + slop

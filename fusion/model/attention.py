@@ -67,13 +67,19 @@ class KVProjection(nn.Module):
         """Returns [B, M, out_dim]."""
         if not fast:
             return cast(torch.Tensor, self.proj(self.norm(byte.materialize())))
-        return torch.cat([self._project_chunk(ch) for ch in byte.chunks], dim=1)
+        parts = [self._project_chunk(ch) for ch in byte.chunks]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
-    def _param_version(self) -> tuple:
-        return tuple(
-            (p._version, p.data_ptr())
-            for p in (self.norm.weight, self.norm.bias, self.proj.weight, self.proj.bias)
-        )
+    def _param_version(self, device_type: str) -> tuple:
+        """Changes whenever a parameter is updated in place, or autocast changes the compute dtype."""
+        params = (self.norm.weight, self.norm.bias, self.proj.weight, self.proj.bias)
+        # Inference tensors (built under inference_mode) have no version counter and cannot change.
+        versions = tuple((0 if p.is_inference() else p._version, p.data_ptr()) for p in params)
+        try:
+            autocast = torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type)
+        except RuntimeError:  # a device autocast does not know (meta, when counting FLOPs)
+            autocast = False
+        return (*versions, autocast)
 
     def _constant_terms(self, ch: ByteChunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean [R], sum of squared deviations [R], projection [R, out]) of the constant part.
@@ -83,7 +89,7 @@ class KVProjection(nn.Module):
         """
         needs_grad = torch.is_grad_enabled() and (self.proj.weight.requires_grad or ch.constant_needs_grad)
         cacheable = ch.cache_key is not None and not needs_grad
-        key = (ch.cache_key, self._param_version())
+        key = (ch.cache_key, self._param_version(ch.varying.device.type))
         if cacheable and key in self._const_cache:
             return self._const_cache[key]
         s = ch.varying.shape[-1]

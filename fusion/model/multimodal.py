@@ -118,7 +118,8 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, x: ModalityInput) -> ByteChunk:
         values = x.values  # (B, M, c)
-        pad_version = None if self.padding is None else self.padding._version
+        pad = self.padding
+        pad_version = None if pad is None else (0 if pad.is_inference() else pad._version)
         needs_grad = self.padding is not None and self.padding.requires_grad
         if x.grid is not None:
             grid = x.grid

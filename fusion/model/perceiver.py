@@ -84,14 +84,16 @@ class Perceiver(nn.Module):
         byte = self.adapter(inputs)
         batch = byte.chunks[0].varying.shape[0]
         z = self.latents.expand(batch, -1, -1)  # (B, N, D)
-        kv_per_module: dict[int, torch.Tensor] = {}
+        kv: torch.Tensor | None = None
         for i in range(self.config.num_cross_attends):
             j = self.cross_index(i)
             cross = cast(CrossAttention, self.cross[j])
-            if j not in kv_per_module or not self.kv_fast_path:
+            if kv is None or j != self.cross_index(i - 1) or not self.kv_fast_path:
                 # A shared cross-attend sees the same byte array every time: its K/V are identical.
-                kv_per_module[j] = cross.kv(byte, fast=self.kv_fast_path)  # (B, M, qk+v)
-            z = cross(z, kv_per_module[j], byte.mask)
+                # Only the current module's K/V is held: the largest tensor of the forward, once.
+                kv = None
+                kv = cross.kv(byte, fast=self.kv_fast_path)  # (B, M, qk+v)
+            z = cross(z, kv, byte.mask)
             for b in self.block_indices(i):
                 z = self.blocks[b](z)
         pooled = z.mean(dim=1)  # (B, D)

@@ -101,3 +101,19 @@ def test_fast_kv_cost_does_not_grow_with_bands():
     assert _kv_flops(8, fast=True) == _kv_flops(64, fast=True)
     assert _kv_flops(64, fast=False) > 5 * _kv_flops(8, fast=False)
     assert _kv_flops(64, fast=True) * 20 < _kv_flops(64, fast=False)
+
+
+def test_cache_follows_autocast_and_works_for_models_built_in_inference_mode():
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        model = build_model(tiny_config()).eval()
+        model(make_inputs())  # no "inference tensors do not track version counter"
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    inputs = make_inputs()
+    with torch.no_grad():
+        fp32 = model(inputs).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(inputs)  # caches bf16 constant terms
+        again = model(inputs).logits  # must not reuse them
+    assert torch.equal(fp32, again)

@@ -1,0 +1,342 @@
+"""Pipeline benchmark: the Ray pipeline against the same work in one process, and live latency.
+
+Measured in one run, on this machine:
+
+1. Replay as fast as possible (simulated camera 320x240 at 30 Hz, microphone 16 kHz, LiDAR
+   10 Hz; `sensor-small`): predictions/s of the Ray pipeline, against a plain loop in one
+   process doing the same work (render/read every frame, align and preprocess with the same
+   Fuser, infer at the same batch size), and against the model alone on the same samples
+   (the ceiling). Throughput is counted between the first and the last prediction, so Ray's
+   start-up is not in it.
+2. Live mode at sensor rates (real-time simulated sensors): end-to-end latency (capture of
+   the newest reading to prediction) p50 / p99, per stage, and the pipeline's overhead:
+   p50 latency minus the time preprocessing and one model forward take alone.
+3. Scaling in replay: 1, 2, 4 inference actors; 1, 2, 4 rigs; batch size 1, 4, 8.
+
+Run: `.venv/bin/python benchmarks/pipeline.py` (about 10 minutes on 2 cores), `--quick` for a
+smoke run. Results: Markdown on stdout, JSON in `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from fusion.fuser import Fuser
+from fusion.inference import InferenceEngine, Prediction
+from fusion.model import load_preset
+from fusion.sample import FusedSample, Modality
+from fusion.sensors import EndOfStream, make_source
+from fusion.sinks import CallbackSink
+from pipelines.config import PipelineConfig
+from pipelines.runner import PipelineRunner
+
+RIG: dict[str, Any] = {
+    "id": "bench",
+    "sensors": {
+        "cam0": {
+            "modality": "camera",
+            "source": {"backend": "simulated", "rate_hz": 30, "width": 320, "height": 240},
+        },
+        "mic0": {"modality": "microphone", "source": {"backend": "simulated", "rate_hz": 20}},
+        "lidar0": {"modality": "lidar", "source": {"backend": "simulated", "rate_hz": 10}},
+    },
+    "sync": {"reference": "lidar", "slop_s": {"camera": 0.05, "lidar": 0.06}, "wait_for_slop": False},
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pipeline_config(
+    *, realtime: bool, seconds: float, batch: int = 8, actors: int = 1, rigs: int = 1
+) -> PipelineConfig:
+    rig = copy.deepcopy(RIG)
+    rig["replicas"] = rigs
+    for spec in rig["sensors"].values():
+        spec["source"]["realtime"] = realtime
+        if not realtime:
+            spec["source"]["duration_s"] = seconds
+    data: dict[str, Any] = {
+        "mode": "live" if realtime else "replay",
+        "rigs": [rig],
+        "inference": {"actors": actors, "max_batch_size": batch, "max_wait_ms": 5, "num_cpus": 0.5},
+    }
+    if realtime:
+        data["duration_s"] = seconds
+    return PipelineConfig.model_validate(data)
+
+
+def run_ray(config: PipelineConfig) -> tuple[list[Prediction], list[float], dict]:
+    """Predictions, their arrival times, and the runner's summary."""
+    preds: list[Prediction] = []
+    arrivals: list[float] = []
+
+    def collect(p: Prediction) -> None:
+        preds.append(p)
+        arrivals.append(time.perf_counter())
+
+    runner = PipelineRunner(config, CallbackSink(collect), status=False)
+    runner.start()
+    summary = runner.run()
+    return preds, arrivals, summary
+
+
+def steady_rate(arrivals: list[float]) -> float:
+    """Predictions per second between the first and the last one."""
+    if len(arrivals) < 2:
+        return 0.0
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+
+
+def plain_loop(seconds: float, batch: int, engine: InferenceEngine) -> tuple[float, list[FusedSample]]:
+    """The same work in one process: read every frame, fuse, infer in batches. Returns samples/s."""
+    rig = copy.deepcopy(RIG)
+    sources = {
+        sid: make_source(s["modality"], {"sensor_id": sid, **s["source"], "duration_s": seconds})
+        for sid, s in rig["sensors"].items()
+    }
+    fuser = Fuser(
+        rig="bench",
+        sensors={sid: src.modality for sid, src in sources.items()},
+        sync=rig["sync"],
+        lossless=True,
+    )
+    for src in sources.values():
+        src.open()
+    samples: list[FusedSample] = []
+    pending: list[FusedSample] = []
+    t0 = time.perf_counter()
+    live = dict(sources)
+    while live:
+        # Round-robin by timestamp, as the pipeline's replay lockstep does.
+        for sid, src in list(live.items()):
+            try:
+                frame = src.read()
+            except EndOfStream:
+                del live[sid]
+                continue
+            for s in fuser.push([frame]):
+                pending.append(s)
+                if len(pending) == batch:
+                    engine.predict(pending)
+                    samples += pending
+                    pending = []
+    rest = pending + fuser.finish()
+    for i in range(0, len(rest), batch):
+        engine.predict(rest[i : i + batch])
+    samples += rest
+    return len(samples) / (time.perf_counter() - t0), samples
+
+
+def model_alone(samples: list[FusedSample], batch: int, engine: InferenceEngine) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, len(samples), batch):
+        engine.predict(samples[i : i + batch])
+    return len(samples) / (time.perf_counter() - t0)
+
+
+def alone_costs(samples: list[FusedSample], engine: InferenceEngine) -> dict[str, float]:
+    """Median seconds of preprocessing one tick and of one batch-1 forward, measured alone."""
+    rig = RIG["sensors"]
+    sources = {
+        sid: make_source(s["modality"], {"sensor_id": sid, **s["source"], "duration_s": 3.0})
+        for sid, s in rig.items()
+    }
+    fuser = Fuser(rig="x", sensors={sid: src.modality for sid, src in sources.items()}, lossless=True)
+    frames = []
+    for src in sources.values():
+        src.open()
+        frames += list(src)
+    frames.sort(key=lambda f: f.timestamp)
+    ticks = fuser.push(frames) + fuser.finish()
+    aligned = [s for s in ticks if len(s.segments) == 3]
+    pre = []
+    for m, p in fuser.preprocessors.items():
+        sample_frames = [f for f in frames if f.modality is m][:10]
+        if m is Modality.MICROPHONE:
+            continue  # cut windows are inside the fuser; time the preprocessor on one below
+        for f in sample_frames:
+            t = time.perf_counter()
+            p(f)
+            pre.append((m, time.perf_counter() - t))
+    mic = fuser.preprocessors[Modality.MICROPHONE]
+    window = next(f for f in frames if f.modality is Modality.MICROPHONE)
+    import numpy as np
+
+    from fusion.sample import Frame
+
+    win = Frame(
+        modality=Modality.MICROPHONE,
+        sensor_id="mic0",
+        timestamp=0.0,
+        wall_time=0.0,
+        data=np.zeros(16000, np.float32) + window.data[:1],
+        sample_rate=16000.0,
+    )
+    mic_t = []
+    for _ in range(10):
+        t = time.perf_counter()
+        mic(win)
+        mic_t.append(time.perf_counter() - t)
+    per_mod = {
+        m: statistics.median([d for mm, d in pre if mm is m]) for m in (Modality.CAMERA, Modality.LIDAR)
+    }
+    forward = []
+    for s in aligned[:20]:
+        t = time.perf_counter()
+        engine.predict([s])
+        forward.append(time.perf_counter() - t)
+    return {
+        "preprocess_s": sum(per_mod.values()) + statistics.median(mic_t),
+        "forward_s": statistics.median(forward),
+    }
+
+
+def stage_latencies(preds: list[Prediction]) -> dict[str, tuple[float, float]]:
+    """p50 / p99 seconds of capture->fused, fused->inferred and end to end."""
+    out: dict[str, list[float]] = {"capture_to_fused": [], "fused_to_inferred": [], "end_to_end": []}
+    for p in preds[len(preds) // 10 :]:  # the first tenth warms up
+        st = p.stage_times
+        cap = max(v for k, v in st.items() if k.startswith("capture."))
+        out["capture_to_fused"].append(st["fused"] - cap)
+        out["fused_to_inferred"].append(st["inferred"] - st["fused"])
+        out["end_to_end"].append(p.latency_s)
+    return {k: (pct(v, 0.5), pct(v, 0.99)) for k, v in out.items()}
+
+
+def pct(values: list[float], q: float) -> float:
+    data = sorted(values)
+    return data[min(len(data) - 1, int(q * len(data)))] if data else float("nan")
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "load_avg_start": os.getloadavg(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    parser.add_argument("--out", default="docs/benchmarks/pipeline.json", help="JSON results path")
+    args = parser.parse_args()
+    seconds = 5.0 if args.quick else 30.0
+    live_s = 10.0 if args.quick else 40.0
+    info = machine()
+    log(f"machine: {info}")
+    torch.manual_seed(0)
+    engine = InferenceEngine(load_preset("sensor-small"), model_version="bench", device="cpu")
+    results: dict[str, Any] = {"machine": info, "scene_seconds": seconds}
+
+    log("plain loop in one process ...")
+    loop_rate, samples = plain_loop(seconds, 8, engine)
+    alone_rate = model_alone(samples, 8, engine)
+    log(f"  plain loop {loop_rate:.1f} samples/s, model alone {alone_rate:.1f} samples/s")
+
+    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+    log("pipeline, replay as fast as possible ...")
+    preds, arrivals, _ = run_ray(pipeline_config(realtime=False, seconds=seconds))
+    ray_rate = steady_rate(arrivals)
+    log(f"  pipeline {ray_rate:.1f} samples/s over {len(preds)} predictions")
+    results["throughput"] = {
+        "pipeline": ray_rate,
+        "plain_loop": loop_rate,
+        "model_alone": alone_rate,
+        "pipeline_vs_loop": ray_rate / loop_rate,
+        "pipeline_vs_model": ray_rate / alone_rate,
+    }
+
+    scaling: dict[str, dict[int, float]] = {"actors": {}, "rigs": {}, "batch": {}}
+    for kind, values in (("actors", (1, 2, 4)), ("rigs", (1, 2, 4)), ("batch", (1, 4, 8))):
+        for v in values:
+            if args.quick and v == 4:
+                continue
+            cfg = pipeline_config(realtime=False, seconds=seconds, **{kind: v})
+            _, arr, _ = run_ray(cfg)
+            scaling[kind][v] = steady_rate(arr)
+            log(f"  scaling {kind}={v}: {scaling[kind][v]:.1f} samples/s")
+    results["scaling"] = scaling
+
+    log(f"pipeline, live at sensor rates for {live_s:.0f} s ...")
+    preds, _, summary = run_ray(pipeline_config(realtime=True, seconds=live_s))
+    stages = stage_latencies(preds)
+    costs = alone_costs(samples, engine)
+    overhead = stages["end_to_end"][0] - costs["preprocess_s"] - costs["forward_s"]
+    results["live"] = {"stages": stages, "alone": costs, "overhead_p50_s": overhead, "summary": summary}
+    ray.shutdown()
+    info["load_avg_end"] = os.getloadavg()
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+    print(report(results))
+
+
+def report(r: dict[str, Any]) -> str:
+    t, s, live = r["throughput"], r["scaling"], r["live"]
+    lines = [
+        f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']}, "
+        f"ray {r['machine']['ray']}; load average {r['machine']['load_avg_start']} -> {r['machine'].get('load_avg_end')}.",
+        "",
+        f"Replay as fast as possible, {r['scene_seconds']:.0f} s of simulated scene, sensor-small, batch 8:",
+        "",
+        "| run | samples/s | ratio |",
+        "|---|---:|---:|",
+        f"| Ray pipeline | {t['pipeline']:.1f} | 1.00 |",
+        f"| plain loop, one process | {t['plain_loop']:.1f} | pipeline / loop = {t['pipeline_vs_loop']:.2f} |",
+        f"| model alone (ceiling) | {t['model_alone']:.1f} | pipeline / model = {t['pipeline_vs_model']:.2f} |",
+        "",
+        "Scaling (replay, samples/s):",
+        "",
+        "| inference actors | rigs | batch size |",
+        "|---|---|---|",
+    ]
+    for i in range(3):
+        cells = []
+        for kind in ("actors", "rigs", "batch"):
+            items = sorted(s[kind].items())
+            cells.append(f"{items[i][0]}: {items[i][1]:.1f}" if i < len(items) else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    st = live["stages"]
+    lines += [
+        "",
+        "Live mode at sensor rates (camera 30 Hz, LiDAR 10 Hz, audio 16 kHz), latency in ms:",
+        "",
+        "| stage | p50 | p99 |",
+        "|---|---:|---:|",
+        *(f"| {k} | {v[0] * 1e3:.1f} | {v[1] * 1e3:.1f} |" for k, v in st.items()),
+        "",
+        f"Alone: preprocessing {live['alone']['preprocess_s'] * 1e3:.1f} ms per tick, model forward "
+        f"{live['alone']['forward_s'] * 1e3:.1f} ms (batch 1). Pipeline overhead at p50: "
+        f"{live['overhead_p50_s'] * 1e3:.1f} ms (target <= 10 ms).",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
