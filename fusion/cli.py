@@ -7,13 +7,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from fusion.config import ConfigError, load_config
+from fusion.config import ConfigError, StartError, load_config
 from fusion.sample import Modality, parse_modality
 from fusion.sensors.base import SourceError
-
-
-class StartError(RuntimeError):
-    """Raised by commands whose start-up failed in a way already explained in the message."""
 
 
 def _parse_shape(text: str) -> tuple[Modality, tuple[int, ...]]:
@@ -214,6 +210,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_pipeline(args)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo.cli import run_demo
+
+    return run_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion", description="Perceiver sensor fusion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -307,6 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no live status line")
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser(
+        "demo",
+        help="live web page of every sensor and the fused prediction",
+        description="Run the pipeline on live devices (the simulated world stands in for any that is "
+        "absent) and serve a page that shows every sensor and the prediction as they update.",
+    )
+    demo.add_argument("--config", default="configs/pipeline/live.yaml", help="pipeline YAML (mode: live)")
+    demo.add_argument("--port", type=int, default=8000, help="port of the page (default 8000; 0: any free)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    demo.add_argument("--rig", default=None, help="rig to show (default: the first)")
+    demo.add_argument("--address", default=None, help="Ray cluster address to join (default: a local Ray)")
+    demo.add_argument("--metrics-url", default=None, help="metrics link on the page (default: Ray's, here)")
+    demo.add_argument(
+        "--probe-timeout",
+        type=_positive,
+        default=3.0,
+        help="seconds a device has to give its first frame before the simulated world stands in (default 3)",
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

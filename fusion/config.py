@@ -23,6 +23,10 @@ class ConfigError(ValueError):
     """A configuration file or mapping that cannot be used; the message names key and file."""
 
 
+class StartError(RuntimeError):
+    """A command could not start (port taken, actor could not open its device); the message says why."""
+
+
 class StrictModel(BaseModel):
     """Base for all configs: no unknown keys, no silent type coercion, immutable."""
 

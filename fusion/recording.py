@@ -626,10 +626,10 @@ def _probe_samples(path: Path, reader: RecordingReader) -> FileReport:
     if info is None:
         raise ValueError(f"{path}: the recording holds neither sensor streams nor fused samples")
     first = next(iter(reader.samples()), None)
-    present = [] if first is None else [m for m in MODALITY_ORDER if m in first.segments]
+    segments = {} if first is None else first.segments
+    present = [m for m in MODALITY_ORDER if m in segments]
     shapes = ", ".join(
-        f"{m.value} {'x'.join(map(str, first.segments[m].grid or (first.segments[m].num_rows,)))}"
-        for m in present
+        f"{m.value} {'x'.join(map(str, segments[m].grid or (segments[m].num_rows,)))}" for m in present
     )
     return FileReport(
         path=str(path),

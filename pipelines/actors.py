@@ -17,6 +17,7 @@ from fusion.fuser import Fuser
 from fusion.inference import InferenceEngine, Prediction
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, make_source
+from pipelines.metrics import FuserMetrics, InferenceMetrics, SourceMetrics
 from pipelines.models import load_model
 
 
@@ -52,9 +53,12 @@ class SensorActor:
     already delivered, so a replay continues exactly where it stopped.
     """
 
-    def __init__(self, *, modality: str, source: dict[str, Any], name: str, speed: float | None) -> None:
+    def __init__(
+        self, *, rig: str, modality: str, source: dict[str, Any], name: str, speed: float | None
+    ) -> None:
         self.name = name
         self.source: Source = make_source(modality, source, source=name)
+        self.metrics = SourceMetrics(rig=rig, modality=modality)
         self.pacer = Pacer(speed)
         self.delivered = 0
         self.ended = False
@@ -94,6 +98,7 @@ class SensorActor:
             if time.monotonic() >= deadline:
                 break
         self.delivered += len(frames)
+        self.metrics.record(len(frames), self.source.stats)
         if not frames and self.ended:
             return None
         return frames
@@ -139,12 +144,17 @@ class FuserActor:
             preprocess={Modality(k): v for k, v in preprocess.items()},
             lossless=lossless,
         )
+        self.metrics = FuserMetrics(rig=rig)
 
     def push(self, *frame_lists: list[Frame]) -> list[FusedSample]:
-        return self.fuser.push([f for frames in frame_lists for f in frames])
+        samples = self.fuser.push([f for frames in frame_lists for f in frames])
+        self.metrics.record(self.fuser)
+        return samples
 
     def finish(self) -> list[FusedSample]:
-        return self.fuser.finish()
+        samples = self.fuser.finish()
+        self.metrics.record(self.fuser)
+        return samples
 
     def stats(self) -> dict[str, Any]:
         return self.fuser.stats_dict()
@@ -165,6 +175,7 @@ class InferenceActor:
     ) -> None:
         net, version = load_model(model)
         self.engine = InferenceEngine(net, model_version=version, device=device)
+        self.metrics = InferenceMetrics(self.engine)
         # One thread runs the model so the event loop keeps accepting samples meanwhile.
         self._executor = ThreadPoolExecutor(max_workers=1)
         self.batcher: DynamicBatcher[FusedSample, Prediction] = DynamicBatcher(
@@ -172,7 +183,9 @@ class InferenceActor:
         )
 
     async def _run(self, samples: list[FusedSample]) -> list[Prediction]:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.predict, samples)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.metrics.timed_predict, samples
+        )
 
     async def infer(self, sample: FusedSample) -> Prediction:
         return await self.batcher.submit(sample)
@@ -186,6 +199,7 @@ class InferenceActor:
             "device": str(self.engine.device),
             "model_version": self.engine.model_version,
             "model": self.engine.model.config.name,
+            "class_names": self.engine.class_names,
             "parameters": params,
             "node_id": ray.get_runtime_context().get_node_id(),
             "pid": __import__("os").getpid(),

@@ -32,15 +32,16 @@ def run_pipeline(args: argparse.Namespace) -> int:
         print(f"\nfusion: {signal.Signals(signum).name}: stopping, flushing outputs", file=sys.stderr)
         runner.stop()
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    from fusion.cli import StartError
+    from fusion.config import StartError
     from pipelines.runner import PipelineStartError
 
     try:
         runner.start()
     except PipelineStartError as err:
         raise StartError(str(err)) from None
+    # After start: ray.init installs its own SIGTERM handler, which would skip the clean stop.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     summary = runner.run()
     print("\n" + json.dumps({"summary": summary}, default=str), file=sys.stderr)
     return 0

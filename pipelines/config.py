@@ -93,6 +93,18 @@ class FlowConfig(StrictModel):
     fuser_num_cpus: float = Field(default=0.1, ge=0)
 
 
+class MetricsConfig(StrictModel):
+    """Prometheus export of the local Ray that `fusion run` starts; a cluster's nodes set theirs
+    with `ray start --metrics-export-port` (docs/monitoring.md)."""
+
+    # Ray's metrics export port; None: a free one, which Prometheus finds in Ray's service
+    # discovery file. Ray's metrics agent binds every interface of the node, not this host.
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # Where the local Ray's dashboard binds; its head writes the service discovery file.
+    dashboard_host: str = "127.0.0.1"
+    report_interval_s: float = Field(default=5.0, ge=1)  # processes push to the agent this often
+
+
 class PipelineConfig(StrictModel):
     mode: Annotated[Mode, Strict(False)] = Mode.LIVE
     speed: float | None = Field(default=None, gt=0)  # replay pacing: 1 = real time, None = fast as possible
@@ -101,6 +113,7 @@ class PipelineConfig(StrictModel):
     rigs: list[RigConfig] = Field(min_length=1)
     inference: InferenceConfig = InferenceConfig()
     flow: FlowConfig = FlowConfig()
+    metrics: MetricsConfig = MetricsConfig()
     output: str = "-"  # '-', PATH.jsonl or PATH.parquet
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -33,6 +33,7 @@ from fusion.sensors import make_source
 from fusion.sinks import OrderedSink, Sink
 from pipelines.actors import FuserActor, InferenceActor, SensorActor, SensorNotStarted
 from pipelines.config import Mode, PipelineConfig, RigConfig, rig_ids
+from pipelines.metrics import DriverMetrics, InstrumentedSink, ray_init_options
 
 log = logging.getLogger(__name__)
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, SensorNotStarted)
@@ -41,6 +42,16 @@ REPLAY_LOOKAHEAD_S = 0.5  # how far a sensor may read ahead of the slowest one i
 
 class PipelineStartError(RuntimeError):
     """An actor could not start (a missing file or device, a bad model); the message says which."""
+
+
+class RunObserver(Protocol):
+    """Sees the run from the driver's loop (the demo page): both calls must return at once."""
+
+    def on_sample(self, sample: FusedSample) -> None:
+        """Every FusedSample as it leaves its fuser, before inference (and before any live drop)."""
+
+    def on_prediction(self, prediction: Prediction) -> None:
+        """Every Prediction as it comes back, in completion order (not sequence order)."""
 
 
 @dataclass
@@ -108,10 +119,22 @@ class PipelineRunner:
     """Start with `start()`, then `run()` until the sources end, `duration_s` passes, or `stop()`."""
 
     def __init__(
-        self, config: PipelineConfig, sink: Sink, *, address: str | None = None, status: bool = True
+        self,
+        config: PipelineConfig,
+        sink: Sink,
+        *,
+        address: str | None = None,
+        status: bool = True,
+        observer: RunObserver | None = None,
     ) -> None:
         self.config = config
-        self.sink = OrderedSink(sink)
+        self.observer = observer
+        # (rig id, sensor id) switched off: replaced under the lock, never mutated, so the loop
+        # reads it without one while other threads switch sensors.
+        self._disabled: frozenset[tuple[str, str]] = frozenset()
+        self._disabled_lock = threading.Lock()
+        self.sink = OrderedSink(InstrumentedSink(sink))
+        self.metrics = DriverMetrics()
         self.address = address
         self.show_status = status
         self.stats = RunStats()
@@ -127,7 +150,10 @@ class PipelineRunner:
         self._validate_sources()
         if not ray.is_initialized():
             ray.init(
-                address=self.address, include_dashboard=False, log_to_driver=True, configure_logging=False
+                address=self.address,
+                log_to_driver=True,
+                configure_logging=False,
+                **ray_init_options(self.config.metrics, self.address),
             )
             self._own_ray = True
         self._check_resources()
@@ -215,6 +241,7 @@ class PipelineRunner:
                 if rig.resources:
                     options["resources"] = dict(rig.resources)
                 actor = SensorActor.options(**options).remote(
+                    rig=rid,
                     modality=spec.modality.value,
                     source=_source_config(spec.source, sensor_id, replica),
                     name=f"rigs[{rid}].sensors.{sensor_id}.source",
@@ -241,6 +268,20 @@ class PipelineRunner:
     def stop(self) -> None:
         self._stop.set()
 
+    def set_sensor_enabled(self, rig: str, sensor_id: str, enabled: bool) -> None:
+        """Switch a sensor off or on; callable from any thread, before or during `run()`.
+
+        A switched-off sensor is still read, so its device never backs up, but its frames are
+        discarded (counted as dropped, reason `sensor_off`): its fuser sees a silent stream and
+        fuses the other sensors without it, exactly as if the device had failed.
+        """
+        known = {(rid, sid) for rid, rc, _ in _expand_rigs(self.config) for sid in rc.sensors}
+        if (rig, sensor_id) not in known:
+            raise ValueError(f"no sensor {sensor_id!r} in rig {rig!r}")
+        key = {(rig, sensor_id)}
+        with self._disabled_lock:
+            self._disabled = self._disabled - key if enabled else self._disabled | key
+
     def run(self) -> dict[str, Any]:
         self.stats.started = time.monotonic()
         deadline = time.monotonic() + self.config.duration_s if self.config.duration_s else math.inf
@@ -252,8 +293,10 @@ class PipelineRunner:
             self._schedule_inference()
             for ref in self._ready(timeout=0.05):
                 self._complete(ref)
-            if self.show_status and time.monotonic() - last_status >= 1.0:
-                self._print_status()
+            if time.monotonic() - last_status >= 1.0:
+                self._export_metrics()
+                if self.show_status:
+                    self._print_status()
                 last_status = time.monotonic()
         self._drain(timeout=10.0)
         return self._shutdown()
@@ -332,7 +375,13 @@ class PipelineRunner:
         elif frames:
             s.delivered += len(frames)
             s.latest = frames[-1].timestamp
-            rig.buffered.append(frames)
+            if (s.rig, s.sensor_id) in self._disabled:
+                self.stats.dropped["sensor_off"] += len(frames)
+                self.metrics.frames_dropped(
+                    rig=s.rig, modality=s.modality, reason="sensor_off", count=len(frames)
+                )
+            else:
+                rig.buffered.append(frames)
         self._push(rig)
 
     def _push(self, rig: RigHandle) -> None:
@@ -357,6 +406,8 @@ class PipelineRunner:
             rig.finished = True
         for sample in samples:
             rig.pending.append(sample)
+            if self.observer is not None:
+                self.observer.on_sample(sample)
         if self.config.mode is Mode.LIVE:
             while len(rig.pending) > self.config.flow.max_pending_samples:
                 gone = rig.pending.popleft()
@@ -391,6 +442,8 @@ class PipelineRunner:
         handle.in_flight -= 1
         preds: list[Prediction] = result if isinstance(result, list) else [result]
         for p in preds:
+            if self.observer is not None:
+                self.observer.on_prediction(p)
             before = self.sink.written
             self.sink.write(p)
             if self.sink.written > before:
@@ -432,6 +485,17 @@ class PipelineRunner:
             f"drops {drops}"
         )
 
+    def _export_metrics(self) -> None:
+        """Queue depths, samples in flight and the driver's drop counts, for Prometheus."""
+        self.metrics.flow(
+            buffered_frames=sum(len(frames) for r in self.rigs for frames in r.buffered),
+            pending_samples=sum(len(r.pending) for r in self.rigs),
+            in_flight_samples=sum(len(p[1]) for kind, p in self._inflight.values() if kind == "infer"),
+            dropped=self.stats.dropped,
+            sink_skipped=self.sink.skipped,
+            resubmitted=self.stats.resubmitted,
+        )
+
     def _print_status(self) -> None:
         import sys
 
@@ -445,6 +509,7 @@ class PipelineRunner:
                 except Exception as err:  # a dead sensor has nothing left to close
                     log.debug("close %s: %s", s.sensor_id, err)
         self.sink.close()
+        self._export_metrics()
         self.stats.predictions = self.sink.written
         summary = self.summary()
         self._kill_actors()

@@ -61,11 +61,11 @@ def test_live_mode_with_slow_inference_drops_oldest_and_stays_bounded(tmp_path):
     # A real model, just far too big for 10 Hz on this CPU.
     heavy = tmp_path / "heavy.yaml"
     cfg = yaml.safe_load(Path("configs/model/sensor-small.yaml").read_text())
-    cfg.update(num_latents=512, latent_dim=512, num_cross_attends=6, self_attends_per_block=4)
+    cfg.update(num_latents=256, latent_dim=256, num_cross_attends=4, self_attends_per_block=4)
     heavy.write_text(yaml.safe_dump(cfg))
     config = sim_config(
         realtime=True,
-        duration_s=6.0,
+        duration_s=10.0,
         model={"preset": None, "config": str(heavy)},
         inference={"actors": 1, "max_batch_size": 2, "max_wait_ms": 5, "num_cpus": 0.5},
         flow={"max_pending_samples": 4, "max_in_flight_batches": 1},
@@ -73,9 +73,17 @@ def test_live_mode_with_slow_inference_drops_oldest_and_stays_bounded(tmp_path):
     preds, summary, _ = run_pipeline(config)
     assert summary["dropped"].get("inference_behind", 0) > 0, summary  # it could not keep up...
     assert summary["max_pending_samples"] <= 4  # ...and the queue never grew past its bound
-    assert preds and [p.seq for p in preds] == sorted(p.seq for p in preds)
-    # Waiting is bounded by the queue: 4 pending + 1 in flight, not by the run's length.
-    assert summary["latency_p50_s"] < 4.0, summary
+    assert [p.seq for p in preds] == sorted(p.seq for p in preds)
+    # Latency is bounded by the queue, not by the run's length: it does not keep growing. (An
+    # unbounded queue at this overload would roughly double it from one half of the run to the next.)
+    warm = preds[len(preds) // 4 :]
+    assert len(warm) >= 6, summary
+    first, second = warm[: len(warm) // 2], warm[len(warm) // 2 :]
+
+    def median(ps):
+        return sorted(p.latency_s for p in ps)[len(ps) // 2]
+
+    assert median(second) <= 1.5 * median(first) + 0.5, [round(p.latency_s, 2) for p in warm]
 
 
 @pytest.mark.parametrize(
