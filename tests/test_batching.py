@@ -18,13 +18,13 @@ def test_full_batches_form_without_waiting():
 
     async def main():
         b = DynamicBatcher(fn, max_batch_size=4, max_wait_s=10.0)
-        return await asyncio.gather(*(b.submit(i) for i in range(8)))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        out = await asyncio.gather(*(b.submit(i) for i in range(8)))
+        return out, loop.time() - t0
 
-    loop_start = asyncio.new_event_loop()
-    t0 = loop_start.time()
-    results = loop_start.run_until_complete(main())
-    assert loop_start.time() - t0 < 5.0  # did not sit out the 10 s wait: batches were full
-    loop_start.close()
+    results, waited = run(main())
+    assert waited < 5.0  # did not sit out the 10 s wait: batches were full
     assert results == [i * 10 for i in range(8)]
     assert calls == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
