@@ -6,6 +6,7 @@ matrix is kept beyond what the fused kernel needs, and the cost is linear in the
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import torch
@@ -42,6 +43,9 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * dh)  # (B, n, h*dh)
 
 
+_CONSTANT_BLOCK_ROWS = 4096
+
+
 class KVProjection(nn.Module):
     """K and V of the byte array: Linear(LayerNorm(x)) with one fused [C, qk+v] weight.
 
@@ -63,11 +67,24 @@ class KVProjection(nn.Module):
         self.proj = nn.Linear(in_dim, out_dim)
         self._const_cache: dict = {}
 
-    def forward(self, byte: ByteArray, *, fast: bool) -> torch.Tensor:
-        """Returns [B, M, out_dim]."""
-        if not fast:
-            return cast(torch.Tensor, self.proj(self.norm(byte.materialize())))
-        parts = [self._project_chunk(ch) for ch in byte.chunks]
+    def forward(self, byte: ByteArray, *, fast: bool, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Returns [B, M, out_dim], or [B, stop - start, out_dim] for `rows` = (start, stop)."""
+        if rows is None:
+            if not fast:
+                return cast(torch.Tensor, self.proj(self.norm(byte.materialize())))
+            parts = [self._project_chunk(ch) for ch in byte.chunks]
+        else:
+            parts = []
+            offset = 0
+            for ch in byte.chunks:
+                m = ch.varying.shape[1]
+                lo, hi = max(rows[0] - offset, 0), min(rows[1] - offset, m)
+                if lo < hi:
+                    if fast:
+                        parts.append(self._project_chunk(ch, lo, hi))
+                    else:
+                        parts.append(self.proj(self.norm(_materialize_rows(ch, lo, hi))))
+                offset += m
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def _param_version(self, device_type: str) -> tuple:
@@ -98,21 +115,31 @@ class KVProjection(nn.Module):
             zero = c.new_zeros(c.shape[0])
             terms = (zero, zero, c.new_zeros(c.shape[0], self.proj.out_features))
         else:
-            mean = c.mean(-1)
-            m2 = (c - mean.unsqueeze(-1)).square().sum(-1)
-            proj = (c * self.norm.weight[s:]) @ self.proj.weight[:, s:].T  # (R, out)
-            terms = (mean, m2, proj)
+            # In row blocks, so the temporaries stay small next to the cached [R, out] result.
+            g, w = self.norm.weight[s:], self.proj.weight[:, s:].T
+            block = c.shape[0] if needs_grad else _CONSTANT_BLOCK_ROWS
+            means, m2s, projs = [], [], []
+            for lo in range(0, c.shape[0], block):
+                part = c[lo : lo + block]
+                mean = part.mean(-1)
+                means.append(mean)
+                m2s.append((part - mean.unsqueeze(-1)).square().sum(-1))
+                projs.append((part * g) @ w)  # (rows, out)
+            terms = (torch.cat(means), torch.cat(m2s), torch.cat(projs))
         if cacheable:
             if len(self._const_cache) > 64:  # grid shapes in use are few; bound it anyway
                 self._const_cache.clear()
             self._const_cache[key] = terms
         return terms
 
-    def _project_chunk(self, ch: ByteChunk) -> torch.Tensor:
-        a = ch.varying  # (B, M, s)
+    def _project_chunk(self, ch: ByteChunk, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """K/V of rows [lo, hi) of one chunk (default: all of them)."""
+        a = ch.varying[:, lo:hi]  # (B, m, s)
         s, width = a.shape[-1], self.norm.normalized_shape[0]
         n_a, n_c = s, width - s
         mean_c, m2_c, proj_c = self._constant_terms(ch)
+        if mean_c.shape[0] > 1:  # one constant row per input row (a grid): the same rows
+            mean_c, m2_c, proj_c = mean_c[lo:hi], m2_c[lo:hi], proj_c[lo:hi]
         gamma, weight = self.norm.weight, self.proj.weight  # (C,), (out, C)
         mean_a = a.mean(-1)  # (B, M)
         m2_a = (a - mean_a.unsqueeze(-1)).square().sum(-1)  # (B, M)
@@ -136,6 +163,13 @@ class KVProjection(nn.Module):
             return (y + proj_c) * rstd.unsqueeze(-1)
         # Inference: in place, so the largest tensor of the forward exists once, not three times.
         return y.add_(proj_c).mul_(rstd.unsqueeze(-1))
+
+
+def _materialize_rows(ch: ByteChunk, lo: int, hi: int) -> torch.Tensor:
+    """Rows [lo, hi) of one chunk of the plain byte array: [B, hi - lo, C]."""
+    a = ch.varying[:, lo:hi]
+    c = ch.constant if ch.constant.shape[0] == 1 else ch.constant[lo:hi]
+    return torch.cat([a, c.expand(a.shape[0], a.shape[1], -1)], dim=-1)
 
 
 class CrossAttention(nn.Module):
@@ -168,6 +202,43 @@ class CrossAttention(nn.Module):
         k, v = _heads(k, self.heads), _heads(v, self.heads)  # (B, h, M, */h)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, v/h)
+        return self._finish(z, x)
+
+    def forward_chunked(self, z: torch.Tensor, byte: ByteArray, *, rows: int, fast: bool) -> torch.Tensor:
+        """The same as `forward(z, self.kv(byte), byte.mask)`, `rows` input rows at a time.
+
+        An online softmax (running max, running sum, rescaled accumulator) merges the pieces,
+        so only [B, h, N, rows] scores and [B, rows, qk+v] K/V exist at once. For inference:
+        autograd would keep every piece anyway.
+        """
+        q = _heads(self.q(self.q_norm(z)), self.heads)  # (B, h, N, qk/h)
+        q = q * q.shape[-1] ** -0.5
+        b, h, n, _ = q.shape
+        running_max = q.new_full((b, h, n, 1), -math.inf)
+        total = q.new_zeros((b, h, n, 1))
+        acc = q.new_zeros((b, h, n, self.v_channels // self.heads))
+        m = byte.rows
+        for start in range(0, m, rows):
+            stop = min(start + rows, m)
+            k, v = self.kv(byte, fast=fast, rows=(start, stop)).split(
+                [self.qk_channels, self.v_channels], dim=-1
+            )
+            scores = q @ _heads(k, self.heads).transpose(-1, -2)  # (B, h, N, m)
+            if byte.mask is not None:
+                keep = byte.mask[:, None, None, start:stop]
+                scores = scores.masked_fill_(~keep, -math.inf)
+            new_max = torch.maximum(running_max, scores.amax(-1, keepdim=True))
+            # A piece whose rows are all padding for a sample: keep exp() away from -inf - -inf.
+            safe = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
+            p = scores.sub_(safe).exp_()  # in place: the scores are not needed again
+            rescale = torch.exp(running_max - safe)
+            total = total * rescale + p.sum(-1, keepdim=True)
+            acc = acc * rescale + p @ _heads(v, self.heads)
+            running_max = new_max
+        return self._finish(z, acc / total)
+
+    def _finish(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Output projection, residual and MLP of the attention result x: [B, h, N, v/h]."""
         z = z + self.drop(self.out(_merge(x)))
         return z + self.mlp(z)
 

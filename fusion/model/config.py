@@ -85,6 +85,12 @@ class ModelConfig(StrictModel):
     # Project the constant part of the byte array (grid Fourier features, padding) once and
     # reuse K/V across weight-shared cross-attends. Exact; off only to measure the plain path.
     kv_fast_path: bool = True
+    # Without autograd (inference), a byte array longer than this many rows is attended in
+    # pieces of this many rows with an online softmax (the log-sum-exp merge of flash
+    # attention): K/V of the whole array are never held, so peak memory no longer grows with M
+    # (at the price of recomputing the cheap per-row K/V part for each shared cross-attend).
+    # Exact up to float rounding. None: always the whole array at once, through SDPA.
+    kv_chunk_rows: int | None = Field(default=2048, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -75,6 +75,11 @@ class ByteArray:
     chunks: list[ByteChunk]
     mask: torch.Tensor | None  # (B, M) or None when every row is real
 
+    @property
+    def rows(self) -> int:
+        """M, the number of rows."""
+        return sum(ch.varying.shape[1] for ch in self.chunks)
+
     def materialize(self) -> torch.Tensor:
         """The plain byte array [B, M, C]."""
         parts = []

@@ -85,15 +85,22 @@ class Perceiver(nn.Module):
         batch = byte.chunks[0].varying.shape[0]
         z = self.latents.expand(batch, -1, -1)  # (B, N, D)
         kv: torch.Tensor | None = None
+        rows = self.config.kv_chunk_rows
+        chunked = rows is not None and not torch.is_grad_enabled() and byte.rows > rows
         for i in range(self.config.num_cross_attends):
             j = self.cross_index(i)
             cross = cast(CrossAttention, self.cross[j])
-            if kv is None or j != self.cross_index(i - 1) or not self.kv_fast_path:
+            if chunked:
+                assert rows is not None
+                z = cross.forward_chunked(z, byte, rows=rows, fast=self.kv_fast_path)
+            elif kv is None or j != self.cross_index(i - 1) or not self.kv_fast_path:
                 # A shared cross-attend sees the same byte array every time: its K/V are identical.
                 # Only the current module's K/V is held: the largest tensor of the forward, once.
                 kv = None
                 kv = cross.kv(byte, fast=self.kv_fast_path)  # (B, M, qk+v)
-            z = cross(z, kv, byte.mask)
+                z = cross(z, kv, byte.mask)
+            else:
+                z = cross(z, kv, byte.mask)
             for b in self.block_indices(i):
                 z = self.blocks[b](z)
         pooled = z.mean(dim=1)  # (B, D)

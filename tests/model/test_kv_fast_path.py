@@ -117,3 +117,31 @@ def test_cache_follows_autocast_and_works_for_models_built_in_inference_mode():
             model(inputs)  # caches bf16 constant terms
         again = model(inputs).logits  # must not reuse them
     assert torch.equal(fp32, again)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("rows", [7, 50])
+def test_chunked_cross_attention_equals_whole_array(fast, rows):
+    """Inference in pieces of `rows` rows (online softmax) gives the whole-array outputs, also
+    when a piece holds only padding for one sample and pieces straddle modality boundaries."""
+    inputs = make_inputs(batch=3, points=20)
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[1, 4:] = False  # sample 1: 4 real LiDAR points, then 16 padded rows (whole pieces of 7)
+    lidar = inputs[Modality.LIDAR]
+    inputs[Modality.LIDAR] = ModalityInput(values=lidar.values, positions=lidar.positions, mask=mask)
+    torch.manual_seed(0)
+    whole = build_model(tiny_config(kv_chunk_rows=None, kv_fast_path=fast)).eval()
+    chunked = build_model(tiny_config(kv_chunk_rows=rows, kv_fast_path=fast)).eval()
+    chunked.load_state_dict(whole.state_dict())
+    pieces: list[int] = []
+    for cross in chunked.cross:
+        cross.kv.register_forward_hook(lambda _m, _a, out: pieces.append(out.shape[1]))
+    with torch.inference_mode():
+        ref, got = whole(inputs), chunked(inputs)
+    assert pieces and max(pieces) <= rows  # never the whole 108-row array at once
+    torch.testing.assert_close(got.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.position, ref.position, rtol=1e-5, atol=1e-5)
+    # With autograd on (training) the whole array goes through SDPA: gradients as before.
+    out = chunked(inputs)
+    assert out.logits.requires_grad
+    torch.testing.assert_close(out.logits.detach(), ref.logits, rtol=1e-5, atol=1e-5)
