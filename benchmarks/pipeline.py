@@ -53,6 +53,12 @@ RIG: dict[str, Any] = {
         "lidar0": {"modality": "lidar", "source": {"backend": "simulated", "rate_hz": 10}},
     },
     "sync": {"reference": "lidar", "slop_s": {"camera": 0.05, "lidar": 0.06}, "wait_for_slop": False},
+    # As configs/pipeline/sim-local.yaml: the shipped checkpoint's training preprocessing.
+    "preprocess": {
+        "camera": {"height": 64, "width": 64, "normalize": "imagenet"},
+        "microphone": {"sample_rate": 16000},
+        "lidar": {"range_m": 50.0, "max_points": 1024},
+    },
 }
 
 

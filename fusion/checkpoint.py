@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -21,6 +23,7 @@ from fusion.model import ModelConfig, Perceiver, build_model
 log = logging.getLogger(__name__)
 
 _CONFIG_KEY = "fusion.model_config"
+TRAIN_CONFIG_KEY = "fusion.train_config"  # set by `fusion train`: how the weights were trained
 # Shipped checkpoints, by preset name, beside the presets.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -44,8 +47,13 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    head = path.read_bytes()[:2]
-    if head[:1] == b"\x80" or head == b"PK":  # pickle protocol marker / torch.save zip archive
+    with path.open("rb") as f:
+        head = f.read(9)
+    # A safetensors file opens with an 8-byte header length, then the JSON header's '{'; the
+    # length's first byte may be anything, 0x80 included, so only a file without that shape
+    # is judged by the pickle / zip markers.
+    looks_safetensors = len(head) == 9 and head[8:9] == b"{"
+    if not looks_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK"):  # pickle / torch.save zip
         raise CheckpointError(
             f"{path}: looks like a pickle (torch.save); only safetensors checkpoints are loaded"
         )
@@ -86,3 +94,47 @@ def checkpoint_version(path: str | Path) -> str:
 def shipped_checkpoint(preset: str) -> Path | None:
     path = SHIPPED_DIR / f"{preset}.safetensors"
     return path if path.is_file() else None
+
+
+def checkpoint_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors checkpoint, without reading its tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
+
+
+def trained_preprocess(path: str | Path) -> dict[str, dict[str, Any]] | None:
+    """Per modality, the preprocessor settings the weights were trained with (None: not recorded)."""
+    raw = checkpoint_metadata(path).get(TRAIN_CONFIG_KEY)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw).get("data", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise CheckpointError(f"{path}: training config in the metadata is not a JSON object") from None
+    return {str(k): dict(v) for k, v in (data.get("preprocess") or {}).items()}
+
+
+def preprocess_mismatches(
+    trained: Mapping[str, Mapping[str, Any]], used: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """`modality.key: used here, trained with` for every preprocessing setting (defaults filled in)
+    that differs between training and this run: a model fed differently from how it was trained
+    predicts garbage without any error, so a pipeline refuses to start on one."""
+    from fusion.sample import Modality
+    from fusion.sensors.preprocess import preprocess_settings
+
+    out = []
+    for modality in Modality:
+        a = preprocess_settings(modality, used.get(modality.value, {}))
+        b = preprocess_settings(modality, trained.get(modality.value, {}), source="training config")
+        out += [
+            f"{modality.value}.{key}: {a.get(key)!r} here, {b.get(key)!r} in training"
+            for key in sorted(set(a) | set(b))
+            if a.get(key) != b.get(key)
+        ]
+    return out

@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a device has to give its first frame before the simulated world stands in (default 3)",
     )
     demo.set_defaults(func=cmd_demo)
+    from fusion.cli_train import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -175,4 +176,72 @@ class OrderedSink(Sink):
                 self.skipped["gap"] += first - self._next[rig]
                 self._next[rig] = first
                 self._release(rig)
+        self.sink.close()
+
+
+class BackgroundSink(Sink):
+    """Writes on its own thread, so a slow sink (a disk, a network, a UI) never stalls the loop
+    that feeds it. Live policy at the last edge: at most `capacity` predictions wait; when the
+    sink falls further behind, the oldest waiting one is dropped and counted in `dropped`.
+
+    An exception raised by the wrapped sink stops the writer and is raised again by the next
+    `write` or by `close`.
+    """
+
+    def __init__(self, sink: Sink, *, capacity: int = 256) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.sink = sink
+        self.capacity = capacity
+        self.dropped = 0
+        self._queue: deque[Prediction] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, prediction: Prediction) -> None:
+        self._raise()
+        with self._cond:
+            if len(self._queue) >= self.capacity:
+                self._queue.popleft()
+                self.dropped += 1
+            self._queue.append(prediction)
+            self._cond.notify()
+
+    @property
+    def waiting(self) -> int:
+        """Predictions queued and not yet written."""
+        return len(self._queue) + self._busy
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                prediction = self._queue.popleft()
+                self._busy = True
+            try:
+                self.sink.write(prediction)
+            except BaseException as err:
+                self._error = err
+                return
+            finally:
+                self._busy = False
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"output sink failed: {self._error}") from self._error
+
+    def close(self) -> None:
+        """Write everything still queued, then close the wrapped sink."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        self._raise()
         self.sink.close()

@@ -87,6 +87,9 @@ class FlowConfig(StrictModel):
     # this many samples' worth of queueing before the oldest is dropped.
     max_pending_samples: int = Field(default=8, ge=1)
     max_in_flight_batches: int = Field(default=4, ge=1)  # per inference actor
+    # Live mode: predictions waiting for a slow output sink (written on its own thread) before
+    # the oldest is dropped (reason sink_behind). Replay mode writes inline: lossless.
+    max_sink_queue: int = Field(default=256, ge=1)
     max_restarts: int = Field(default=3, ge=0)  # sensor and fuser actors
     # Ray CPU reservations: sensors mostly wait on devices or clocks, fusers preprocess.
     sensor_num_cpus: float = Field(default=0.05, ge=0)

@@ -104,7 +104,8 @@ SAMPLES_DROPPED = MetricSpec(
     "fusion_samples_dropped_total",
     C,
     "Fused samples that gave no prediction: inference_behind (live mode, oldest dropped), "
-    "inference_error (the model rejected it), sink_gap (given up waiting for it).",
+    "inference_error (the model rejected it), sink_gap (given up waiting for it), "
+    "sink_behind (live mode, the output sink too slow: oldest waiting prediction dropped).",
     ("reason",),
 )
 SAMPLES_RESUBMITTED = MetricSpec(

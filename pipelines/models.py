@@ -7,22 +7,58 @@ from typing import Any
 
 import torch
 
-from fusion.checkpoint import checkpoint_version, load_checkpoint, shipped_checkpoint
+from fusion.checkpoint import (
+    checkpoint_version,
+    load_checkpoint,
+    preprocess_mismatches,
+    shipped_checkpoint,
+    trained_preprocess,
+)
 from fusion.config import load_config
 from fusion.model import ModelConfig, Perceiver, build_model, preset_config
 
 log = logging.getLogger(__name__)
 
 
-def load_model(spec: dict[str, Any]) -> tuple[Perceiver, str]:
-    """(model, version) for a `ModelSpec` mapping; random weights only with a warning that says so."""
+def resolve_checkpoint(spec: dict[str, Any]) -> str | None:
+    """The checkpoint a `ModelSpec` mapping names: its own, else the shipped one of its preset."""
     checkpoint = spec.get("checkpoint")
     preset = spec.get("preset")
     if checkpoint is None and preset is not None:
         shipped = shipped_checkpoint(preset)
         checkpoint = str(shipped) if shipped else None
+    return checkpoint
+
+
+def check_preprocess(spec: dict[str, Any], rigs: list[tuple[str, dict[str, dict[str, Any]]]]) -> None:
+    """Refuse rigs whose preprocessing differs from the one the checkpoint was trained with.
+
+    `rigs` holds (rig id, per-modality preprocess mapping). Raises ValueError naming every
+    differing key as `rigs[ID].preprocess.MODALITY.KEY`."""
+    checkpoint = resolve_checkpoint(spec)
+    if checkpoint is None:
+        return
+    trained = trained_preprocess(checkpoint)
+    if trained is None:  # not written by `fusion train`: nothing to compare against
+        return
+    problems = [
+        f"rigs[{rid}].preprocess.{line}"
+        for rid, used in rigs
+        for line in preprocess_mismatches(trained, used)
+    ]
+    if problems:
+        raise ValueError(
+            f"model checkpoint {checkpoint} was trained on differently preprocessed inputs; "
+            "set these as in training: " + "; ".join(problems)
+        )
+
+
+def load_model(spec: dict[str, Any]) -> tuple[Perceiver, str]:
+    """(model, version) for a `ModelSpec` mapping; random weights only with a warning that says so."""
+    checkpoint = resolve_checkpoint(spec)
     if checkpoint is not None:
         return load_checkpoint(checkpoint), checkpoint_version(checkpoint)
+    preset = spec.get("preset")
     config = preset_config(preset) if preset is not None else load_config(ModelConfig, spec["config"])
     log.warning("model %s: no checkpoint, running RANDOM weights: predictions are meaningless", config.name)
     # Seeded, so every inference actor of a run (and every run) holds the same weights.

@@ -30,10 +30,11 @@ from fusion.config import ConfigError
 from fusion.inference import Prediction
 from fusion.sample import FusedSample
 from fusion.sensors import make_source
-from fusion.sinks import OrderedSink, Sink
+from fusion.sinks import BackgroundSink, OrderedSink, Sink
 from pipelines.actors import FuserActor, InferenceActor, SensorActor, SensorNotStarted
 from pipelines.config import Mode, PipelineConfig, RigConfig, rig_ids
 from pipelines.metrics import DriverMetrics, InstrumentedSink, ray_init_options
+from pipelines.models import check_preprocess
 
 log = logging.getLogger(__name__)
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, SensorNotStarted)
@@ -133,7 +134,14 @@ class PipelineRunner:
         # reads it without one while other threads switch sensors.
         self._disabled: frozenset[tuple[str, str]] = frozenset()
         self._disabled_lock = threading.Lock()
-        self.sink = OrderedSink(InstrumentedSink(sink))
+        # Live: a slow sink must not stall the loop that reads the sensors, so it is written on
+        # its own thread behind a bounded queue. Replay: inline, so a slow sink slows the replay.
+        self._writer: BackgroundSink | None = None
+        if config.mode is Mode.LIVE:
+            self._writer = BackgroundSink(InstrumentedSink(sink), capacity=config.flow.max_sink_queue)
+            self.sink = OrderedSink(self._writer)
+        else:
+            self.sink = OrderedSink(InstrumentedSink(sink))
         self.metrics = DriverMetrics()
         self.address = address
         self.show_status = status
@@ -148,6 +156,7 @@ class PipelineRunner:
     def start(self) -> None:
         """Validate, connect to Ray, start every actor; any problem fails here, naming its key."""
         self._validate_sources()
+        self._validate_preprocess()
         if not ray.is_initialized():
             ray.init(
                 address=self.address,
@@ -166,6 +175,17 @@ class PipelineRunner:
                 cause = err.cause if err.cause is not None else err
                 raise PipelineStartError(str(cause).strip().splitlines()[-1]) from None
             raise
+
+    def _validate_preprocess(self) -> None:
+        """The rigs must feed the model as it was trained (the checkpoint records how)."""
+        rigs = [
+            (rid, {m.value: cfg for m, cfg in rig.preprocess.items()})
+            for rid, rig, _ in _expand_rigs(self.config)
+        ]
+        try:
+            check_preprocess(self.config.model.model_dump(), rigs)
+        except ValueError as err:
+            raise PipelineStartError(str(err)) from None
 
     def _validate_sources(self) -> None:
         """Backends and their keys are checked in the driver, before any actor exists."""
@@ -204,7 +224,7 @@ class PipelineRunner:
         gpus = self._gpus_per_actor()
         device = inf.device if inf.device != "auto" or gpus > 0 else "cpu"
         for _ in range(inf.actors):
-            actor = InferenceActor.options(
+            actor = InferenceActor.options(  # type: ignore[attr-defined]  # added by @ray.remote
                 num_gpus=gpus,
                 num_cpus=inf.num_cpus,
                 resources=dict(inf.resources),
@@ -240,7 +260,7 @@ class PipelineRunner:
                 }
                 if rig.resources:
                     options["resources"] = dict(rig.resources)
-                actor = SensorActor.options(**options).remote(
+                actor = SensorActor.options(**options).remote(  # type: ignore[attr-defined]  # added by @ray.remote
                     rig=rid,
                     modality=spec.modality.value,
                     source=_source_config(spec.source, sensor_id, replica),
@@ -250,7 +270,7 @@ class PipelineRunner:
                 sensors.append(
                     SensorHandle(rig=rid, sensor_id=sensor_id, modality=spec.modality.value, actor=actor)
                 )
-            fuser = FuserActor.options(
+            fuser = FuserActor.options(  # type: ignore[attr-defined]  # added by @ray.remote
                 max_restarts=flow.max_restarts, num_cpus=flow.fuser_num_cpus, resources=dict(rig.resources)
             ).remote(
                 rig=rid,
@@ -476,7 +496,12 @@ class PipelineRunner:
             raise RuntimeError(f"rig {payload}: fuser actor lost; its alignment state is gone") from err
 
     # ---- reporting ------------------------------------------------------------------------
+    def _count_sink_drops(self) -> None:
+        if self._writer is not None and self._writer.dropped:
+            self.stats.dropped["sink_behind"] = self._writer.dropped
+
     def status_line(self) -> str:
+        self._count_sink_drops()
         elapsed = max(time.monotonic() - self.stats.started, 1e-9)
         drops = sum(self.stats.dropped.values()) + sum(self.sink.skipped.values())
         return (
@@ -487,6 +512,7 @@ class PipelineRunner:
 
     def _export_metrics(self) -> None:
         """Queue depths, samples in flight and the driver's drop counts, for Prometheus."""
+        self._count_sink_drops()
         self.metrics.flow(
             buffered_frames=sum(len(frames) for r in self.rigs for frames in r.buffered),
             pending_samples=sum(len(r.pending) for r in self.rigs),
@@ -510,7 +536,7 @@ class PipelineRunner:
                     log.debug("close %s: %s", s.sensor_id, err)
         self.sink.close()
         self._export_metrics()
-        self.stats.predictions = self.sink.written
+        self.stats.predictions = self.sink.written - (self._writer.dropped if self._writer else 0)
         summary = self.summary()
         self._kill_actors()
         if self._own_ray:

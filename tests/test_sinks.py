@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fusion.inference import Prediction
-from fusion.sinks import CallbackSink, JsonlSink, OrderedSink, ParquetSink, open_sink
+from fusion.sinks import BackgroundSink, CallbackSink, JsonlSink, OrderedSink, ParquetSink, open_sink
 
 
 def pred(seq: int, rig: str = "rig0", error: str | None = None) -> Prediction:
@@ -94,3 +94,40 @@ def test_skipped_sequence_numbers_are_not_waited_for():
     assert got == []
     sink.skip("rig0", 0)  # dropped upstream
     assert [p.seq for p in got] == [1, 2] and not sink.skipped
+
+
+def test_background_sink_never_blocks_and_drops_the_oldest_when_behind():
+    import threading
+    import time
+
+    gate = threading.Event()
+    got: list[int] = []
+
+    def slow(p: Prediction) -> None:
+        gate.wait(5)  # the sink is stuck until the writer has fallen far behind
+        got.append(p.seq)
+
+    sink = BackgroundSink(CallbackSink(slow), capacity=4)
+    start = time.monotonic()
+    for i in range(20):
+        sink.write(pred(i))
+    assert time.monotonic() - start < 1.0  # writes return at once while the sink is stuck
+    gate.set()
+    sink.close()
+    # At most one was already being written; of the rest only the newest 4 survived, in order.
+    assert got[-4:] == [16, 17, 18, 19] and len(got) <= 5 and got == sorted(got)
+    assert sink.dropped == 20 - len(got)
+
+
+def test_background_sink_raises_the_wrapped_sinks_error():
+    def broken(p: Prediction) -> None:
+        raise OSError("disk full")
+
+    sink = BackgroundSink(CallbackSink(broken), capacity=8)
+    sink.write(pred(0))
+    with pytest.raises(RuntimeError, match="output sink failed: disk full"):
+        for i in range(1, 200):  # the writer fails on the first; a later write reports it
+            sink.write(pred(i))
+            import time
+
+            time.sleep(0.01)

@@ -44,3 +44,12 @@ def make_preprocessor(
     module = importlib.import_module(module_name)
     cfg = parse_config(getattr(module, config_name), dict(config), source=source)
     return cast(Preprocessor, getattr(module, class_name)(cfg))
+
+
+def preprocess_settings(
+    modality: Modality, config: Mapping[str, Any], *, source: str = "preprocess"
+) -> dict[str, Any]:
+    """Every setting of the modality's preprocessor, defaults filled in (validated, as JSON values)."""
+    module_name, config_name, _ = _PREPROCESSORS[modality]
+    module = importlib.import_module(module_name)
+    return parse_config(getattr(module, config_name), dict(config), source=source).model_dump(mode="json")

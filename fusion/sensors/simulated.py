@@ -21,7 +21,10 @@ from pydantic import Field
 
 from fusion.sample import Frame, Modality
 from fusion.sensors.base import EndOfStream, Source, SourceConfig, register_source
-from fusion.sim.world import World, WorldConfig, frame_rng, lidar_rays, render_camera, scan_lidar, synth_audio
+from fusion.sim.audio import AudioSynth
+from fusion.sim.camera import render_camera
+from fusion.sim.lidar import lidar_rays, scan_lidar
+from fusion.sim.world import World, WorldConfig, frame_rng
 
 
 class SimulatedConfig(SourceConfig):
@@ -31,6 +34,10 @@ class SimulatedConfig(SourceConfig):
     start_s: float = 0.0  # scene time of the first frame
     duration_s: float | None = Field(default=None, gt=0)  # None: endless
     realtime: bool = False  # pace reads to the scene clock
+    # Realtime: seconds of frames the simulated device holds for a reader that falls behind once
+    # streaming; older ones are lost (counted as dropped 'overrun'), as a camera's, a sound
+    # card's or a LiDAR driver's buffer does. At least one frame.
+    buffer_s: float = Field(default=1.0, gt=0)
 
 
 class SimulatedSource(Source):
@@ -63,6 +70,8 @@ class SimulatedSource(Source):
 
     def read(self, timeout: float | None = None) -> Frame:
         """Next frame; with `realtime`, blocks until its capture time (TimeoutError past `timeout`)."""
+        if self.config.realtime:
+            self._overrun(time.time())
         t = self.frame_time(self._index)
         if self.config.duration_s is not None and t >= self._first_time + self.config.duration_s:
             raise EndOfStream
@@ -87,6 +96,18 @@ class SimulatedSource(Source):
         self.stats.frames += 1
         return frame
 
+    def _overrun(self, now: float) -> None:
+        """Skip the frames a device's buffer would have overwritten by `now`: a reader that falls
+        behind gets the newest `buffer_s` worth, not an ever older backlog."""
+        if not self.stats.frames:  # not streaming yet: the backlog since open is start-up's
+            return
+        newest = math.floor((now - self._origin) * self.config.rate_hz)  # the latest frame already due
+        held = max(1, math.ceil(self.config.buffer_s * self.config.rate_hz))
+        lost = newest - held + 1 - self._index
+        if lost > 0:
+            self._index += lost
+            self.stats.dropped["overrun"] += lost
+
     @abstractmethod
     def render(self, t: float, rng: np.random.Generator) -> dict: ...
 
@@ -106,7 +127,13 @@ class SimCamera(SimulatedSource):
     stream_id = 1
 
     def render(self, t: float, rng: np.random.Generator) -> dict:
-        img = render_camera(self.world.state(t), width=self.config.width, height=self.config.height, rng=rng)
+        img = render_camera(
+            self.world.state(t),
+            width=self.config.width,
+            height=self.config.height,
+            rng=rng,
+            sensor_height=self.config.world.sensor_height_m,
+        )
         return {"data": img}
 
 
@@ -145,6 +172,10 @@ class SimMicrophone(SimulatedSource):
     config: SimMicrophoneConfig
     stream_id = 3
 
+    def __init__(self, config: SimMicrophoneConfig) -> None:
+        super().__init__(config)
+        self._audio = AudioSynth(self.world, sample_rate=config.sample_rate)
+
     def frame_time(self, index: int) -> float:
         # Chunks start on exact sample boundaries so the stream has no gaps or overlaps.
         return self._origin + self._chunk_start(index) / self.config.sample_rate
@@ -156,4 +187,6 @@ class SimMicrophone(SimulatedSource):
         sr = self.config.sample_rate
         first = round(t * sr)
         n = self._chunk_start(self._index + 1) - self._chunk_start(self._index)
-        return {"data": synth_audio(self.world, first, n, sample_rate=sr, rng=rng), "sample_rate": float(sr)}
+        # Audio is a function of the sample index alone (not of `rng`): chunks join seamlessly and
+        # match the windows of the training data.
+        return {"data": self._audio(first, n), "sample_rate": float(sr)}

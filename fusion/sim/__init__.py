@@ -1,5 +1,18 @@
 """The simulated world: one scene that drives camera, microphone and LiDAR consistently."""
 
-from fusion.sim.world import CLASSES, ObjectClass, ObjectState, World, WorldConfig
+from fusion.sim.objects import CLASS_NAMES, CLASSES, ObjectClass, ObjectModel
+from fusion.sim.world import Conditions, Episode, Noise, ObjectState, Weather, World, WorldConfig
 
-__all__ = ["CLASSES", "ObjectClass", "ObjectState", "World", "WorldConfig"]
+__all__ = [
+    "CLASSES",
+    "CLASS_NAMES",
+    "Conditions",
+    "Episode",
+    "Noise",
+    "ObjectClass",
+    "ObjectModel",
+    "ObjectState",
+    "Weather",
+    "World",
+    "WorldConfig",
+]

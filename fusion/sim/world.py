@@ -1,189 +1,283 @@
 """A deterministic scene seen by a rig of camera, microphone and LiDAR.
 
-The rig sits at the origin (x forward, y left, z up; sensors 1.7 m above the ground). Time is
-cut into episodes of `episode_s` seconds; each episode has one object of one class at a
-position and velocity drawn from a seed-derived generator, so any time t maps to the same
-state however and in whatever order it is asked. Each class has a signature in every
-modality: a shape, size and colour for the camera, a box for the LiDAR, and a sound.
+The rig sits at the origin (x forward, y left, z up); its sensors share one pose,
+`sensor_height_m` above flat ground, so the ground is the plane z = -sensor_height_m. Time is
+cut into episodes of `episode_s` seconds. Each episode draws, from (seed, episode) alone, one
+object of one class (or none), its trajectory (a straight line at constant speed through a
+point at the episode's middle, kept inside the camera's view and the LiDAR's range), and the
+conditions: day or night, clear, fog or rain, and the background noise. Any time t therefore
+maps to the same state however and in whatever order it is asked, in any process.
+
+The renderers live beside this module: `fusion.sim.camera`, `fusion.sim.lidar`,
+`fusion.sim.audio`.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
+from enum import StrEnum
 
-import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fusion.config import StrictModel
+from fusion.sim.objects import CLASSES, ObjectModel
+
+CAMERA_HFOV_DEG = 45.0  # the camera's horizontal field of view; objects are kept inside it
 
 
-@dataclass(frozen=True)
-class ObjectClass:
-    """A class and its signature in each modality."""
-
-    name: str
-    size: tuple[float, float, float]  # length, width, height in metres (0 = no object)
-    color: tuple[int, int, int]  # RGB
-    round: bool  # drawn as an ellipse (people, bikes) rather than a box (vehicles)
-    tones: tuple[float, ...]  # base frequencies in Hz of its sound (engine harmonics, voice...)
-    siren: bool = False  # frequency sweep
-    pulse_hz: float = 0.0  # amplitude modulation (footsteps, chain clicks)
+class Weather(StrEnum):
+    CLEAR = "clear"
+    FOG = "fog"
+    RAIN = "rain"
 
 
-CLASSES: tuple[ObjectClass, ...] = (
-    ObjectClass("nothing", (0.0, 0.0, 0.0), (0, 0, 0), False, ()),
-    ObjectClass("pedestrian", (0.5, 0.5, 1.75), (200, 80, 60), True, (), pulse_hz=2.0),
-    ObjectClass("cyclist", (1.8, 0.6, 1.7), (60, 160, 60), True, (), pulse_hz=6.0),
-    ObjectClass("car", (4.5, 1.8, 1.5), (60, 90, 200), False, (90.0, 180.0)),
-    ObjectClass("truck", (10.0, 2.5, 3.5), (150, 150, 150), False, (45.0, 90.0, 135.0)),
-    ObjectClass("emergency_vehicle", (5.5, 2.0, 2.4), (230, 230, 230), False, (90.0,), siren=True),
-    ObjectClass("motorcycle", (2.1, 0.8, 1.4), (40, 40, 40), True, (140.0, 280.0, 420.0)),
-)
+class Noise(StrEnum):
+    """The background the microphone hears besides the object."""
+
+    WIND = "wind"
+    RAIN = "rain"
+    CROWD = "crowd"  # babble and footsteps: hides a pedestrian
+    TRAFFIC = "traffic"  # distant engines: hides a car
 
 
 class WorldConfig(StrictModel):
-    """The scene: which classes appear, how far, and how often the object changes."""
+    """The scene: which objects appear, where, and under which conditions."""
 
     seed: int = 0
     episode_s: float = Field(default=4.0, gt=0)
-    min_distance_m: float = Field(default=6.0, gt=0)
-    max_distance_m: float = Field(default=35.0, gt=0)
-    sensor_height_m: float = 1.7
-    night_probability: float = Field(default=0.3, ge=0, le=1)
+    min_distance_m: float = Field(default=4.0, gt=0)  # object range at the episode's middle
+    max_distance_m: float = Field(default=25.0, gt=0)
+    max_bearing_deg: float = Field(default=19.0, gt=0, le=CAMERA_HFOV_DEG / 2)
+    sensor_height_m: float = Field(default=1.7, gt=0)
+    night_probability: float = Field(default=0.25, ge=0, le=1)
+    fog_probability: float = Field(default=0.2, ge=0, le=1)
+    rain_probability: float = Field(default=0.2, ge=0, le=1)
+    # [low, high] ranges drawn uniformly per episode:
+    fog_visibility_m: list[float] = Field(default=[20.0, 80.0], min_length=2, max_length=2)  # in fog
+    noise_dbfs: list[float] = Field(default=[-55.0, -22.0], min_length=2, max_length=2)  # background RMS
+    # Relative frequency of each class (CLASSES order); None: all equally likely.
+    class_weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WorldConfig:
+        if self.max_distance_m <= self.min_distance_m:
+            raise ValueError(
+                f"max_distance_m ({self.max_distance_m}) must exceed min_distance_m ({self.min_distance_m})"
+            )
+        if self.fog_probability + self.rain_probability > 1:
+            raise ValueError(
+                f"fog_probability + rain_probability = {self.fog_probability + self.rain_probability} exceeds 1"
+            )
+        for name in ("fog_visibility_m", "noise_dbfs"):
+            lo, hi = getattr(self, name)
+            if hi < lo:
+                raise ValueError(f"{name}: [{lo}, {hi}] is not a [low, high] range")
+        if self.class_weights is not None and (
+            len(self.class_weights) != len(CLASSES)
+            or min(self.class_weights) < 0
+            or sum(self.class_weights) <= 0
+        ):
+            raise ValueError(
+                f"class_weights needs {len(CLASSES)} non-negative weights (one per class), got {self.class_weights}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What the sensors have to cope with during one episode."""
+
+    night: bool
+    illumination: float  # scene brightness: about 1 on a sunny day, a few percent at night
+    weather: Weather
+    visibility_m: float  # meteorological visibility (contrast falls to 5 %); large when clear
+    noise: Noise
+    noise_dbfs: float  # background noise RMS level
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One object's pass: its class, instance, trajectory and the conditions."""
+
+    index: int
+    cls: int
+    model: ObjectModel | None  # None for 'nothing'
+    center: tuple[float, float]  # x, y (m) at the episode's middle
+    velocity: tuple[float, float]  # m/s, along the heading
+    t_center: float
+    conditions: Conditions
+
+    @property
+    def heading(self) -> float:
+        """Yaw (radians) of the object's forward axis."""
+        return math.atan2(self.velocity[1], self.velocity[0])
 
 
 @dataclass(frozen=True)
 class ObjectState:
-    """The object at one instant (positions in metres in the rig frame)."""
+    """The scene at one instant (metres, rig frame)."""
 
-    episode: int
-    cls: int
-    position: tuple[float, float, float]  # centre of the object's base: x, y, z (ground = -height)
-    velocity: tuple[float, float, float]
-    night: bool
+    episode: Episode
+    t: float
+    position: tuple[float, float, float]  # the object's footprint centre on the ground
 
     @property
-    def spec(self) -> ObjectClass:
-        return CLASSES[self.cls]
+    def cls(self) -> int:
+        return self.episode.cls
+
+    @property
+    def model(self) -> ObjectModel | None:
+        return self.episode.model
+
+    @property
+    def velocity(self) -> tuple[float, float, float]:
+        return (*self.episode.velocity, 0.0)
+
+    @property
+    def heading(self) -> float:
+        return self.episode.heading
+
+    @property
+    def conditions(self) -> Conditions:
+        return self.episode.conditions
+
+    @property
+    def night(self) -> bool:
+        return self.episode.conditions.night
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """[3, 3] object frame -> rig frame (a yaw)."""
+        c, s = math.cos(self.heading), math.sin(self.heading)
+        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+    def vertices(self) -> np.ndarray:
+        """The object's mesh vertices in the rig frame, [V, 3]."""
+        assert self.model is not None
+        return self.model.mesh.vertices @ self.rotation.T + np.asarray(self.position)
+
+    def center(self) -> tuple[float, float, float] | None:
+        """Centre of the object's bounding box in the rig frame: the position label; None for 'nothing'."""
+        if self.model is None:
+            return None
+        lo, hi = self.model.bounds
+        c = self.rotation @ ((lo + hi) / 2) + np.asarray(self.position)
+        return (float(c[0]), float(c[1]), float(c[2]))
 
 
 class World:
     """Answers `state(t)` for any scene time t, the same for every sensor and every call."""
 
+    _CACHE = 8  # episodes kept: sensors ask about a few neighbouring episodes at a time
+
     def __init__(self, config: WorldConfig) -> None:
         self.config = config
+        self._episodes: OrderedDict[int, Episode] = OrderedDict()
 
-    def episode(self, t: float) -> int:
+    def episode_index(self, t: float) -> int:
         return math.floor(t / self.config.episode_s)
 
+    def episode(self, index: int) -> Episode:
+        """Episode `index`, drawn from (seed, index) alone."""
+        ep = self._episodes.get(index)
+        if ep is None:
+            ep = draw_episode(self.config, index)
+            self._episodes[index] = ep
+            if len(self._episodes) > self._CACHE:
+                self._episodes.popitem(last=False)
+        return ep
+
     def state(self, t: float) -> ObjectState:
-        ep = self.episode(t)
-        rng = np.random.default_rng([self.config.seed, ep, 7])
-        cfg = self.config
-        cls = int(rng.integers(len(CLASSES)))
-        dist = rng.uniform(cfg.min_distance_m, cfg.max_distance_m)
-        bearing = rng.uniform(-0.5, 0.5)  # radians, within the camera's field of view
-        speed = rng.uniform(0.0, 12.0) * (0.0 if cls == 0 else 1.0)
-        heading = rng.uniform(-math.pi, math.pi)
-        night = bool(rng.random() < cfg.night_probability)
-        dt = t - ep * cfg.episode_s
-        vx, vy = speed * math.cos(heading), speed * math.sin(heading)
-        x = dist * math.cos(bearing) + vx * (dt - cfg.episode_s / 2)
-        y = dist * math.sin(bearing) + vy * (dt - cfg.episode_s / 2)
-        return ObjectState(ep, cls, (x, y, -cfg.sensor_height_m), (vx, vy, 0.0), night)
+        ep = self.episode(self.episode_index(t))
+        dt = t - ep.t_center
+        x, y = ep.center[0] + ep.velocity[0] * dt, ep.center[1] + ep.velocity[1] * dt
+        return ObjectState(episode=ep, t=t, position=(x, y, -self.config.sensor_height_m))
+
+
+def draw_episode(cfg: WorldConfig, index: int) -> Episode:
+    """The class, instance, trajectory and conditions of one episode."""
+    rng = np.random.default_rng([cfg.seed, index, 7])
+    weights = np.ones(len(CLASSES)) if cfg.class_weights is None else np.asarray(cfg.class_weights, float)
+    cls = int(rng.choice(len(CLASSES), p=weights / weights.sum()))
+    build = CLASSES[cls].build
+    model = None if build is None else build(rng)
+    t_center = (index + 0.5) * cfg.episode_s
+    center, velocity = _trajectory(cfg, rng, model)
+    return Episode(
+        index=index,
+        cls=cls,
+        model=model,
+        center=center,
+        velocity=velocity,
+        t_center=t_center,
+        conditions=_conditions(cfg, rng),
+    )
+
+
+def _trajectory(
+    cfg: WorldConfig, rng: np.random.Generator, model: ObjectModel | None
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A straight pass that stays in view: (centre x, y) and velocity (vx, vy)."""
+    max_bearing = math.radians(cfg.max_bearing_deg)
+    lo, hi = cfg.min_distance_m, cfg.max_distance_m
+    if model is not None:  # a long vehicle keeps its whole body in front of the camera
+        lo = min(hi, max(lo, 0.6 * model.size[0]))
+    # Uniform in range, as a street scene has as many objects near as far (not uniform in area).
+    dist = rng.uniform(lo, hi)
+    bearing = rng.uniform(-max_bearing, max_bearing)
+    center = (dist * math.cos(bearing), dist * math.sin(bearing))
+    if model is None:
+        return center, (0.0, 0.0)
+    speed = rng.uniform(*model.speed_range)
+    half = cfg.episode_s / 2
+    # A few headings are tried; a pass that would leave the view is slowed down instead.
+    headings = rng.uniform(-math.pi, math.pi, size=8)
+    for scale in (1.0, 0.5, 0.25, 0.0):
+        for h in headings:
+            v = (scale * speed * math.cos(h), scale * speed * math.sin(h))
+            ends = [(center[0] + s * v[0] * half, center[1] + s * v[1] * half) for s in (-1, 1)]
+            if all(
+                0.8 * lo <= math.hypot(*e) <= 1.2 * hi and abs(math.atan2(e[1], e[0])) <= max_bearing
+                for e in ends
+            ):
+                return center, v
+    raise AssertionError("a standing object always stays in view")
+
+
+def _conditions(cfg: WorldConfig, rng: np.random.Generator) -> Conditions:
+    night = bool(rng.random() < cfg.night_probability)
+    illumination = rng.uniform(0.004, 0.02) if night else rng.uniform(0.6, 1.2)
+    u = rng.random()
+    weather = (
+        Weather.FOG
+        if u < cfg.fog_probability
+        else Weather.RAIN
+        if u < cfg.fog_probability + cfg.rain_probability
+        else Weather.CLEAR
+    )
+    if weather is Weather.FOG:
+        visibility = rng.uniform(cfg.fog_visibility_m[0], cfg.fog_visibility_m[1])
+    elif weather is Weather.RAIN:
+        visibility = rng.uniform(150.0, 400.0)
+    else:
+        visibility = rng.uniform(2000.0, 20000.0)
+    if weather is Weather.RAIN:
+        noise = Noise.RAIN
+    else:
+        noise = (Noise.WIND, Noise.CROWD, Noise.TRAFFIC)[int(rng.integers(3))]
+    return Conditions(
+        night=night,
+        illumination=float(illumination),
+        weather=weather,
+        visibility_m=float(visibility),
+        noise=noise,
+        noise_dbfs=float(rng.uniform(cfg.noise_dbfs[0], cfg.noise_dbfs[1])),
+    )
 
 
 def frame_rng(seed: int, stream: int, index: int) -> np.random.Generator:
     """Noise for one frame of one stream: independent of the order frames are made in."""
     return np.random.default_rng([seed, stream, index])
-
-
-def render_camera(state: ObjectState, *, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A pinhole view along +x (60 degree horizontal field of view): [height, width, 3] uint8 RGB."""
-    img = np.empty((height, width, 3), np.float32)
-    horizon = height // 2
-    img[:horizon] = (135, 170, 220)  # sky
-    img[horizon:] = (90, 90, 80)  # road
-    spec, (x, y, z) = state.spec, state.position
-    if spec.size[0] > 0 and x > 0.5:
-        f = (width / 2) / math.tan(math.radians(30))
-        u = width / 2 - f * y / x
-        half_w = f * spec.size[1] / 2 / x
-        bottom = horizon - f * z / x
-        top = horizon - f * (z + spec.size[2]) / x
-        color = tuple(float(c) for c in spec.color)
-        if spec.round:
-            centre = (round(u), round((top + bottom) / 2))
-            axes = (max(1, round(half_w)), max(1, round((bottom - top) / 2)))
-            cv2.ellipse(img, centre, axes, 0, 0, 360, color, -1)
-        else:
-            cv2.rectangle(img, (round(u - half_w), round(top)), (round(u + half_w), round(bottom)), color, -1)
-    if state.night:
-        img *= 0.15
-    img += rng.standard_normal(img.shape, dtype=np.float32) * 6.0
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def lidar_rays(beams: int = 16, azimuth_steps: int = 900) -> np.ndarray:
-    """Unit ray directions of a spinning LiDAR (VLP-16 style, -15..15 degrees): [beams*steps, 3]."""
-    elev = np.radians(np.linspace(-15.0, 15.0, beams))[:, None]
-    azim = np.linspace(-np.pi, np.pi, azimuth_steps, endpoint=False)[None, :]
-    d = np.stack(
-        [np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev) * np.ones_like(azim)], -1
-    )
-    return d.reshape(-1, 3)
-
-
-def scan_lidar(
-    state: ObjectState, rays: np.ndarray, *, height: float, rng: np.random.Generator, max_range: float = 100.0
-) -> np.ndarray:
-    """Ray-cast the object's box and the ground: [N, 4] float32 (x, y, z, intensity 0-255)."""
-    n = len(rays)
-    hit = np.full(n, np.inf)
-    inten = np.zeros(n)
-    down = rays[:, 2] < -1e-6
-    hit[down] = -height / rays[down, 2]  # ground plane z = -height
-    inten[down] = 20.0
-    spec = state.spec
-    if spec.size[0] > 0:
-        x, y, z = state.position
-        lo = np.array([x - spec.size[0] / 2, y - spec.size[1] / 2, z])
-        hi = np.array([x + spec.size[0] / 2, y + spec.size[1] / 2, z + spec.size[2]])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1, t2 = lo / rays, hi / rays  # slab method, all rays at once
-        t_near = np.nanmax(np.minimum(t1, t2), axis=1)
-        t_far = np.nanmin(np.maximum(t1, t2), axis=1)
-        box = (t_near <= t_far) & (t_near > 0) & (t_near < hit)
-        hit[box] = t_near[box]
-        inten[box] = 40.0 + sum(spec.color) / 6.0
-    keep = (hit < max_range) & (rng.random(n) > 0.05)  # 5 % dropouts
-    r = hit[keep] + rng.normal(0.0, 0.02, keep.sum())  # 2 cm range noise
-    pts = rays[keep] * r[:, None]
-    return np.concatenate([pts, inten[keep, None]], axis=1).astype(np.float32)
-
-
-def synth_audio(
-    world: World, start_sample: int, n: int, *, sample_rate: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Microphone samples [start_sample, start_sample + n): the object's sound and wind noise.
-
-    Phase is a function of the absolute sample time, so consecutive chunks join seamlessly.
-    """
-    t = (start_sample + np.arange(n)) / sample_rate
-    state = world.state(float(t[0]))
-    spec = state.spec
-    out = rng.normal(0.0, 0.01, n)
-    if spec.size[0] > 0:
-        dist = math.hypot(*state.position[:2])
-        gain = min(1.0, 5.0 / dist)
-        for k, f in enumerate(spec.tones):
-            phase = 2 * np.pi * f * t
-            if spec.siren:  # f * (1 + 0.3 sin(2 pi 0.5 t)), integrated in closed form
-                phase = phase - (0.3 * f / 0.5) * np.cos(2 * np.pi * 0.5 * t)
-            out += gain * 0.3 / (k + 1) * np.sin(phase)
-        if spec.pulse_hz:
-            env = (np.sin(2 * np.pi * spec.pulse_hz * t) > 0.9).astype(np.float64)
-            out += gain * 0.4 * env * rng.normal(0.0, 1.0, n)
-    return np.clip(out, -1.0, 1.0).astype(np.float32)

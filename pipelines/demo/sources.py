@@ -67,17 +67,17 @@ class MonotonicLidarConfig(SimLidarConfig):
 
 class MonotonicCamera(_MonotonicClock, SimCamera):
     backend = MONOTONIC
-    config_cls = MonotonicCameraConfig
+    config_cls = MonotonicCameraConfig  # type: ignore[assignment]
 
 
 class MonotonicMicrophone(_MonotonicClock, SimMicrophone):
     backend = MONOTONIC
-    config_cls = MonotonicMicrophoneConfig
+    config_cls = MonotonicMicrophoneConfig  # type: ignore[assignment]
 
 
 class MonotonicLidar(_MonotonicClock, SimLidar):
     backend = MONOTONIC
-    config_cls = MonotonicLidarConfig
+    config_cls = MonotonicLidarConfig  # type: ignore[assignment]
 
 
 def register() -> None:

@@ -26,6 +26,12 @@ SIM_RIG: dict[str, Any] = {
             "source": {"backend": "simulated", "rate_hz": 10, "azimuth_steps": 360},
         },
     },
+    # As the shipped sensor-small checkpoint was trained (configs/train/sensor-small.yaml).
+    "preprocess": {
+        "camera": {"height": 64, "width": 64, "normalize": "imagenet"},
+        "microphone": {"sample_rate": 16000},
+        "lidar": {"range_m": 50.0, "max_points": 1024},
+    },
 }
 
 

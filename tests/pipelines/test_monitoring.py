@@ -349,6 +349,9 @@ def _monitored_config() -> PipelineConfig:
     for spec in rig["sensors"].values():
         spec["source"]["realtime"] = True
     rig["sensors"]["mic0"]["source"]["duration_s"] = MIC_SECONDS
+    # Its device buffer holds the whole run, so no chunk is lost to a slow start on a busy machine
+    # and the count below is exact.
+    rig["sensors"]["mic0"]["source"]["buffer_s"] = 2 * MIC_SECONDS
     return PipelineConfig.model_validate(
         {
             "mode": "live",

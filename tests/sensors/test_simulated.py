@@ -15,15 +15,16 @@ def _frames(modality: str, **cfg):
 
 @pytest.mark.parametrize(("modality", "count"), [("camera", 30), ("lidar", 10), ("microphone", 20)])
 def test_simulated_sources_are_deterministic_and_finite(modality, count):
-    first, src = _frames(modality)
-    second, _ = _frames(modality)
+    small = {"width": 160, "height": 120} if modality == "camera" else {}
+    first, src = _frames(modality, **small)
+    second, _ = _frames(modality, **small)
     assert len(first) == count == src.stats.frames
     assert all(
         a.timestamp == b.timestamp and np.array_equal(a.data, b.data)
         for a, b in zip(first, second, strict=True)
     )
     assert [f.index for f in first] == list(range(count))
-    other, _ = _frames(modality, world={"seed": 5})
+    other, _ = _frames(modality, world={"seed": 5}, **small)
     assert any(not np.array_equal(a.data, b.data) for a, b in zip(first, other, strict=True))
 
 
@@ -63,3 +64,52 @@ def test_unknown_backend_and_bad_keys_name_them():
         make_source("camera", {"backend": "webcam"}, source="cam0")
     with pytest.raises(ValueError, match=r"cam0: rate_hz: Input should be greater than 0"):
         make_source("camera", {"backend": "simulated", "rate_hz": 0}, source="cam0")
+
+
+def test_live_microphone_hears_what_the_training_windows_hear():
+    """The 50 ms chunks of the live source, joined, are the samples a training example uses."""
+    from fusion.sim.audio import AudioSynth
+    from fusion.sim.world import World, WorldConfig
+
+    frames, _ = _frames("microphone", world={"seed": 7}, start_s=2.0)
+    live = np.concatenate([f.data for f in frames])
+    window = AudioSynth(World(WorldConfig(seed=7)), sample_rate=16000)(2 * 16000, 16000)
+    assert np.array_equal(live, window)
+
+
+def test_simulated_lidar_sees_the_world_object():
+    from fusion.sim.world import World, WorldConfig
+
+    frames, _ = _frames("lidar", world={"seed": 3}, rate_hz=1.0, duration_s=40.0)
+    world = World(WorldConfig(seed=3))
+    # Every sweep of an episode with an object holds returns inside the object's (slightly
+    # inflated) box, in the object's own frame; sweeps of empty episodes hold none there.
+    hits, has_object = [], []
+    for f in frames:
+        state = world.state(f.timestamp)
+        has_object.append(state.model is not None)
+        if state.model is None:
+            continue
+        local = (f.data[:, :3] - np.asarray(state.position)) @ state.rotation
+        lo, hi = state.model.bounds
+        inside = np.all((local > np.asarray(lo) - 0.2) & (local < np.asarray(hi) + 0.2), axis=1)
+        above_ground = local[:, 2] > 0.1
+        hits.append(int((inside & above_ground).sum()))
+    assert 0 < sum(has_object) < len(frames)
+    assert all(n > 0 for n in hits), hits
+    # Empty episodes: nothing stands above the ground beyond the rain drops' reach (7 m).
+    empty = [f for f, o in zip(frames, has_object, strict=True) if not o]
+    assert all(not ((f.data[:, 2] > -1.2) & (np.linalg.norm(f.data[:, :3], axis=1) > 7)).any() for f in empty)
+
+
+def test_a_reader_that_falls_behind_loses_the_oldest_frames_as_a_device_would():
+    src = SimCamera(SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24, buffer_s=0.06))
+    src.open()
+    first = src.read()
+    time.sleep(0.5)  # 25 frames come due while nobody reads
+    late = [src.read() for _ in range(3)]
+    assert src.stats.dropped["overrun"] >= 15
+    # The reader gets the device's newest buffered frames, in order, not a half-second backlog.
+    assert late[0].index - first.index > 15
+    assert [f.index for f in late] == list(range(late[0].index, late[0].index + 3))
+    assert time.time() - late[0].timestamp < 0.15

@@ -1,71 +1,189 @@
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 
-from fusion.sim.world import (
-    CLASSES,
-    World,
-    WorldConfig,
-    frame_rng,
-    lidar_rays,
-    render_camera,
-    scan_lidar,
-    synth_audio,
+from fusion.config import ConfigError, parse_config
+from fusion.sim.audio import AudioSynth, synth_audio
+from fusion.sim.camera import render_camera
+from fusion.sim.lidar import lidar_rays, scan_lidar
+from fusion.sim.objects import CLASS_NAMES, CLASSES, Sound
+from fusion.sim.world import CAMERA_HFOV_DEG, Conditions, Noise, Weather, World, WorldConfig, frame_rng
+
+CLEAR_DAY = Conditions(
+    night=False, illumination=1.0, weather=Weather.CLEAR, visibility_m=1e4, noise=Noise.WIND, noise_dbfs=-60.0
 )
+
+
+def _episode_of(world: World, cls: int, **changes):
+    """The first episode of class `cls`, with fields replaced (the world then serves it)."""
+    index = next(i for i in range(500) if world.episode(i).cls == cls)
+    ep = dataclasses.replace(world.episode(index), **changes)
+    world._episodes[index] = ep  # serve exactly this episode to the renderers
+    return ep
+
+
+def _state(world: World, ep, position=(12.0, 0.5)):
+    center = (position[0], position[1])
+    ep = dataclasses.replace(ep, center=center)
+    world._episodes[ep.index] = ep
+    return world.state(ep.t_center)
 
 
 def test_state_is_a_pure_function_of_seed_and_time():
     a, b = World(WorldConfig(seed=3)), World(WorldConfig(seed=3))
-    times = [0.0, 1.3, 9.9, 4.0, 0.5]
-    assert [a.state(t) for t in times] == [b.state(t) for t in reversed(times)][::-1]
+    times = [0.0, 1.3, 9.9, 4.0, 0.5, 77.7]
+    assert [a.state(t).position for t in times] == [b.state(t).position for t in reversed(times)][::-1]
+    assert [a.state(t).cls for t in times] == [b.state(t).cls for t in times]
     other = World(WorldConfig(seed=4))
-    assert [a.state(4.0 * k).cls for k in range(20)] != [other.state(4.0 * k).cls for k in range(20)]
+    assert [a.episode(k).cls for k in range(30)] != [other.episode(k).cls for k in range(30)]
+    assert {a.episode(k).cls for k in range(100)} == set(range(len(CLASSES)))
 
 
-def test_objects_move_with_their_velocity_within_an_episode():
-    w = World(WorldConfig(seed=1))
-    ep = next(
-        k for k in range(50) if w.state(4.0 * k).cls != 0 and np.hypot(*w.state(4.0 * k).velocity[:2]) > 1
-    )
-    s0, s1 = w.state(4.0 * ep + 1.0), w.state(4.0 * ep + 2.0)
-    np.testing.assert_allclose(np.subtract(s1.position, s0.position)[:2], s0.velocity[:2], atol=1e-9)
+def test_objects_move_with_their_velocity_and_stay_in_view():
+    cfg = WorldConfig(seed=1)
+    w = World(cfg)
+    moving = objects = 0
+    for k in range(200):
+        ep = w.episode(k)
+        s0, s1 = w.state(ep.t_center - 1.0), w.state(ep.t_center + 1.0)
+        np.testing.assert_allclose(
+            np.subtract(s1.position, s0.position)[:2], 2 * np.asarray(ep.velocity), atol=1e-9
+        )
+        moving += math.hypot(*ep.velocity) > 0.5
+        objects += ep.model is not None
+        for t in (k * cfg.episode_s, (k + 1) * cfg.episode_s - 1e-6):
+            x, y, _ = w.state(t).position
+            assert abs(math.degrees(math.atan2(y, x))) <= CAMERA_HFOV_DEG / 2
+            assert 0.8 * cfg.min_distance_m <= math.hypot(x, y) <= 1.2 * cfg.max_distance_m
+    # Most objects pass by; a few are slowed or stopped so that they stay in view.
+    assert moving > 0.75 * objects > 0
+
+
+def test_bad_world_config_names_the_value():
+    with pytest.raises(ConfigError, match=r"max_distance_m \(5.0\) must exceed min_distance_m \(10.0\)"):
+        parse_config(WorldConfig, {"min_distance_m": 10.0, "max_distance_m": 5.0})
+    with pytest.raises(ConfigError, match="class_weights needs 7"):
+        parse_config(WorldConfig, {"class_weights": [1.0, 2.0]})
+
+
+def test_class_weights_pick_the_classes():
+    w = World(WorldConfig(seed=0, class_weights=[0, 0, 0, 1, 0, 0, 0]))
+    assert {w.episode(k).cls for k in range(20)} == {CLASS_NAMES.index("car")}
 
 
 @pytest.mark.parametrize("modality", ["camera", "lidar", "microphone"])
 def test_every_modality_changes_with_the_class(modality):
-    w = World(WorldConfig(seed=0))
-    base = w.state(0.0)
+    """Car, truck and emergency vehicle at the same place and time give different readings."""
     outputs = []
-    for cls in (3, 4, 5):  # car, truck, emergency vehicle, at the same place and time
-        state = dataclasses.replace(base, cls=cls, position=(12.0, 0.5, -1.7), night=False)
-        rng = frame_rng(0, 1, 0)
+    for cls in (3, 4, 5):
+        w = World(WorldConfig(seed=0))
+        ep = _episode_of(w, cls, conditions=CLEAR_DAY, velocity=(0.0, 0.0))
+        state = _state(w, ep)
         if modality == "camera":
-            outputs.append(render_camera(state, width=160, height=120, rng=rng).astype(np.int16))
+            out = render_camera(state, width=160, height=120, rng=frame_rng(0, 1, 0)).astype(np.float32)
         elif modality == "lidar":
-            outputs.append(scan_lidar(state, lidar_rays(16, 360), height=1.7, rng=rng))
+            out = scan_lidar(state, lidar_rays(16, 360), height=1.7, rng=frame_rng(0, 2, 0))
         else:
-            fixed = World(WorldConfig(seed=0))
-            fixed.state = lambda t, s=state: s  # the sound of exactly this state
-            outputs.append(synth_audio(fixed, 0, 4000, sample_rate=16000, rng=rng))
-    for i in range(len(outputs)):
-        for j in range(i + 1, len(outputs)):
+            sr = 16000
+            out = synth_audio(w, round(ep.t_center * sr) - sr // 2, sr // 2, sample_rate=sr)
+        outputs.append(out)
+    for i in range(3):
+        for j in range(i + 1, 3):
             a, b = outputs[i], outputs[j]
-            assert a.shape != b.shape or np.abs(a - b).mean() > 0.5 * (1 if modality == "camera" else 1e-3)
+            assert a.shape != b.shape or np.abs(a - b).mean() > (2.0 if modality == "camera" else 1e-3)
 
 
-def test_lidar_sees_the_object_at_its_range():
-    state = dataclasses.replace(
-        World(WorldConfig()).state(0.0), cls=4, position=(15.0, 0.0, -1.7), night=False
+def test_renderers_are_deterministic_per_seed():
+    w1, w2 = World(WorldConfig(seed=5)), World(WorldConfig(seed=5))
+    s1, s2 = w1.state(13.0), w2.state(13.0)
+    for r in (render_camera, lambda s, **kw: scan_lidar(s, lidar_rays(16, 360), height=1.7, rng=kw["rng"])):
+        a = r(s1, width=64, height=48, rng=frame_rng(5, 1, 3))
+        b = r(s2, width=64, height=48, rng=frame_rng(5, 1, 3))
+        c = r(s2, width=64, height=48, rng=frame_rng(5, 1, 4))
+        assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.array_equal(
+        synth_audio(w1, 1000, 4000, sample_rate=16000), synth_audio(w2, 1000, 4000, sample_rate=16000)
     )
-    pts = scan_lidar(state, lidar_rays(16, 900), height=1.7, rng=np.random.default_rng(0))
-    ahead = pts[(np.abs(pts[:, 1]) < 0.5) & (pts[:, 0] > 0) & (pts[:, 2] > -1.5)]
+
+
+def test_lidar_sees_the_truck_at_its_range_and_far_objects_return_fewer_points():
+    w = World(WorldConfig(seed=0))
+    ep = _episode_of(w, 4, conditions=CLEAR_DAY, velocity=(0.0, 0.0))
+    near = scan_lidar(
+        _state(w, ep, (15.0, 0.0)), lidar_rays(16, 900), height=1.7, rng=np.random.default_rng(0)
+    )
+    ahead = near[(np.abs(near[:, 1]) < 0.5) & (near[:, 0] > 0) & (near[:, 2] > -1.2)]
+    lo, _ = ep.model.bounds
+    # The truck faces +x (velocity 0 -> heading 0): its rear face is the nearest, at 15 m + lo[0].
     assert len(ahead) > 10
-    assert abs(ahead[:, 0].min() - (15.0 - CLASSES[4].size[0] / 2)) < 0.1  # the truck's near face
+    assert abs(ahead[:, 0].min() - (15.0 + lo[0])) < 0.15
+    far = scan_lidar(
+        _state(w, ep, (40.0, 0.0)), lidar_rays(16, 900), height=1.7, rng=np.random.default_rng(0)
+    )
+    assert (far[:, 2] > -1.2).sum() < 0.3 * (near[:, 2] > -1.2).sum()
 
 
-def test_night_darkens_the_camera():
-    state = dataclasses.replace(World(WorldConfig()).state(0.0), cls=0)
-    day = render_camera(dataclasses.replace(state, night=False), width=64, height=48, rng=frame_rng(0, 1, 0))
-    night = render_camera(dataclasses.replace(state, night=True), width=64, height=48, rng=frame_rng(0, 1, 0))
-    assert night.mean() < 0.3 * day.mean()
+def test_night_and_fog_take_the_object_out_of_the_picture():
+    w = World(WorldConfig(seed=0))
+    ep = _episode_of(w, 3, conditions=CLEAR_DAY, velocity=(0.0, 0.0))
+    empty = _episode_of(World(WorldConfig(seed=0)), 0, conditions=CLEAR_DAY)
+
+    def contrast(conditions):
+        w._episodes[ep.index] = dataclasses.replace(ep, conditions=conditions)
+        with_car = render_camera(
+            _state(w, w._episodes[ep.index], (20.0, 0.0)), width=160, height=120, rng=frame_rng(0, 1, 0)
+        )
+        w2 = World(WorldConfig(seed=0))
+        w2._episodes[empty.index] = dataclasses.replace(empty, conditions=conditions)
+        without = render_camera(w2.state(empty.t_center), width=160, height=120, rng=frame_rng(0, 1, 0))
+        return np.abs(with_car.astype(float) - without.astype(float)).mean(), with_car.mean()
+
+    day, day_mean = contrast(CLEAR_DAY)
+    fog, _ = contrast(dataclasses.replace(CLEAR_DAY, weather=Weather.FOG, visibility_m=15.0))
+    night, night_mean = contrast(dataclasses.replace(CLEAR_DAY, night=True, illumination=0.005))
+    assert night_mean < 0.5 * day_mean
+    # What differs at night is sensor noise in both images, not the car: the same frame rng
+    # makes the noise identical, so the car's own contribution shows in the difference.
+    assert fog < 0.3 * day
+    assert night < 0.5 * day
+
+
+def _tone_episode(velocity, x0):
+    w = World(WorldConfig(seed=0))
+    sound = Sound(engine_hz=400.0, engine_level=0.5, harmonics=1, rev_wobble=0.0)
+    ep = _episode_of(w, 3, conditions=dataclasses.replace(CLEAR_DAY, noise_dbfs=-90.0), velocity=velocity)
+    ep = dataclasses.replace(ep, model=dataclasses.replace(ep.model, sound=sound), center=(x0, 0.0))
+    w._episodes[ep.index] = ep
+    return w, ep
+
+
+def _peak_hz(audio, sr):
+    spec = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return np.fft.rfftfreq(len(audio), 1 / sr)[np.argmax(spec)]
+
+
+def test_doppler_and_distance_follow_from_the_trajectory():
+    sr = 16000
+    pitches, levels = {}, {}
+    for name, v in (("approaching", -15.0), ("receding", 15.0), ("still", 0.0)):
+        w, ep = _tone_episode((v, 0.0), 20.0)
+        a = synth_audio(w, round(ep.t_center * sr) - sr // 4, sr // 2, sample_rate=sr)
+        pitches[name] = _peak_hz(a.astype(float), sr)
+        levels[name] = np.sqrt(np.mean(a.astype(float) ** 2))
+    # f' = f c / (c - v): +-15 m/s at 400 Hz is about +-18 Hz.
+    assert pitches["approaching"] > pitches["still"] + 10 > pitches["receding"] + 20
+    assert abs(pitches["still"] - 400.0) < 3
+    w, ep = _tone_episode((0.0, 0.0), 40.0)
+    far = synth_audio(w, round(ep.t_center * sr) - sr // 4, sr // 2, sample_rate=sr).astype(float)
+    assert np.sqrt(np.mean(far**2)) == pytest.approx(levels["still"] / 2, rel=0.1)  # 1 / r spreading
+
+
+def test_audio_is_a_function_of_the_sample_index_however_it_is_chunked():
+    w = World(WorldConfig(seed=2))
+    whole = AudioSynth(w, sample_rate=16000)(20_000, 40_000)
+    synth = AudioSynth(World(WorldConfig(seed=2)), sample_rate=16000)
+    chunks = np.concatenate([synth(20_000 + k, 800) for k in range(0, 40_000, 800)])
+    assert np.array_equal(whole, chunks)
+    assert whole.dtype == np.float32 and np.abs(whole).max() <= 1.0

@@ -1,0 +1,149 @@
+"""The `fusion data generate`, `fusion train` and `fusion eval` commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def cmd_data_generate(args: argparse.Namespace) -> int:
+    from fusion.data import generate
+    from fusion.train import load_train_config
+
+    config = load_train_config(args.config).data
+    out = args.out or config.dir
+    report = generate(config, out, workers=args.workers, progress=not args.quiet)
+    print(
+        f"wrote {report.samples} samples to {out} in {report.seconds:.1f} s "
+        f"({report.samples_per_s:.1f} samples/s, {report.workers} workers)"
+        + (f"; {report.skipped} already present" if report.skipped else "")
+    )
+    for reason, n in sorted(report.errors.items()):
+        print(f"  modality missing in {n} samples: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fusion.train import Trainer, load_train_config
+
+    config = load_train_config(args.config)
+    if args.num_workers:
+        from pipelines.train import train_with_ray
+
+        result = train_with_ray(
+            config,
+            num_workers=args.num_workers,
+            data_dir=args.data,
+            run_dir=args.run_dir,
+            resume=args.resume,
+            address=args.address,
+        )
+    else:
+        trainer = Trainer(config, data_dir=args.data, run_dir=args.run_dir, progress=not args.quiet)
+        result = trainer.run(resume=args.resume)
+    val = "" if result.val_accuracy is None else f", validation accuracy {100 * result.val_accuracy:.1f}%"
+    print(
+        f"trained {result.steps} steps: {result.samples} samples in {result.seconds:.0f} s "
+        f"({result.samples_per_s:.1f} samples/s){val}"
+    )
+    if config.export and result.steps:
+        print(f"model: {config.export}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fusion.checkpoint import checkpoint_version, load_checkpoint
+    from fusion.data import load_split
+    from fusion.evaluate import evaluate, write_report
+
+    model = load_checkpoint(args.checkpoint)
+    data = load_split(args.data, args.split, limit=args.limit)
+    report = evaluate(model, data, batch_size=args.batch_size, progress=not args.quiet)
+    for r in report.results:
+        print(
+            f"{r.subset:28s} accuracy {100 * r.accuracy:5.1f}%  macro-F1 {r.macro_f1:.3f}  "
+            f"position median {r.position_median_m:.2f} m  p90 {r.position_p90_m:.2f} m"
+        )
+    for claim, ok in report.targets():
+        print(f"{'PASS' if ok else 'FAIL'}: {claim}")
+    if args.report:
+        md = Path(args.report)
+        img_dir = Path(args.img_dir) if args.img_dir else md.parent / "img"
+        write_report(
+            report,
+            md,
+            img_dir,
+            title=args.title or f"Evaluation of {Path(args.checkpoint).stem}",
+            checkpoint=checkpoint_version(args.checkpoint),
+            data=f"{args.data} ({args.split})",
+            image_prefix=md.stem,
+        )
+        print(f"report: {md}")
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `data generate`, `train` and `eval` on the `fusion` parser's subcommands."""
+    data = sub.add_parser("data", help="generate labelled training data", description="Training data.")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    gen = dsub.add_parser(
+        "generate",
+        help="render labelled FusedSamples from the simulated world into Parquet shards",
+        description="Render the train / val / test splits of a training config's `data` section "
+        "(different seeds per split) into Parquet shards, in parallel across cores. "
+        "Shards already present are kept, so an interrupted run can be repeated.",
+    )
+    gen.add_argument("--config", required=True, help="training YAML, e.g. configs/train/sensor-small.yaml")
+    gen.add_argument("--out", default=None, help="output directory (default: the config's data.dir)")
+    gen.add_argument(
+        "--workers", type=int, default=None, help="processes (default: data.workers or one per core)"
+    )
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=cmd_data_generate)
+
+    train = sub.add_parser(
+        "train",
+        help="train a model on generated data",
+        description="Train with AdamW and a cosine schedule; checkpoints (safetensors) in the run "
+        "directory every checkpoint_every steps; the final model is exported to the config's `export`.",
+    )
+    train.add_argument("--config", required=True, help="training YAML, e.g. configs/train/sensor-small.yaml")
+    train.add_argument("--data", default=None, help="data directory (default: the config's data.dir)")
+    train.add_argument("--run-dir", default=None, help="checkpoints and log (default: runs/<name>)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in the run directory"
+    )
+    train.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="train with Ray Train (TorchTrainer) on this many CPU workers",
+    )
+    train.add_argument(
+        "--address", default=None, help="with --num-workers: Ray cluster to join (default: local)"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a held-out split, for every subset of sensors",
+        description="Accuracy, macro-F1, confusion matrix and position error for every subset of "
+        "modalities and per condition; optionally a Markdown report with PNG plots.",
+    )
+    ev.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
+    ev.add_argument("--data", required=True, help="a directory written by `fusion data generate`")
+    ev.add_argument("--split", default="test", help="which split (default: test)")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N samples")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--report", default=None, help="write a Markdown report here (plots beside it in img/)")
+    ev.add_argument(
+        "--img-dir", default=None, help="where the PNG plots go (default: img/ beside the report)"
+    )
+    ev.add_argument("--title", default=None, help="the report's title")
+    ev.add_argument("--json", default=None, help="also write every number as JSON here")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval)

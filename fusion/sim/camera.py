@@ -1,0 +1,169 @@
+"""The simulated camera: a pinhole view of the object's mesh, drawn with OpenCV.
+
+Image formation, in order: sky and road lit by the scene's illumination; the object's
+front-facing triangles filled far to near (painter's algorithm) with Lambert shading under a
+fixed sun; motion blur of the object along its image-plane motion during the exposure; fog by
+Koschmieder's law, I = J t + A (1 - t) with transmission t = exp(-3 d / visibility) per pixel
+depth d; then sensor gain, shot and read noise, and 8-bit quantization. At night the camera
+raises its gain, so a dark scene comes out dim and noisy: the object's contrast sinks into the
+noise, which is what makes the camera unreliable there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import cv2
+import numpy as np
+
+from fusion.sim.world import CAMERA_HFOV_DEG, ObjectState
+
+_SUN = np.array([-0.35, 0.45, 0.82]) / np.linalg.norm([-0.35, 0.45, 0.82])
+_SKY_TOP = np.array([95.0, 140.0, 205.0])
+_SKY_HORIZON = np.array([185.0, 200.0, 220.0])
+_ROAD = np.array([105.0, 104.0, 100.0])
+_SHIFT = 4  # OpenCV fixed-point bits: vertices at 1/16 pixel
+_READ_NOISE = 2.5  # DN
+_SHOT_NOISE = 0.3  # DN of variance per DN of signal
+
+
+def focal_px(width: int) -> float:
+    return (width / 2) / math.tan(math.radians(CAMERA_HFOV_DEG / 2))
+
+
+def project(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Rig-frame points [N, 3] (x > 0) -> pixel coordinates [N, 2] (u right, v down)."""
+    f = focal_px(width)
+    x = points[:, 0]
+    return np.stack([width / 2 - f * points[:, 1] / x, height / 2 - f * points[:, 2] / x], axis=1)
+
+
+@functools.lru_cache(maxsize=8)
+def _background(width: int, height: int, sensor_height: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sky-and-road albedo [H, W, 3] (0-255 at full light) and per-pixel depth [H, W] (inf: sky)."""
+    f = focal_px(width)
+    rows = np.arange(height, dtype=np.float64) + 0.5 - height / 2  # pixel centres below the horizon > 0
+    depth = np.full(height, np.inf)
+    below = rows > 0
+    depth[below] = sensor_height * f / rows[below]
+    up = np.clip(-rows / (height / 2), 0, 1)[:, None]
+    sky = _SKY_HORIZON * (1 - up) + _SKY_TOP * up
+    near = np.clip(rows / (height / 2), 0, 1)[:, None]
+    road = _ROAD * (0.9 + 0.2 * near)
+    color = np.where(below[:, None], road, sky)  # (H, 3)
+    img = np.broadcast_to(color[:, None, :], (height, width, 3)).astype(np.float32)
+    dep = np.broadcast_to(depth[:, None], (height, width)).astype(np.float32)
+    img.flags.writeable = dep.flags.writeable = False
+    return img, dep
+
+
+def _blur_vector(state: ObjectState, width: int, height: int, exposure_s: float) -> tuple[float, float]:
+    """How far (pixels, u and v) the object's centre moves across the image during the exposure."""
+    p0 = np.asarray(state.center(), float)[None]
+    p1 = p0 + np.asarray(state.velocity)[None] * exposure_s
+    du, dv = (project(p1, width, height) - project(p0, width, height))[0]
+    return float(du), float(dv)
+
+
+def _draw_object(
+    state: ObjectState, width: int, height: int, blur: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+    """The lit object, premultiplied (0-255 at full light), and its coverage, in the window of
+    the image it can touch: ([h, w, 3], [h, w], (left, top)), or None when not in view."""
+    model = state.model
+    if model is None:
+        return None
+    verts = state.vertices()  # (V, 3)
+    if verts[:, 0].min() < 0.5:  # reaching behind the image plane: not drawn
+        return None
+    uv = project(verts, width, height)  # (V, 2)
+    pad = math.ceil(max(abs(blur[0]), abs(blur[1]))) + 2
+    x0, y0 = (max(0, math.floor(c) - pad) for c in uv.min(axis=0))
+    x1, y1 = min(width, math.ceil(uv[:, 0].max()) + pad), min(height, math.ceil(uv[:, 1].max()) + pad)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    mesh = model.mesh
+    tri = verts[mesh.triangles]  # (T, 3, 3)
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
+    centroid = tri.mean(axis=1)
+    front = np.einsum("ij,ij->i", normal, centroid) < 0  # facing the camera at the origin
+    order = np.flatnonzero(front)[np.argsort(-np.linalg.norm(centroid[front], axis=1))]
+    shade = 0.45 + 0.55 * np.clip(normal @ _SUN, 0, None)  # (T,)
+    color = mesh.color * shade[:, None] * 255.0  # (T, 3)
+    pix = np.round((uv - [x0, y0]) * (1 << _SHIFT)).astype(np.int32)  # (V, 2) in the window
+    obj = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+    alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
+    # A loop over the few hundred triangles of one mesh, never over pixels. No anti-aliasing
+    # here (it would seam shared edges); the preprocessor's area resize averages edges anyway.
+    for t in order:
+        poly = pix[mesh.triangles[t]]
+        cv2.fillConvexPoly(obj, poly, color[t].tolist(), shift=_SHIFT)
+        cv2.fillConvexPoly(alpha, poly, 1.0, shift=_SHIFT)
+    return obj, alpha, (x0, y0)
+
+
+def _motion_blur(
+    obj: np.ndarray, alpha: np.ndarray, blur: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Smear the object along its image-plane motion (du, dv pixels) during the exposure."""
+    du, dv = blur
+    length = math.hypot(du, dv)
+    if length < 1.0:
+        return obj, alpha
+    size = math.ceil(length) | 1
+    kernel = np.zeros((size, size), np.float32)
+    c = size // 2
+    cv2.line(
+        kernel,
+        (round(c - du / 2), round(c - dv / 2)),
+        (round(c + du / 2), round(c + dv / 2)),
+        1.0,
+        1,
+        cv2.LINE_AA,
+    )
+    kernel /= kernel.sum()
+    return cv2.filter2D(obj, -1, kernel), cv2.filter2D(alpha, -1, kernel)
+
+
+@functools.lru_cache(maxsize=4)
+def _lit_background(
+    width: int, height: int, sensor_height: float, light: float, visibility: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The empty scene through the fog [H, W, 3] float32, and the fog's airlight colour [3]."""
+    bg, depth = _background(width, height, sensor_height)
+    airlight = (_SKY_HORIZON * min(light, 1.0)).astype(np.float32)
+    t = np.exp(np.float32(-3.0 / visibility) * depth)[..., None]  # (H, W, 1); 0 for the sky
+    img = bg * np.float32(light) * t + airlight * (1 - t)
+    img.flags.writeable = False
+    return img, airlight
+
+
+def render_camera(
+    state: ObjectState, *, width: int, height: int, rng: np.random.Generator, sensor_height: float = 1.7
+) -> np.ndarray:
+    """The camera's view along +x (45 degree horizontal field of view): [height, width, 3] uint8 RGB."""
+    cond = state.conditions
+    light = cond.illumination
+    scene, airlight = _lit_background(width, height, sensor_height, light, cond.visibility_m)
+    scene = scene.copy()
+    exposure = 1 / 30 if cond.night else rng.uniform(1 / 500, 1 / 60)
+    blur = _blur_vector(state, width, height, exposure) if state.model is not None else (0.0, 0.0)
+    drawn = _draw_object(state, width, height, blur)
+    if drawn is not None:
+        obj, alpha, (x0, y0) = drawn
+        obj, alpha = _motion_blur(obj, alpha, blur)
+        center = state.center()
+        assert center is not None
+        t_obj = np.float32(math.exp(-3.0 / cond.visibility_m * math.hypot(*center)))
+        a = alpha[..., None]
+        win = scene[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1]]  # a view: composited in place
+        win[...] = win * (1 - a) + obj * np.float32(light * t_obj) + a * (airlight * (1 - t_obj))
+    # The sensor: shot noise (variance proportional to the signal) and read noise, then an
+    # 8-bit ADC; auto exposure then applies a digital gain towards mid-grey, up to 16x. At
+    # night the raw signal spans a few ADC steps, so the gain brings up mostly noise.
+    sd = np.sqrt(_READ_NOISE**2 + _SHOT_NOISE * scene)
+    raw = np.rint(scene + rng.standard_normal(scene.shape, dtype=np.float32) * sd)
+    gain = min(16.0, 0.9 / max(light, 1e-3)) if cond.night else 1.0 / max(light, 0.8)
+    return np.clip(raw * np.float32(gain), 0, 255).astype(np.uint8)

@@ -1,0 +1,424 @@
+"""The object classes of the simulated world: geometry, colour, LiDAR reflectivity and sound.
+
+Each class draws a random *instance* (`ObjectModel`) from its own ranges: a triangle mesh in
+the object frame (x' along the heading, y' to the left, z' up from the ground) with per-triangle
+colour, LiDAR reflectivity and porosity, plus the parameters of its sound. Camera and LiDAR see
+the same mesh, so shape and size agree across sensors.
+
+The ranges are chosen so that classes collide in one sensor and part in another, as in the
+street: an emergency vehicle has the body of a van (the `car` class includes vans), so its LiDAR
+scan matches a van's while its siren and livery set it apart; bicycles and motorcycles have
+similar outlines in a sparse scan but not the same sound; car and truck engines overlap in pitch
+and, heard from an unknown distance, in loudness; footsteps and freewheel clicks are too quiet
+to carry far. The sound levels are amplitudes at 1 m in full-scale units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# --------------------------------------------------------------------------- meshes
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """Triangles with per-triangle material.
+
+    Attributes:
+        vertices: [V, 3] float64 metres.
+        triangles: [T, 3] int32 vertex indices, counter-clockwise seen from outside.
+        color: [T, 3] float32 RGB albedo in [0, 1].
+        reflectivity: [T] float32 LiDAR reflectivity in [0, 1].
+        porosity: [T] float32 chance that a LiDAR ray passes through (spokes, frames).
+    """
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    color: np.ndarray
+    reflectivity: np.ndarray
+    porosity: np.ndarray
+
+
+def _material(mesh_tris: int, color, reflectivity: float, porosity: float):
+    return (
+        np.tile(np.asarray(color, np.float32) / 255.0, (mesh_tris, 1)),
+        np.full(mesh_tris, reflectivity, np.float32),
+        np.full(mesh_tris, porosity, np.float32),
+    )
+
+
+def box(
+    center, size, color, reflectivity: float, porosity: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """An axis-aligned box (object frame): 8 vertices, 12 outward triangles."""
+    c, h = np.asarray(center, float), np.asarray(size, float) / 2
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    verts = c + signs * h  # index = 4*ix + 2*iy + iz
+    tris = np.array(
+        [
+            [0, 1, 3], [0, 3, 2],  # x-
+            [4, 6, 7], [4, 7, 5],  # x+
+            [0, 4, 5], [0, 5, 1],  # y-
+            [2, 3, 7], [2, 7, 6],  # y+
+            [0, 2, 6], [0, 6, 4],  # z-
+            [1, 5, 7], [1, 7, 3],  # z+
+        ],
+        np.int32,
+    )  # fmt: skip
+    return verts, tris, _material(len(tris), color, reflectivity, porosity)
+
+
+def wheel(
+    center, radius: float, width: float, color, reflectivity: float, porosity: float = 0.0, segments: int = 10
+) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """A cylinder with its axis along y' (a wheel seen from the side)."""
+    a = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    ring = np.stack([radius * np.cos(a), np.zeros_like(a), radius * np.sin(a)], 1)
+    c, side_offset = np.asarray(center, float), np.array([0.0, width / 2, 0.0])
+    verts = np.concatenate(
+        [c + side_offset + ring, c - side_offset + ring, [c + side_offset, c - side_offset]]
+    )
+    i = np.arange(segments)
+    j = (i + 1) % segments
+    n, cl, cr = segments, 2 * segments, 2 * segments + 1
+    side = np.concatenate([np.stack([i, j + n, i + n], 1), np.stack([i, j, j + n], 1)])
+    caps = np.concatenate([np.stack([np.full(n, cl), j, i], 1), np.stack([np.full(n, cr), i + n, j + n], 1)])
+    tris = np.concatenate([side, caps]).astype(np.int32)
+    return verts, tris, _material(len(tris), color, reflectivity, porosity)
+
+
+def sphere(center, radius: float, color, reflectivity: float, stacks: int = 5, slices: int = 8):
+    """A UV sphere (a head)."""
+    th = np.linspace(0, np.pi, stacks + 1)[1:-1]  # interior rings
+    ph = np.linspace(0, 2 * np.pi, slices, endpoint=False)
+    ring = np.stack(
+        [
+            np.outer(np.sin(th), np.cos(ph)).ravel(),
+            np.outer(np.sin(th), np.sin(ph)).ravel(),
+            np.repeat(np.cos(th), slices),
+        ],
+        1,
+    )
+    verts = np.asarray(center, float) + radius * np.concatenate([[[0, 0, 1]], ring, [[0, 0, -1]]])
+    tris = []
+    s = slices
+    for k in range(s):  # a handful of rings: building them in Python is cheap and clear
+        k1 = (k + 1) % s
+        tris.append([0, 1 + k, 1 + k1])
+        for r in range(stacks - 2):
+            a, b = 1 + r * s, 1 + (r + 1) * s
+            tris += [[a + k, b + k1, a + k1], [a + k, b + k, b + k1]]
+        last = 1 + (stacks - 2) * s
+        tris.append([len(verts) - 1, last + k1, last + k])
+    t = np.asarray(tris, np.int32)
+    return verts, t, _material(len(t), color, reflectivity, 0.0)
+
+
+def join(parts: list[tuple[np.ndarray, np.ndarray, tuple]]) -> Mesh:
+    """Concatenate parts into one mesh."""
+    verts, tris, mats, offset = [], [], [], 0
+    for v, t, m in parts:
+        verts.append(v)
+        tris.append(t + offset)
+        mats.append(m)
+        offset += len(v)
+    return Mesh(
+        vertices=np.concatenate(verts),
+        triangles=np.concatenate(tris).astype(np.int32),
+        color=np.concatenate([m[0] for m in mats]),
+        reflectivity=np.concatenate([m[1] for m in mats]),
+        porosity=np.concatenate([m[2] for m in mats]),
+    )
+
+
+# --------------------------------------------------------------------------- sound
+
+
+@dataclass(frozen=True)
+class Sound:
+    """What an object sounds like (all optional; amplitudes at 1 m, full-scale units).
+
+    engine_hz: firing frequency; harmonics at k * engine_hz with amplitude k ** -harmonic_decay.
+    rev_wobble: relative depth of the slow (0.3 Hz) swing of engine speed.
+    roughness: depth of the cycle-to-cycle amplitude wobble (a V-twin's lope).
+    siren: (low Hz, high Hz, sweep period s): a wail sweeps in seconds, a yelp in tenths.
+    clicks: (rate Hz, decay s, band low Hz, band high Hz): footsteps, freewheel ticks, diesel knock.
+    tyre: broadband rolling noise level per (m/s) of speed.
+    """
+
+    engine_hz: float = 0.0
+    engine_level: float = 0.0
+    harmonic_decay: float = 1.0
+    harmonics: int = 0
+    rev_wobble: float = 0.04
+    roughness: float = 0.0
+    siren: tuple[float, float, float] | None = None
+    siren_level: float = 0.0
+    clicks: tuple[float, float, float, float] | None = None
+    click_level: float = 0.0
+    tyre: float = 0.0
+
+
+@dataclass(frozen=True)
+class ObjectModel:
+    """One instance of a class: its mesh and sound, and how fast it goes."""
+
+    mesh: Mesh
+    sound: Sound
+    speed_range: tuple[float, float]  # m/s
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper corner [3] of the mesh's bounding box (object frame)."""
+        v = self.mesh.vertices
+        return v.min(axis=0), v.max(axis=0)
+
+    @property
+    def size(self) -> tuple[float, float, float]:
+        """Length, width, height (m) of the bounding box."""
+        lo, hi = self.bounds
+        return tuple(float(d) for d in hi - lo)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ObjectClass:
+    """A class: its name and how to draw a random instance of it (None: no object)."""
+
+    name: str
+    build: Callable[[np.random.Generator], ObjectModel] | None = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------- palettes
+
+_CLOTHES = ((180, 40, 40), (40, 60, 150), (30, 30, 30), (200, 200, 190), (60, 120, 60), (200, 150, 40))
+_CAR_PAINT = ((235, 235, 235), (20, 20, 22), (160, 162, 165), (150, 25, 25), (30, 50, 120), (90, 90, 95))
+_TRUCK_PAINT = ((230, 230, 225), (200, 60, 30), (40, 80, 140), (230, 190, 40), (70, 110, 60))
+_LIVERY = ((240, 240, 235), (235, 215, 40))  # emergency vehicles' body colours
+_GLASS = (40, 50, 60)
+_TYRE = (25, 25, 25)
+_SKIN = (200, 160, 130)
+
+
+def _reflectivity(rng: np.random.Generator, color) -> float:
+    """LiDAR reflectivity of a painted panel: follows its brightness (a white van returns as
+    strongly as a white ambulance), with some spread for the finish."""
+    luminance = (0.3 * color[0] + 0.59 * color[1] + 0.11 * color[2]) / 255
+    return float(np.clip(0.08 + 0.6 * luminance + rng.uniform(-0.05, 0.05), 0.03, 1.0))
+
+
+def _pick(rng: np.random.Generator, palette) -> tuple[int, int, int]:
+    base = np.asarray(palette[int(rng.integers(len(palette)))], float)
+    return tuple(int(v) for v in np.clip(base * rng.uniform(0.85, 1.15), 0, 255))  # type: ignore[return-value]
+
+
+def _person(rng: np.random.Generator, base_z: float, height: float, *, seated: bool) -> list:
+    """Legs (unless seated), torso and head standing on z' = base_z."""
+    head = 0.22
+    torso_h = 0.38 * height
+    parts = []
+    if not seated:
+        legs_h = height - torso_h - head
+        parts.append(box((0, 0, base_z + legs_h / 2), (0.25, 0.36, legs_h), _pick(rng, _CLOTHES), 0.3))
+        base_z += legs_h
+    parts.append(box((0, 0, base_z + torso_h / 2), (0.28, 0.46, torso_h), _pick(rng, _CLOTHES), 0.35))
+    parts.append(sphere((0, 0, base_z + torso_h + head / 2), head / 2, _SKIN, 0.4))
+    return parts
+
+
+# --------------------------------------------------------------------------- classes
+
+
+def _pedestrian(rng: np.random.Generator) -> ObjectModel:
+    height = rng.uniform(1.55, 1.95)
+    steps = rng.uniform(1.6, 2.3)
+    return ObjectModel(
+        mesh=join(_person(rng, 0.0, height, seated=False)),
+        sound=Sound(clicks=(steps, 0.03, 80.0, 1500.0), click_level=0.06),
+        speed_range=(0.7, 1.8),
+    )
+
+
+def _two_wheeler(rng, *, length, radius, body, body_color, rider_base, rider_h, porosity, refl):
+    parts = [
+        wheel((length / 2 - radius, 0, radius), radius, 0.1, _TYRE, 0.15, porosity),
+        wheel((-length / 2 + radius, 0, radius), radius, 0.1, _TYRE, 0.15, porosity),
+        box(*body, body_color, refl, porosity),
+    ]
+    parts += _person(rng, rider_base, rider_h, seated=True)
+    return parts
+
+
+def _cyclist(rng: np.random.Generator) -> ObjectModel:
+    length = rng.uniform(1.65, 1.85)
+    r = 0.34
+    body = ((0, 0, 0.62), (length - 2 * r, 0.08, 0.5))  # the frame, thin tubes
+    parts = _two_wheeler(
+        rng, length=length, radius=r, body=body, body_color=_pick(rng, _TRUCK_PAINT),
+        rider_base=0.8, rider_h=rng.uniform(1.6, 1.9), porosity=0.75, refl=0.5,
+    )  # fmt: skip
+    return ObjectModel(
+        mesh=join(parts),
+        sound=Sound(clicks=(rng.uniform(7.0, 14.0), 0.004, 1500.0, 6000.0), click_level=0.05, tyre=0.004),
+        speed_range=(2.5, 6.0),
+    )
+
+
+def _motorcycle(rng: np.random.Generator) -> ObjectModel:
+    length = rng.uniform(1.95, 2.2)
+    r = 0.31
+    body = ((0, 0, 0.62), (length - 0.7, 0.42, 0.55))  # tank, engine, seat
+    parts = _two_wheeler(
+        rng, length=length, radius=r, body=body, body_color=_pick(rng, _CAR_PAINT),
+        rider_base=0.65, rider_h=rng.uniform(1.6, 1.9), porosity=0.1, refl=0.55,
+    )  # fmt: skip
+    return ObjectModel(
+        mesh=join(parts),
+        sound=Sound(
+            engine_hz=rng.uniform(45.0, 110.0),
+            engine_level=0.5,
+            harmonic_decay=0.6,
+            harmonics=14,
+            roughness=0.6,
+            tyre=0.004,
+        ),
+        speed_range=(3.0, 10.0),
+    )
+
+
+def _wheels4(length: float, width: float, r: float) -> list:
+    x = length / 2 - 0.9
+    return [wheel((sx * x, sy * width / 2, r), r, 0.22, _TYRE, 0.1) for sx in (-1, 1) for sy in (-1, 1)]
+
+
+def _car(rng: np.random.Generator) -> ObjectModel:
+    paint = _pick(rng, _CAR_PAINT)
+    refl = _reflectivity(rng, paint)
+    kind = rng.choice(3, p=[0.45, 0.25, 0.3])  # saloon, SUV, van
+    if kind == 2:  # a van: one tall box, the shape an ambulance is built on
+        length, width, height = rng.uniform(5.0, 6.2), rng.uniform(1.95, 2.15), rng.uniform(2.2, 2.8)
+        # Vans come in ambulance colours too (white and yellow are the commonest van paints)...
+        paint = _pick(rng, (*_CAR_PAINT, *_LIVERY, *_LIVERY))
+        refl = _reflectivity(rng, paint)
+        parts = [
+            box((0, 0, 0.3 + (height - 0.3) / 2), (length, width, height - 0.3), paint, refl),
+            box((length / 2 - 0.9, 0, height - 0.55), (1.2, width + 0.02, 0.5), _GLASS, 0.1),
+        ]
+        if rng.random() < 0.5:  # ...and many carry a roof rack or box: a lightbar's size to a LiDAR
+            rack = (rng.uniform(0.3, 1.6), rng.uniform(1.0, 1.6), rng.uniform(0.12, 0.25))
+            rack_color = _pick(rng, ((30, 30, 32), (170, 170, 175), (235, 235, 235)))
+            at = (rng.uniform(-0.3, 0.3) * length, 0, height + rack[2] / 2)
+            parts.append(box(at, rack, rack_color, _reflectivity(rng, rack_color)))
+    else:
+        length = rng.uniform(3.9, 4.9) if kind == 0 else rng.uniform(4.3, 4.9)
+        width = rng.uniform(1.7, 1.9)
+        height = rng.uniform(1.38, 1.55) if kind == 0 else rng.uniform(1.65, 1.9)
+        sill = 0.28
+        waist = sill + 0.5 * (height - sill)
+        parts = [
+            box((0, 0, (sill + waist) / 2), (length, width, waist - sill), paint, refl),
+            box(
+                (-0.1 * length, 0, (waist + height) / 2),
+                (0.55 * length, width - 0.1, height - waist),
+                _GLASS,
+                0.1,
+            ),
+        ]
+    parts += _wheels4(length, width, 0.32)
+    return ObjectModel(
+        mesh=join(parts),
+        sound=Sound(
+            engine_hz=rng.uniform(30.0, 70.0), engine_level=0.2, harmonic_decay=1.2, harmonics=10, tyre=0.01
+        ),
+        speed_range=(2.0, 9.0),
+    )
+
+
+def _truck(rng: np.random.Generator) -> ObjectModel:
+    cargo_l = rng.uniform(5.5, 8.5)
+    height = rng.uniform(3.4, 4.0)
+    width = 2.5
+    cab_l = 2.2
+    length = cargo_l + cab_l + 0.3
+    x_cab = length / 2 - cab_l / 2
+    x_cargo = -length / 2 + cargo_l / 2
+    parts = [
+        box(
+            (x_cab, 0, 0.45 + 1.35),
+            (cab_l, width, 2.7),
+            cab := _pick(rng, _TRUCK_PAINT),
+            _reflectivity(rng, cab),
+        ),
+        box((x_cab + 0.6, 0, 2.4), (1.0, width + 0.02, 0.8), _GLASS, 0.1),
+        box(
+            (x_cargo, 0, 0.9 + (height - 0.9) / 2),
+            (cargo_l, width, height - 0.9),
+            cargo := _pick(rng, _TRUCK_PAINT),
+            _reflectivity(rng, cargo),
+        ),
+    ]
+    parts += [
+        wheel((x, y * width / 2, 0.5), 0.5, 0.3, _TYRE, 0.1)
+        for x in (x_cab, x_cargo - cargo_l / 3, x_cargo + cargo_l / 3)
+        for y in (-1, 1)
+    ]
+    return ObjectModel(
+        mesh=join(parts),
+        sound=Sound(
+            engine_hz=rng.uniform(25.0, 55.0),
+            engine_level=0.5,
+            harmonic_decay=0.7,
+            harmonics=14,
+            clicks=None,
+            tyre=0.015,
+        ),
+        speed_range=(2.0, 7.0),
+    )
+
+
+def _emergency(rng: np.random.Generator) -> ObjectModel:
+    length, width, height = rng.uniform(5.2, 6.2), rng.uniform(1.95, 2.15), rng.uniform(2.3, 2.6)
+    livery = _pick(rng, _LIVERY)
+    stripe = _pick(rng, ((200, 30, 30), (30, 60, 200), (40, 160, 60)))
+    body_refl = _reflectivity(rng, livery)
+    parts = [
+        box((0, 0, 0.3 + (height - 0.3) / 2), (length, width, height - 0.3), livery, body_refl),
+        # The stripe is a painted decal: a colour to the camera, the body's finish to a LiDAR.
+        box((0, 0, 1.15), (length + 0.02, width + 0.02, 0.3), stripe, body_refl),
+        box((length / 2 - 0.9, 0, height - 0.55), (1.2, width + 0.04, 0.5), _GLASS, 0.1),
+        box((length / 2 - 1.2, 0, height + 0.1), (0.3, 1.2, 0.2), (40, 80, 255), 0.6),
+    ]
+    parts += _wheels4(length, width, 0.34)
+    wail = rng.random() < 0.6
+    siren = (
+        rng.uniform(550, 750),
+        rng.uniform(1300, 1600),
+        rng.uniform(3.0, 5.0) if wail else rng.uniform(0.25, 0.4),
+    )
+    return ObjectModel(
+        mesh=join(parts),
+        sound=Sound(
+            engine_hz=rng.uniform(30.0, 70.0),
+            engine_level=0.2,
+            harmonic_decay=1.2,
+            harmonics=10,
+            siren=siren,
+            siren_level=1.0,
+            tyre=0.01,
+        ),
+        speed_range=(3.0, 10.0),
+    )
+
+
+CLASSES: tuple[ObjectClass, ...] = (
+    ObjectClass("nothing"),
+    ObjectClass("pedestrian", _pedestrian),
+    ObjectClass("cyclist", _cyclist),
+    ObjectClass("car", _car),
+    ObjectClass("truck", _truck),
+    ObjectClass("emergency_vehicle", _emergency),
+    ObjectClass("motorcycle", _motorcycle),
+)
+CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)

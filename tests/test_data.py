@@ -1,0 +1,114 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from fusion.config import ConfigError, parse_config
+from fusion.data import DataConfig, ExampleRenderer, generate, load_split, read_manifest
+from fusion.sample import Modality
+from fusion.sensors.preprocess import make_preprocessor
+
+# Small sensors and grids so a shard renders in a fraction of a second.
+SMALL = {
+    "world": {"episode_s": 3.0},
+    "splits": {"train": {"seed": 11, "samples": 10}, "test": {"seed": 12, "samples": 4}},
+    "shard_size": 4,
+    "sensors": {
+        "camera": {"width": 64, "height": 48},
+        "lidar": {"beams": 16, "azimuth_steps": 360},
+        "microphone": {"sample_rate": 16000, "window_s": 1.0},
+    },
+    "preprocess": {
+        "camera": {"height": 16, "width": 16},
+        "microphone": {"sample_rate": 16000, "n_mels": 8},
+        "lidar": {"range_m": 50.0, "max_points": 64},
+    },
+}
+
+
+def small_config(**changes) -> DataConfig:
+    return parse_config(DataConfig, {**SMALL, **changes})
+
+
+def _equal_samples(a, b):
+    assert [s.label for s in a] == [s.label for s in b]
+    assert [s.target_position for s in a] == [s.target_position for s in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.segments.keys() == y.segments.keys()
+        for m in x.segments:
+            assert np.array_equal(x.segments[m].values, y.segments[m].values)
+
+
+def test_generate_writes_labelled_shards_that_read_back(tmp_path):
+    report = generate(small_config(), tmp_path, workers=1, progress=False)
+    assert report.samples == 14 and report.skipped == 0
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    train = load_split(tmp_path, "train")
+    assert len(train) == 10 and [s.seq for s in train.samples] == list(range(10))
+    for s in train.samples:
+        assert 0 <= s.label < 7
+        assert (s.target_position is None) == (s.label == 0)  # 'nothing' has no position
+        assert s.segments[Modality.CAMERA].grid == (16, 16)
+        assert s.segments[Modality.MICROPHONE].grid == (32, 8)
+        assert s.segments[Modality.LIDAR].num_rows <= 64
+    scene = train.scene
+    assert set(scene["weather"]) <= {"clear", "fog", "rain"}
+    assert np.array_equal(np.isnan(scene["distance_m"]), train.labels == 0)
+    assert np.array_equal(np.isnan(scene["snr_db"]), train.labels == 0)
+    manifest = read_manifest(tmp_path)
+    assert manifest["splits"] == {"train": 10, "test": 4} and manifest["runs"][-1]["rendered"] == 14
+
+
+def test_samples_are_what_the_live_preprocessors_make_of_the_frames():
+    config = small_config()
+    renderer = ExampleRenderer(config, seed=11)
+    sample, _ = renderer.render(3)
+    frames, _ = renderer.frames(3, renderer.instant(3))
+    assert sample.timestamp == renderer.instant(3)
+    for frame in frames:
+        pre = make_preprocessor(frame.modality, config.preprocess.get(frame.modality, {}))
+        assert np.array_equal(pre(frame).values, sample.segments[frame.modality].values)
+    # The audio window ends at the sample's instant and lies inside the episode.
+    mic = next(f for f in frames if f.modality is Modality.MICROPHONE)
+    assert mic.end_time == pytest.approx(sample.timestamp, abs=1 / 16000)
+    assert mic.timestamp >= 3 * config.world.episode_s
+
+
+def test_generation_is_deterministic_and_splits_differ(tmp_path):
+    generate(small_config(), tmp_path / "a", workers=1, progress=False)
+    generate(small_config(), tmp_path / "b", workers=2, progress=False)  # two processes, same data
+    a, b = load_split(tmp_path / "a", "train"), load_split(tmp_path / "b", "train")
+    _equal_samples(a.samples, b.samples)
+    test = load_split(tmp_path / "a", "test")
+    assert not np.array_equal(
+        a.samples[0].segments[Modality.CAMERA].values, test.samples[0].segments[Modality.CAMERA].values
+    )
+
+
+def test_an_interrupted_run_renders_only_the_missing_shards(tmp_path):
+    generate(small_config(), tmp_path, workers=1, progress=False)
+    first = pq.read_table(tmp_path / "train" / "part-00001.parquet")
+    (tmp_path / "train" / "part-00001.parquet").unlink()
+    (tmp_path / "train" / "part-00002.parquet.tmp").write_bytes(b"half a shard")  # a crash mid-write
+    report = generate(small_config(), tmp_path, workers=1, progress=False)
+    assert report.samples == 4 and report.skipped == 10
+    assert pq.read_table(tmp_path / "train" / "part-00001.parquet").equals(first)
+    assert len(json.loads((tmp_path / "manifest.json").read_text())["runs"]) == 2
+
+
+def test_bad_data_configs_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="splits must use different seeds, got train=1, test=1"):
+        small_config(splits={"train": {"seed": 1, "samples": 2}, "test": {"seed": 1, "samples": 2}})
+    with pytest.raises(ConfigError, match=r"world.seed \(3\): give each split its own seed"):
+        small_config(world={"seed": 3})
+    with pytest.raises(ConfigError, match=r"window_s \(1.0\) must be shorter than world.episode_s \(1.0\)"):
+        small_config(world={"episode_s": 1.0})
+    with pytest.raises(ConfigError, match=r"data.preprocess.camera"):
+        ExampleRenderer(small_config(preprocess={"camera": {"hieght": 3}}), seed=1)
+    with pytest.raises(FileNotFoundError, match="no shards of split 'val'"):
+        load_split(tmp_path, "val")
