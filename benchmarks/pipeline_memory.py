@@ -41,7 +41,6 @@ about 11 minutes), `--quick` for a 30 s smoke run of each; `--checkpoint PATH` f
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import json
 import math
@@ -58,6 +57,7 @@ from typing import Any, TypeVar
 import pipeline as pipeline_benchmark  # benchmarks/pipeline.py, beside this script
 import psutil
 import ray
+import yaml
 
 from fusion.inference import Prediction
 from fusion.sinks import Sink
@@ -70,32 +70,12 @@ MODALITIES = ("camera", "microphone", "lidar")
 GROUPS = ("driver", "sensors", "fuser", "inference", "ray system")
 T = TypeVar("T")
 
-# As configs/pipeline/sim-local.yaml (the preprocessing is the shipped checkpoint's training one).
-RIG: dict[str, Any] = {
-    "id": "sim",
-    "sensors": {
-        "cam0": {
-            "modality": "camera",
-            "source": {"backend": "simulated", "rate_hz": 30, "width": 320, "height": 240, "realtime": True},
-        },
-        "mic0": {
-            "modality": "microphone",
-            "source": {"backend": "simulated", "rate_hz": 20, "sample_rate": 16000, "realtime": True},
-        },
-        "lidar0": {"modality": "lidar", "source": {"backend": "simulated", "rate_hz": 10, "realtime": True}},
-    },
-    "sync": {
-        "reference": "lidar",
-        "slop_s": {"camera": 0.05, "lidar": 0.06},
-        "audio_window_s": 1.0,
-        "wait_for_slop": False,
-    },
-    "preprocess": {
-        "camera": {"height": 64, "width": 64, "normalize": "imagenet"},
-        "microphone": {"sample_rate": 16000},
-        "lidar": {"range_m": 50.0, "max_points": 1024},
-    },
-}
+# The shipped live rig (its preprocessing is the checkpoint's training one): one source of truth.
+SIM_LOCAL = Path(__file__).resolve().parent.parent / "configs" / "pipeline" / "sim-local.yaml"
+
+
+def sim_local_rig() -> dict[str, Any]:
+    return yaml.safe_load(SIM_LOCAL.read_text())["rigs"][0]
 
 
 def log(msg: str) -> None:
@@ -108,7 +88,7 @@ def pipeline_config(seconds: float, checkpoint: str | None = None) -> PipelineCo
             "mode": "live",
             "duration_s": seconds,
             "model": {"preset": "sensor-small", "checkpoint": checkpoint},
-            "rigs": [copy.deepcopy(RIG)],
+            "rigs": [sim_local_rig()],
             "inference": {"actors": 1, "max_batch_size": 8, "max_wait_ms": 10, "num_cpus": 0.5},
         }
     )
