@@ -197,7 +197,6 @@ class BackgroundSink(Sink):
         self._queue: deque[Prediction] = deque()
         self._cond = threading.Condition()
         self._closing = False
-        self._busy = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
         self._thread.start()
@@ -211,11 +210,6 @@ class BackgroundSink(Sink):
             self._queue.append(prediction)
             self._cond.notify()
 
-    @property
-    def waiting(self) -> int:
-        """Predictions queued and not yet written."""
-        return len(self._queue) + self._busy
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -224,14 +218,11 @@ class BackgroundSink(Sink):
                 if not self._queue:
                     return
                 prediction = self._queue.popleft()
-                self._busy = True
             try:
                 self.sink.write(prediction)
             except BaseException as err:
                 self._error = err
                 return
-            finally:
-                self._busy = False
 
     def _raise(self) -> None:
         if self._error is not None:
