@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ from typing import Any
 
 import ray
 import torch
+import yaml
 
 from fusion.fuser import Fuser
 from fusion.inference import InferenceEngine, Prediction
@@ -42,24 +44,12 @@ from fusion.sinks import CallbackSink
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineRunner
 
-RIG: dict[str, Any] = {
-    "id": "bench",
-    "sensors": {
-        "cam0": {
-            "modality": "camera",
-            "source": {"backend": "simulated", "rate_hz": 30, "width": 320, "height": 240},
-        },
-        "mic0": {"modality": "microphone", "source": {"backend": "simulated", "rate_hz": 20}},
-        "lidar0": {"modality": "lidar", "source": {"backend": "simulated", "rate_hz": 10}},
-    },
-    "sync": {"reference": "lidar", "slop_s": {"camera": 0.05, "lidar": 0.06}, "wait_for_slop": False},
-    # As configs/pipeline/sim-local.yaml: the shipped checkpoint's training preprocessing.
-    "preprocess": {
-        "camera": {"height": 64, "width": 64, "normalize": "imagenet"},
-        "microphone": {"sample_rate": 16000},
-        "lidar": {"range_m": 50.0, "max_points": 1024},
-    },
-}
+# The shipped live rig and inference settings (its preprocessing is the checkpoint's training
+# one): one source of truth, configs/pipeline/sim-local.yaml.
+SIM_LOCAL = yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "configs" / "pipeline" / "sim-local.yaml").read_text()
+)
+RIG: dict[str, Any] = SIM_LOCAL["rigs"][0]
 
 
 def log(msg: str) -> None:
@@ -78,7 +68,12 @@ def pipeline_config(
     data: dict[str, Any] = {
         "mode": "live" if realtime else "replay",
         "rigs": [rig],
-        "inference": {"actors": actors, "max_batch_size": batch, "max_wait_ms": 5, "num_cpus": 0.5},
+        "inference": {
+            "actors": actors,
+            "max_batch_size": batch,
+            "max_wait_ms": SIM_LOCAL["inference"]["max_wait_ms"],
+            "num_cpus": 0.5,
+        },
     }
     if realtime:
         data["duration_s"] = seconds
@@ -111,7 +106,9 @@ def plain_loop(seconds: float, batch: int, engine: InferenceEngine) -> tuple[flo
     """The same work in one process: read every frame, fuse, infer in batches. Returns samples/s."""
     rig = copy.deepcopy(RIG)
     sources = {
-        sid: make_source(s["modality"], {"sensor_id": sid, **s["source"], "duration_s": seconds})
+        sid: make_source(
+            s["modality"], {"sensor_id": sid, **s["source"], "duration_s": seconds, "realtime": False}
+        )
         for sid, s in rig["sensors"].items()
     }
     fuser = Fuser(
@@ -154,11 +151,14 @@ def model_alone(samples: list[FusedSample], batch: int, engine: InferenceEngine)
     return len(samples) / (time.perf_counter() - t0)
 
 
-def alone_costs(samples: list[FusedSample], engine: InferenceEngine) -> dict[str, float]:
-    """Median seconds of preprocessing one tick and of one batch-1 forward, measured alone."""
+def alone_costs(samples: list[FusedSample], engine: InferenceEngine, threads: int) -> dict[str, float]:
+    """Median seconds of preprocessing one tick and of one batch-1 forward, measured alone, the
+    forward with as many torch threads as the pipeline's inference actor had."""
     rig = RIG["sensors"]
     sources = {
-        sid: make_source(s["modality"], {"sensor_id": sid, **s["source"], "duration_s": 3.0})
+        sid: make_source(
+            s["modality"], {"sensor_id": sid, **s["source"], "duration_s": 3.0, "realtime": False}
+        )
         for sid, s in rig.items()
     }
     fuser = Fuser(rig="x", sensors={sid: src.modality for sid, src in sources.items()}, lossless=True)
@@ -201,23 +201,46 @@ def alone_costs(samples: list[FusedSample], engine: InferenceEngine) -> dict[str
         m: statistics.median([d for mm, d in pre if mm is m]) for m in (Modality.CAMERA, Modality.LIDAR)
     }
     forward = []
+    own = torch.get_num_threads()
+    torch.set_num_threads(threads)
     for s in aligned[:20]:
         t = time.perf_counter()
         engine.predict([s])
         forward.append(time.perf_counter() - t)
+    torch.set_num_threads(own)
     return {
+        "torch_threads": threads,
         "preprocess_s": sum(per_mod.values()) + statistics.median(mic_t),
         "forward_s": statistics.median(forward),
     }
 
 
+def live_latency(seconds: float, samples: list[FusedSample], engine: InferenceEngine) -> dict[str, Any]:
+    log(f"pipeline, live at sensor rates for {seconds:.0f} s ...")
+    preds, _, summary = run_ray(pipeline_config(realtime=True, seconds=seconds))
+    stages = stage_latencies(preds)
+    log(f"  stages (p50, p99 s): {stages}")
+    costs = alone_costs(samples, engine, summary["inference_threads"])
+    overhead = stages["end_to_end"][0] - costs["preprocess_s"] - costs["forward_s"]
+    log(f"  end to end p50 {stages['end_to_end'][0] * 1e3:.1f} ms, overhead {overhead * 1e3:.1f} ms")
+    return {"stages": stages, "alone": costs, "overhead_p50_s": overhead, "summary": summary}
+
+
+# The stamps a prediction carries, in order (fusion.sample.FusedSample.stage_times); the
+# first is the newest capture of the sample's readings.
+CHAIN = ("capture", "aligned", "fused", "dispatched", "forward_start", "inferred")
+
+
 def stage_latencies(preds: list[Prediction]) -> dict[str, tuple[float, float]]:
-    """p50 / p99 seconds of capture->fused, fused->inferred and end to end."""
+    """p50 / p99 seconds of each hop of CHAIN, of capture->fused and fused->inferred, and end to end."""
     out: dict[str, list[float]] = {"capture_to_fused": [], "fused_to_inferred": [], "end_to_end": []}
     for p in preds[len(preds) // 10 :]:  # the first tenth warms up
-        st = p.stage_times
-        cap = max(v for k, v in st.items() if k.startswith("capture."))
-        out["capture_to_fused"].append(st["fused"] - cap)
+        st = dict(p.stage_times)
+        st["capture"] = max(v for k, v in st.items() if k.startswith("capture."))
+        for a, b in itertools.pairwise(CHAIN):
+            if a in st and b in st:
+                out.setdefault(f"{a} -> {b}", []).append(st[b] - st[a])
+        out["capture_to_fused"].append(st["fused"] - st["capture"])
         out["fused_to_inferred"].append(st["inferred"] - st["fused"])
         out["end_to_end"].append(p.latency_s)
     return {k: (pct(v, 0.5), pct(v, 0.99)) for k, v in out.items()}
@@ -251,6 +274,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--out", default="docs/benchmarks/pipeline.json", help="JSON results path")
+    parser.add_argument(
+        "--live-only", action="store_true", help="only the live latency part; prints it, writes no JSON"
+    )
     args = parser.parse_args()
     seconds = 5.0 if args.quick else 30.0
     live_s = 10.0 if args.quick else 40.0
@@ -259,6 +285,14 @@ def main() -> None:
     torch.manual_seed(0)
     engine = InferenceEngine(load_preset("sensor-small"), model_version="bench", device="cpu")
     results: dict[str, Any] = {"machine": info, "scene_seconds": seconds}
+
+    if args.live_only:
+        _, samples = plain_loop(2.0, 8, engine)
+        ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+        live = live_latency(live_s, samples, engine)
+        ray.shutdown()
+        print(json.dumps(live, indent=2, default=str))
+        return
 
     log("plain loop in one process ...")
     loop_rate, samples = plain_loop(seconds, 8, engine)
@@ -289,12 +323,7 @@ def main() -> None:
             log(f"  scaling {kind}={v}: {scaling[kind][v]:.1f} samples/s")
     results["scaling"] = scaling
 
-    log(f"pipeline, live at sensor rates for {live_s:.0f} s ...")
-    preds, _, summary = run_ray(pipeline_config(realtime=True, seconds=live_s))
-    stages = stage_latencies(preds)
-    costs = alone_costs(samples, engine)
-    overhead = stages["end_to_end"][0] - costs["preprocess_s"] - costs["forward_s"]
-    results["live"] = {"stages": stages, "alone": costs, "overhead_p50_s": overhead, "summary": summary}
+    results["live"] = live_latency(live_s, samples, engine)
     ray.shutdown()
     info["load_avg_end"] = os.getloadavg()
 
@@ -338,7 +367,8 @@ def report(r: dict[str, Any]) -> str:
         *(f"| {k} | {v[0] * 1e3:.1f} | {v[1] * 1e3:.1f} |" for k, v in st.items()),
         "",
         f"Alone: preprocessing {live['alone']['preprocess_s'] * 1e3:.1f} ms per tick, model forward "
-        f"{live['alone']['forward_s'] * 1e3:.1f} ms (batch 1). Pipeline overhead at p50: "
+        f"{live['alone']['forward_s'] * 1e3:.1f} ms (batch 1, {live['alone']['torch_threads']} torch "
+        "thread(s), as the inference actor had). Pipeline overhead at p50: "
         f"{live['overhead_p50_s'] * 1e3:.1f} ms (target <= 10 ms).",
     ]
     return "\n".join(lines)

@@ -74,8 +74,12 @@ T = TypeVar("T")
 SIM_LOCAL = Path(__file__).resolve().parent.parent / "configs" / "pipeline" / "sim-local.yaml"
 
 
+def sim_local() -> dict[str, Any]:
+    return yaml.safe_load(SIM_LOCAL.read_text())
+
+
 def sim_local_rig() -> dict[str, Any]:
-    return yaml.safe_load(SIM_LOCAL.read_text())["rigs"][0]
+    return sim_local()["rigs"][0]
 
 
 def log(msg: str) -> None:
@@ -89,7 +93,7 @@ def pipeline_config(seconds: float, checkpoint: str | None = None) -> PipelineCo
             "duration_s": seconds,
             "model": {"preset": "sensor-small", "checkpoint": checkpoint},
             "rigs": [sim_local_rig()],
-            "inference": {"actors": 1, "max_batch_size": 8, "max_wait_ms": 10, "num_cpus": 0.5},
+            "inference": {**sim_local()["inference"], "num_cpus": 0.5},
         }
     )
 

@@ -51,16 +51,24 @@ class DynamicBatcher(Generic[T, R]):
         return await fut
 
     async def _next_batch(self) -> list[tuple[T, asyncio.Future[R]]]:
-        """Block for one item, then take more until full or `max_wait_s` after the first."""
+        """Block for one item, then take more until full or `max_wait_s` after the first.
+
+        Items already queued join at once; with `max_wait_s` 0 a batch is what queued up while
+        the previous one ran, so an idle model starts on a lone item without waiting.
+        """
         assert self._queue is not None
         batch = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
         while len(batch) < self.max_batch_size:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0 and self._queue.empty():
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), timeout=max(remaining, 0)))
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout=remaining))
             except TimeoutError:
                 break
         return batch

@@ -71,7 +71,7 @@ class Fuser:
 
     def _fuse(self, aligned: AlignedSet) -> FusedSample:
         segments: dict[Modality, Segment] = {}
-        stage_times: dict[str, float] = {}
+        stage_times: dict[str, float] = {"aligned": time.time()}  # the tick is complete
         capture_times: dict[Modality, float] = {}
         for m, frame in aligned.frames.items():
             # When the reading was complete: for an audio window, its last sample.

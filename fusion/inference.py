@@ -77,6 +77,7 @@ class InferenceEngine:
     def _predict_batch(self, samples: Sequence[FusedSample]) -> list[Prediction]:
         if any(not s.segments for s in samples):
             raise ValueError("sample has no modality at all")
+        started = time.time()
         batch = collate([s.segments for s in samples])
         if self.device.type == "cuda":
             for x in batch.values():
@@ -106,7 +107,7 @@ class InferenceEngine:
                     modalities=[m.value for m in MODALITY_ORDER if m in s.segments],
                     latency_s=done - _capture_wall(s, done),
                     model_version=self.model_version,
-                    stage_times={**s.stage_times, "inferred": done},
+                    stage_times={**s.stage_times, "forward_start": started, "inferred": done},
                 )
             )
         return preds

@@ -133,7 +133,10 @@ class FusedSample:
         segments: modality -> Segment; a modality with no usable reading is absent.
         rig: the rig that produced it.
         capture_times: modality -> capture timestamp of the reading used.
-        stage_times: stage name -> wall time (Unix seconds) it finished, for latency tracing.
+        stage_times: stage name -> wall time (Unix seconds), for latency tracing, in order:
+            `capture.<modality>` (each reading complete), `aligned` (the fuser has the tick's
+            frames), `fused` (preprocessed), `dispatched` (the driver sends it to inference,
+            live mode), and on the Prediction `forward_start` and `inferred`.
         label: class index when the sample is labelled (training data), else None.
         target_position: [x, y, z] metres when labelled, else None.
     """

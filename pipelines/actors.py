@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
+import torch
 
 from fusion.batching import DynamicBatcher
 from fusion.fuser import Fuser
@@ -32,15 +33,13 @@ class Pacer:
         self.speed = speed
         self._anchor: tuple[float, float] | None = None  # (first frame time, monotonic at it)
 
-    def wait(self, timestamp: float) -> None:
+    def delay(self, timestamp: float) -> float:
+        """Seconds until a frame stamped `timestamp` is due (<= 0: now); the first one anchors."""
         if self.speed is None:
-            return
+            return 0.0
         if self._anchor is None:
             self._anchor = (timestamp, time.monotonic())
-        due = self._anchor[1] + (timestamp - self._anchor[0]) / self.speed
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        return self._anchor[1] + (timestamp - self._anchor[0]) / self.speed - time.monotonic()
 
 
 @ray.remote
@@ -63,6 +62,7 @@ class SensorActor:
         self.delivered = 0
         self.ended = False
         self.started = False
+        self._held: Frame | None = None  # read from the source, not due yet (paced replay)
 
     def start(self, resume_from: int = 0) -> int:
         """Open the source (fails naming the file or device); returns frames skipped to resume."""
@@ -73,10 +73,16 @@ class SensorActor:
             except EndOfStream:
                 break
         self.delivered = resume_from
+        self._held = None
         self.started = True
         return resume_from
 
     def read(self, max_frames: int, timeout_s: float) -> list[Frame] | None:
+        """Waits up to `timeout_s` for the first frame, then takes only those already due.
+
+        It returns as soon as it has something: a frame never waits in the actor for the
+        ones after it, so live latency gains nothing from this call but its Ray round trip.
+        """
         if not self.started:
             raise SensorNotStarted(f"{self.name}: read before start (the actor was restarted)")
         if self.ended:
@@ -84,19 +90,27 @@ class SensorActor:
         frames: list[Frame] = []
         deadline = time.monotonic() + timeout_s
         while len(frames) < max_frames:
-            try:
-                frame = self.source.read(
-                    timeout=max(0.0, deadline - time.monotonic()) if frames else timeout_s
-                )
-            except TimeoutError:
+            frame = self._held
+            self._held = None
+            if frame is None:
+                try:
+                    frame = self.source.read(
+                        timeout=max(0.0, deadline - time.monotonic()) if not frames else 0.0
+                    )
+                except TimeoutError:
+                    break
+                except EndOfStream:
+                    self.ended = True
+                    break
+            delay = self.pacer.delay(frame.timestamp)
+            if delay > 0 and (frames or delay > deadline - time.monotonic()):
+                self._held = frame  # paced replay: not due yet, it opens the next read
+                if not frames:
+                    time.sleep(max(0.0, deadline - time.monotonic()))
                 break
-            except EndOfStream:
-                self.ended = True
-                break
-            self.pacer.wait(frame.timestamp)
+            if delay > 0:
+                time.sleep(delay)
             frames.append(frame)
-            if time.monotonic() >= deadline:
-                break
         self.delivered += len(frames)
         self.metrics.record(len(frames), self.source.stats)
         if not frames and self.ended:
@@ -201,6 +215,7 @@ class InferenceActor:
             "model": self.engine.model.config.name,
             "class_names": self.engine.class_names,
             "parameters": params,
+            "torch_threads": torch.get_num_threads(),  # Ray sets it from the actor's num_cpus
             "node_id": ray.get_runtime_context().get_node_id(),
             "pid": __import__("os").getpid(),
         }

@@ -68,7 +68,10 @@ class ModelSpec(StrictModel):
 class InferenceConfig(StrictModel):
     actors: int = Field(default=1, ge=1)
     max_batch_size: int = Field(default=8, ge=1)
-    max_wait_ms: float = Field(default=10.0, ge=0)
+    # Live: how long a sample waits for others to batch with. 0: an idle model starts on it at
+    # once, and the samples that arrive while it runs form the next batch (replay runs fixed
+    # batches of max_batch_size and never waits).
+    max_wait_ms: float = Field(default=0.0, ge=0)
     # GPUs per inference actor; None = 1 when the cluster has GPUs, else 0 (CPU).
     num_gpus: float | None = Field(default=None, ge=0)
     num_cpus: float = Field(default=1.0, ge=0)

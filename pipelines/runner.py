@@ -5,7 +5,7 @@ SensorActor (per sensor) ─> FuserActor (per rig) ─> InferenceActor pool ─>
 ```
 
 The driver holds object references, bounded at every edge: one outstanding read per sensor,
-one outstanding push per fuser, `max_pending_samples` fused samples waiting, and
+up to four pushes in flight per fuser, `max_pending_samples` fused samples waiting, and
 `max_in_flight_batches` per inference actor. In live mode a full queue drops the oldest
 sample (counted); in replay mode it stops reading instead, and sensors are read in timestamp
 lockstep so the fuser sees the same streams every run. Dead actors are restarted by Ray;
@@ -39,6 +39,7 @@ from pipelines.models import check_preprocess
 log = logging.getLogger(__name__)
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, SensorNotStarted)
 REPLAY_LOOKAHEAD_S = 0.5  # how far a sensor may read ahead of the slowest one in replay
+MAX_PUSHES = 4  # calls in flight to one fuser
 
 
 class PipelineStartError(RuntimeError):
@@ -73,7 +74,9 @@ class RigHandle:
     fuser: Any
     sensors: list[SensorHandle]
     buffered: list[Any] = field(default_factory=list)  # frame lists waiting for the fuser
-    pushing: bool = False
+    pushes: deque[Any] = field(default_factory=deque)  # push/finish calls in flight, oldest first
+    results: dict[Any, list[FusedSample]] = field(default_factory=dict)  # done, behind an older one
+    finishing: bool = False  # `finish` was sent: nothing more is pushed
     finished: bool = False
     pending: deque[FusedSample] = field(default_factory=deque)  # fused, not yet submitted
 
@@ -384,7 +387,7 @@ class PipelineRunner:
         if kind == "read":
             self._on_frames(self._sensor(payload), result)
         elif kind == "push":
-            self._on_fused(self._rig(payload), result)
+            self._on_pushed(self._rig(payload), ref, result)
         else:
             self._on_predictions(payload, result)
 
@@ -405,24 +408,31 @@ class PipelineRunner:
         self._push(rig)
 
     def _push(self, rig: RigHandle) -> None:
-        if rig.pushing or rig.finished:
+        """Send the rig's buffered frames to its fuser, without waiting for the previous push: the
+        fuser runs its calls in the order sent, so a tick whose last frame just came in is not
+        held behind the round trip of an earlier push. At most `MAX_PUSHES` are in flight."""
+        if rig.finishing or len(rig.pushes) >= MAX_PUSHES:
             return
         if rig.buffered:
             batch, rig.buffered = rig.buffered, []
             ref = rig.fuser.push.remote(*batch)
-            rig._last_push = batch  # type: ignore[attr-defined]
         elif all(s.ended for s in rig.sensors):
             ref = rig.fuser.finish.remote()
-            rig._last_push = None  # type: ignore[attr-defined]
-            rig._finishing = True  # type: ignore[attr-defined]
+            rig.finishing = True
         else:
             return
-        rig.pushing = True
+        rig.pushes.append(ref)
         self._inflight[ref] = ("push", rig.id)
 
+    def _on_pushed(self, rig: RigHandle, ref: Any, samples: list[FusedSample]) -> None:
+        """Samples are taken in the order the pushes were sent (replay batches depend on it)."""
+        rig.results[ref] = samples
+        while rig.pushes and rig.pushes[0] in rig.results:
+            self._on_fused(rig, rig.results.pop(rig.pushes.popleft()))
+        self._push(rig)
+
     def _on_fused(self, rig: RigHandle, samples: list[FusedSample]) -> None:
-        rig.pushing = False
-        if getattr(rig, "_finishing", False):
+        if rig.finishing and not rig.pushes:
             rig.finished = True
         for sample in samples:
             rig.pending.append(sample)
@@ -434,7 +444,6 @@ class PipelineRunner:
                 self.sink.skip(gone.rig, gone.seq)
                 self.stats.dropped["inference_behind"] += 1
         self.stats.max_pending = max(self.stats.max_pending, len(rig.pending))
-        self._push(rig)
 
     def _schedule_inference(self) -> None:
         cap = self.config.flow.max_in_flight_batches
@@ -453,6 +462,7 @@ class PipelineRunner:
                     self._inflight[ref] = ("infer", (handle, batch))
                 else:
                     sample = rig.pending.popleft()
+                    sample.stage_times["dispatched"] = time.time()
                     ref = handle.actor.infer.remote(sample)
                     self._inflight[ref] = ("infer", (handle, [sample]))
                 handle.in_flight += 1
@@ -537,7 +547,14 @@ class PipelineRunner:
         self.sink.close()
         self._export_metrics()
         self.stats.predictions = self.sink.written - (self._writer.dropped if self._writer else 0)
+        fusers: dict[str, Any] = {}
+        for rig in self.rigs:  # what each rig's alignment used, dropped (and why) and left incomplete
+            try:
+                fusers[rig.id] = ray.get(rig.fuser.stats.remote(), timeout=10)
+            except Exception as err:  # a lost fuser already failed the run; report what is left
+                log.debug("fuser %s stats: %s", rig.id, err)
         summary = self.summary()
+        summary["fusers"] = fusers
         self._kill_actors()
         if self._own_ray:
             ray.shutdown()
@@ -567,4 +584,5 @@ class PipelineRunner:
             "max_pending_samples": self.stats.max_pending,
             "model_version": self.pool[0].info.get("model_version") if self.pool else None,
             "device": self.pool[0].info.get("device") if self.pool else None,
+            "inference_threads": self.pool[0].info.get("torch_threads") if self.pool else None,
         }

@@ -59,6 +59,32 @@ def test_late_items_go_to_the_next_batch():
     assert run(main()) == (1, 2, [1, 1])
 
 
+def test_no_wait_runs_a_lone_item_at_once_and_batches_what_queues_meanwhile():
+    """max_wait 0 (the live default): an idle batcher starts on the first item; the items that
+    arrive while that batch runs form the next one, together."""
+    release = asyncio.Event()
+    calls = []
+
+    async def fn(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            await release.wait()  # the model is busy on the first item
+        return items
+
+    async def main():
+        b = DynamicBatcher(fn, max_batch_size=8, max_wait_s=0.0)
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.01)
+        assert calls == [[0]]  # started without waiting for company
+        rest = [asyncio.ensure_future(b.submit(i)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        release.set()
+        return await first, await asyncio.gather(*rest)
+
+    assert run(main()) == (0, [1, 2, 3])
+    assert calls == [[0], [1, 2, 3]]
+
+
 def test_batch_failure_reaches_every_caller_and_the_loop_survives():
     async def fn(items):
         if "bad" in items:

@@ -52,11 +52,14 @@ class SimulatedSource(Source):
         self._index = 0
         self._origin = config.start_s
         self._first_time = config.start_s
+        self._ahead: Frame | None = None  # rendered, not yet handed over
+        self._render_s = 0.05  # realtime: how long a frame takes to render (the recent slowest)
 
     def open(self) -> None:
         self._origin = 0.0 if self.config.realtime else self.config.start_s
         self._index = self.first_index(time.time()) if self.config.realtime else 0
         self._first_time = self.frame_time(self._index)
+        self._ahead = None
 
     def close(self) -> None:
         pass
@@ -68,33 +71,69 @@ class SimulatedSource(Source):
     def frame_time(self, index: int) -> float:
         return self._origin + index / self.config.rate_hz
 
+    def due_time(self, index: int) -> float:
+        """Realtime: when frame `index` is complete and handed over (a chunk: at its last sample)."""
+        return self.frame_time(index)
+
     def read(self, timeout: float | None = None) -> Frame:
-        """Next frame; with `realtime`, blocks until its capture time (TimeoutError past `timeout`)."""
+        """Next frame; with `realtime`, blocks until it is due (TimeoutError past `timeout`).
+
+        In real time the frame is rendered shortly before it is due and handed over when due,
+        as a device delivers a frame once captured: rendering is the simulator's cost, not
+        latency a real sensor would add. Rendering starts a few render times ahead rather than
+        right after the previous frame, which for sensors on one time grid is the moment the
+        pipeline is busiest with the tick they just delivered.
+        """
+        deadline = None if timeout is None else time.time() + timeout
         if self.config.realtime:
             self._overrun(time.time())
-        t = self.frame_time(self._index)
+        index = self._index
+        t = self.frame_time(index)
         if self.config.duration_s is not None and t >= self._first_time + self.config.duration_s:
             raise EndOfStream
         if self.config.realtime:
-            wait = t - time.time()
-            if timeout is not None and wait > timeout:
-                time.sleep(max(timeout, 0.0))
-                raise TimeoutError(f"{self.modality.value}/{self.sensor_id}: next frame due in {wait:.3f} s")
-            if wait > 0:
-                time.sleep(wait)
-        rng = frame_rng(self.config.world.seed, self.stream_id, self._index)
-        frame = Frame(
+            due = self.due_time(index)
+            if self._ahead is None or self._ahead.index != index:
+                self._pause_until(due - (2.0 * self._render_s + 0.003), deadline, due)
+                began = time.perf_counter()
+                frame = self._render_frame(index, t)
+                took = time.perf_counter() - began
+                self._render_s = max(took, 0.9 * self._render_s)  # the slow ones set the lead
+            else:
+                frame = self._ahead
+            self._pause_until(due, deadline, due)
+        else:
+            frame = self._render_frame(index, t)
+        self._ahead = None
+        self._index += 1
+        self.stats.frames += 1
+        return frame
+
+    def _pause_until(self, when: float, deadline: float | None, due: float) -> None:
+        """Sleep until `when` (Unix time); past `deadline`, sleep until it and time out."""
+        now = time.time()
+        if when <= now:
+            return
+        if deadline is not None and when > deadline:
+            time.sleep(max(deadline - now, 0.0))
+            raise TimeoutError(f"{self.modality.value}/{self.sensor_id}: next frame due in {due - now:.3f} s")
+        time.sleep(when - now)
+
+    def _render_frame(self, index: int, t: float) -> Frame:
+        """Frame `index`, rendered once even when reads time out before it is due."""
+        if self._ahead is not None and self._ahead.index == index:
+            return self._ahead
+        rng = frame_rng(self.config.world.seed, self.stream_id, index)
+        self._ahead = Frame(
             modality=self.modality,
             sensor_id=self.sensor_id,
             timestamp=t,
             # Realtime frames are captured on schedule; otherwise at the moment they are made.
             wall_time=t if self.config.realtime else time.time(),
-            index=self._index,
+            index=index,
             **self.render(t, rng),
         )
-        self._index += 1
-        self.stats.frames += 1
-        return frame
+        return self._ahead
 
     def _overrun(self, now: float) -> None:
         """Skip the frames a device's buffer would have overwritten by `now`: a reader that falls
@@ -179,6 +218,10 @@ class SimMicrophone(SimulatedSource):
     def frame_time(self, index: int) -> float:
         # Chunks start on exact sample boundaries so the stream has no gaps or overlaps.
         return self._origin + self._chunk_start(index) / self.config.sample_rate
+
+    def due_time(self, index: int) -> float:
+        # A sound card hands a chunk over once its last sample is in, never ahead of the sound.
+        return self.frame_time(index + 1)
 
     def _chunk_start(self, index: int) -> int:
         return round(index * self.config.sample_rate / self.config.rate_hz)

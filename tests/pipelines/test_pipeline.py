@@ -18,6 +18,43 @@ def _key(p):
     return (p.rig, p.seq, p.timestamp, p.label, tuple(p.probs), tuple(p.position or ()), tuple(p.modalities))
 
 
+def _sensor(source: dict, speed: float | None = None):
+    from pipelines.actors import SensorActor
+
+    actor = SensorActor.remote(rig="r", modality="camera", source=source, name="cam", speed=speed)
+    ray.get(actor.start.remote())
+    return actor
+
+
+def test_live_sensor_read_returns_at_the_first_frame_not_at_its_timeout():
+    """A live read hands over what is due as soon as there is something: it never sits out its
+    timeout collecting later frames (that wait would be latency on every frame)."""
+    import time
+
+    actor = _sensor({"backend": "simulated", "rate_hz": 20, "width": 32, "height": 24, "realtime": True})
+    for _ in range(3):
+        frames = ray.get(actor.read.remote(8, 2.0))
+        returned = time.time()
+        assert 1 <= len(frames) < 8  # 8 frames would mean it waited 350 ms for them
+        assert all(f.timestamp <= returned for f in frames)  # and nothing ahead of its time
+    ray.kill(actor)
+
+
+def test_paced_replay_reads_deliver_every_frame_once_and_never_ahead_of_pace():
+    import time
+
+    actor = _sensor(
+        {"backend": "simulated", "rate_hz": 20, "width": 32, "height": 24, "duration_s": 1.0}, 2.0
+    )
+    got, began = [], time.monotonic()  # the pacer starts its clock after this, at frame 0
+    while (frames := ray.get(actor.read.remote(8, 0.05))) is not None:
+        now = time.monotonic()
+        assert all(f.timestamp / 2.0 <= now - began for f in frames)  # at speed 2x, never sooner
+        got += [f.index for f in frames]
+    assert got == list(range(20))  # a frame read early and held back is neither lost nor repeated
+    ray.kill(actor)
+
+
 def test_live_simulated_predictions_arrive_in_order_with_stage_times():
     preds, summary, _ = run_pipeline(sim_config(realtime=True, duration_s=5.0))
     assert len(preds) >= 20, summary  # 10 Hz LiDAR ticks for ~5 s, minus start-up
@@ -31,6 +68,8 @@ def test_live_simulated_predictions_arrive_in_order_with_stage_times():
         assert max(st[k] for k in st if k.startswith("capture.")) <= st["fused"] <= st["inferred"]
         assert 0 < p.latency_s < 5 and math.isclose(sum(p.probs), 1, abs_tol=1e-4)
     assert summary["device"] == "cpu" and summary["model_version"]
+    fuser = summary["fusers"]["sim"]  # each rig's alignment accounts for its frames
+    assert fuser["samples"] >= len(preds) and fuser["received"]["camera"] > fuser["samples"]
 
 
 def test_replay_is_deterministic_and_exactly_once_under_actor_kills():

@@ -51,6 +51,41 @@ def test_realtime_paces_reads_and_times_out():
         src.read(timeout=0.0)
 
 
+def test_realtime_microphone_hands_a_chunk_over_after_its_last_sample():
+    """A sound card delivers a chunk once it is recorded: never audio from the future."""
+    src = SimMicrophone(SimMicrophoneConfig(rate_hz=20.0, realtime=True))
+    src.open()
+    for _ in range(3):
+        chunk = src.read()
+        end = chunk.timestamp + len(chunk.data) / chunk.sample_rate
+        assert time.time() >= end - 1e-3, "chunk handed over before its last sample was captured"
+
+
+def test_realtime_frame_is_rendered_once_across_timed_out_reads(monkeypatch):
+    """The frame is rendered ahead of its due time and kept, so a read that times out costs no
+    second rendering, and the frame finally handed over is the one rendered then."""
+    src = SimCamera(SimCameraConfig(rate_hz=1.0, realtime=True, width=32, height=24))
+    renders = []
+    real = SimCamera.render
+
+    def counting(self, t, rng):
+        renders.append(t)
+        return real(self, t, rng)
+
+    monkeypatch.setattr(SimCamera, "render", counting)
+    src.open()
+    rendered_while_waiting = []
+    while True:
+        try:
+            frame = src.read(timeout=0.001)
+            break
+        except TimeoutError:
+            rendered_while_waiting.append(len(renders))
+    assert 1 in rendered_while_waiting  # ready while reads still waited for it
+    assert renders == [frame.timestamp]  # and rendered once, however many reads timed out
+    assert time.time() >= frame.timestamp  # not handed over before it is due
+
+
 def test_end_of_stream_after_duration():
     src = SimMicrophone(SimMicrophoneConfig(duration_s=0.1))
     src.open()
