@@ -6,6 +6,7 @@ Each actor's contract is written on it; the logic it wraps is tested without Ray
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -116,6 +117,17 @@ class SensorActor:
         if not frames and self.ended:
             return None
         return frames
+
+    @ray.method(num_returns=2)  # type: ignore[misc]  # ray.method is untyped
+    def take(self, max_frames: int, timeout_s: float) -> tuple[tuple[int, float] | None, list[Frame]]:
+        """`read` split for the driver: (how many frames, the newest one's timestamp), or None
+        once the source has ended, and the frames. The driver waits on the first and hands the
+        second to the fuser by reference, so frames go from the sensor to its fuser (on a
+        cluster, within the rig's node) without passing through the driver."""
+        frames = self.read(max_frames, timeout_s)
+        if frames is None:
+            return None, []
+        return (len(frames), frames[-1].timestamp if frames else -math.inf), frames
 
     def stats(self) -> dict[str, Any]:
         s = self.source.stats

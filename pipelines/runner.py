@@ -4,7 +4,8 @@
 SensorActor (per sensor) ─> FuserActor (per rig) ─> InferenceActor pool ─> OrderedSink
 ```
 
-The driver holds object references, bounded at every edge: one outstanding read per sensor,
+The driver holds object references, bounded at every edge (frames go from a sensor to its
+fuser by reference, never fetched by the driver): one outstanding read per sensor,
 up to four pushes in flight per fuser, `max_pending_samples` fused samples waiting, and
 `max_in_flight_batches` per inference actor. In live mode a full queue drops the oldest
 sample (counted); in replay mode it stops reading instead, and sensors are read in timestamp
@@ -73,7 +74,9 @@ class RigHandle:
     id: str
     fuser: Any
     sensors: list[SensorHandle]
-    buffered: list[Any] = field(default_factory=list)  # frame lists waiting for the fuser
+    # (reference to a frame list, its length), waiting for the fuser: the frames themselves go
+    # from the sensor actor to the fuser without the driver fetching them.
+    buffered: list[tuple[Any, int]] = field(default_factory=list)
     pushes: deque[Any] = field(default_factory=deque)  # push/finish calls in flight, oldest first
     results: dict[Any, list[FusedSample]] = field(default_factory=dict)  # done, behind an older one
     finishing: bool = False  # `finish` was sent: nothing more is pushed
@@ -356,7 +359,7 @@ class PipelineRunner:
 
     def _schedule_reads(self) -> None:
         replay = self.config.mode is Mode.REPLAY
-        busy = {payload for kind, payload in self._inflight.values() if kind == "read"}
+        busy = {payload[0] for kind, payload in self._inflight.values() if kind == "read"}
         for rig in self.rigs:
             active = [s for s in rig.sensors if not s.ended]
             if replay and len(rig.pending) >= self.config.flow.max_pending_samples:
@@ -367,9 +370,8 @@ class PipelineRunner:
                     continue
                 if replay and s.latest > slowest + REPLAY_LOOKAHEAD_S:
                     continue  # lockstep: the fuser gets every stream up to the same time
-                ref = s.actor.read.remote(self.config.flow.max_frames_per_read, 0.05)
-                self._inflight[ref] = ("read", id(s))
-                s._ref = ref  # type: ignore[attr-defined]
+                ref, frames = s.actor.take.remote(self.config.flow.max_frames_per_read, 0.05)
+                self._inflight[ref] = ("read", (id(s), frames))
 
     def _sensor(self, key: int) -> SensorHandle:
         return next(s for r in self.rigs for s in r.sensors if id(s) == key)
@@ -385,26 +387,27 @@ class PipelineRunner:
             self._recover(kind, payload, err)
             return
         if kind == "read":
-            self._on_frames(self._sensor(payload), result)
+            self._on_frames(self._sensor(payload[0]), result, payload[1])
         elif kind == "push":
             self._on_pushed(self._rig(payload), ref, result)
         else:
             self._on_predictions(payload, result)
 
-    def _on_frames(self, s: SensorHandle, frames: list | None) -> None:
+    def _on_frames(self, s: SensorHandle, read: tuple[int, float] | None, frames: Any) -> None:
+        """A read came back: `read` is (frames, newest timestamp) or None at the end of the
+        stream; `frames` the reference to the frames."""
         rig = self._rig(s.rig)
-        if frames is None:
+        if read is None:
             s.ended = True
-        elif frames:
-            s.delivered += len(frames)
-            s.latest = frames[-1].timestamp
+        elif read[0]:
+            count, newest = read
+            s.delivered += count
+            s.latest = newest
             if (s.rig, s.sensor_id) in self._disabled:
-                self.stats.dropped["sensor_off"] += len(frames)
-                self.metrics.frames_dropped(
-                    rig=s.rig, modality=s.modality, reason="sensor_off", count=len(frames)
-                )
+                self.stats.dropped["sensor_off"] += count
+                self.metrics.frames_dropped(rig=s.rig, modality=s.modality, reason="sensor_off", count=count)
             else:
-                rig.buffered.append(frames)
+                rig.buffered.append((frames, count))
         self._push(rig)
 
     def _push(self, rig: RigHandle) -> None:
@@ -415,7 +418,7 @@ class PipelineRunner:
             return
         if rig.buffered:
             batch, rig.buffered = rig.buffered, []
-            ref = rig.fuser.push.remote(*batch)
+            ref = rig.fuser.push.remote(*(frames for frames, _ in batch))  # Ray resolves the references
         elif all(s.ended for s in rig.sensors):
             ref = rig.fuser.finish.remote()
             rig.finishing = True
@@ -493,7 +496,7 @@ class PipelineRunner:
             for sample in reversed(batch):
                 rig.pending.appendleft(sample)
         elif kind == "read":
-            s = self._sensor(payload)
+            s = self._sensor(payload[0])
             s.restarts += 1
             self.stats.sensor_restarts += 1
             if s.restarts > self.config.flow.max_restarts:
@@ -524,7 +527,7 @@ class PipelineRunner:
         """Queue depths, samples in flight and the driver's drop counts, for Prometheus."""
         self._count_sink_drops()
         self.metrics.flow(
-            buffered_frames=sum(len(frames) for r in self.rigs for frames in r.buffered),
+            buffered_frames=sum(count for r in self.rigs for _, count in r.buffered),
             pending_samples=sum(len(r.pending) for r in self.rigs),
             in_flight_samples=sum(len(p[1]) for kind, p in self._inflight.values() if kind == "infer"),
             dropped=self.stats.dropped,

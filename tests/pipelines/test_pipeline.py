@@ -55,6 +55,23 @@ def test_paced_replay_reads_deliver_every_frame_once_and_never_ahead_of_pace():
     ray.kill(actor)
 
 
+def test_take_gives_the_driver_a_count_and_the_fuser_the_frames():
+    """`take` is `read` split in two: the driver waits on (count, newest timestamp) and passes
+    the frames on by reference."""
+    actor = _sensor({"backend": "simulated", "rate_hz": 20, "width": 32, "height": 24, "duration_s": 0.2})
+    got = []
+    while True:
+        meta, frames = actor.take.remote(3, 0.05)
+        if ray.get(meta) is None:
+            assert ray.get(frames) == []
+            break
+        frames = ray.get(frames)
+        assert ray.get(meta) == (len(frames), frames[-1].timestamp)
+        got += [f.index for f in frames]
+    assert got == [0, 1, 2, 3]
+    ray.kill(actor)
+
+
 def test_live_simulated_predictions_arrive_in_order_with_stage_times():
     preds, summary, _ = run_pipeline(sim_config(realtime=True, duration_s=5.0))
     assert len(preds) >= 20, summary  # 10 Hz LiDAR ticks for ~5 s, minus start-up
