@@ -2,7 +2,8 @@
 
 Image formation, in order: sky and road lit by the scene's illumination; the object's
 front-facing triangles filled far to near (painter's algorithm) with Lambert shading under a
-fixed sun; motion blur of the object along its image-plane motion during the exposure; fog by
+fixed sun, plus the light its lamps emit (headlights, tail lights, a flashing light bar), which
+does not depend on the daylight; motion blur of the object along its image-plane motion during the exposure; fog by
 Koschmieder's law, I = J t + A (1 - t) with transmission t = exp(-3 d / visibility) per pixel
 depth d; then sensor gain, shot and read noise, and 8-bit quantization. At night the camera
 raises its gain, so a dark scene comes out dim and noisy: the object's contrast sinks into the
@@ -68,9 +69,10 @@ def _blur_vector(state: ObjectState, width: int, height: int, exposure_s: float)
 
 def _draw_object(
     state: ObjectState, width: int, height: int, blur: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
-    """The lit object, premultiplied (0-255 at full light), and its coverage, in the window of
-    the image it can touch: ([h, w, 3], [h, w], (left, top)), or None when not in view."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]] | None:
+    """The lit object, premultiplied (0-255 at full light), the light its lamps emit (0-255 at
+    unit gain), and its coverage, in the window of the image it can touch:
+    ([h, w, 3], [h, w, 3], [h, w], (left, top)), or None when not in view."""
     model = state.model
     if model is None:
         return None
@@ -92,26 +94,29 @@ def _draw_object(
     order = np.flatnonzero(front)[np.argsort(-np.linalg.norm(centroid[front], axis=1))]
     shade = 0.45 + 0.55 * np.clip(normal @ _SUN, 0, None)  # (T,)
     color = mesh.color * shade[:, None] * 255.0  # (T, 3)
+    glow = (mesh.glow_night if state.night else mesh.glow_day) * 255.0  # (T, 3)
+    if not model.beacon_on(state.t):
+        glow = np.where(mesh.beacon[:, None], 0.0, glow)
     pix = np.round((uv - [x0, y0]) * (1 << _SHIFT)).astype(np.int32)  # (V, 2) in the window
     obj = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+    lamps = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
     alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
     # A loop over the few hundred triangles of one mesh, never over pixels. No anti-aliasing
     # here (it would seam shared edges); the preprocessor's area resize averages edges anyway.
     for t in order:
         poly = pix[mesh.triangles[t]]
         cv2.fillConvexPoly(obj, poly, color[t].tolist(), shift=_SHIFT)
+        cv2.fillConvexPoly(lamps, poly, glow[t].tolist(), shift=_SHIFT)  # dark parts hide lamps
         cv2.fillConvexPoly(alpha, poly, 1.0, shift=_SHIFT)
-    return obj, alpha, (x0, y0)
+    return obj, lamps, alpha, (x0, y0)
 
 
-def _motion_blur(
-    obj: np.ndarray, alpha: np.ndarray, blur: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Smear the object along its image-plane motion (du, dv pixels) during the exposure."""
+def _motion_blur(layers: tuple[np.ndarray, ...], blur: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """Smear the object's layers along its image-plane motion (du, dv pixels) during the exposure."""
     du, dv = blur
     length = math.hypot(du, dv)
     if length < 1.0:
-        return obj, alpha
+        return layers
     size = math.ceil(length) | 1
     kernel = np.zeros((size, size), np.float32)
     c = size // 2
@@ -124,7 +129,7 @@ def _motion_blur(
         cv2.LINE_AA,
     )
     kernel /= kernel.sum()
-    return cv2.filter2D(obj, -1, kernel), cv2.filter2D(alpha, -1, kernel)
+    return tuple(cv2.filter2D(layer, -1, kernel) for layer in layers)
 
 
 @functools.lru_cache(maxsize=4)
@@ -152,14 +157,14 @@ def render_camera(
     blur = _blur_vector(state, width, height, exposure) if state.model is not None else (0.0, 0.0)
     drawn = _draw_object(state, width, height, blur)
     if drawn is not None:
-        obj, alpha, (x0, y0) = drawn
-        obj, alpha = _motion_blur(obj, alpha, blur)
+        obj, lamps, alpha, (x0, y0) = drawn
+        obj, lamps, alpha = _motion_blur((obj, lamps, alpha), blur)
         center = state.center()
         assert center is not None
         t_obj = np.float32(math.exp(-3.0 / cond.visibility_m * math.hypot(*center)))
         a = alpha[..., None]
         win = scene[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1]]  # a view: composited in place
-        win[...] = win * (1 - a) + obj * np.float32(light * t_obj) + a * (airlight * (1 - t_obj))
+        win[...] = win * (1 - a) + (obj * np.float32(light) + lamps) * t_obj + a * (airlight * (1 - t_obj))
     # The sensor: shot noise (variance proportional to the signal) and read noise, then an
     # 8-bit ADC; auto exposure then applies a digital gain towards mid-grey, up to 16x. At
     # night the raw signal spans a few ADC steps, so the gain brings up mostly noise.

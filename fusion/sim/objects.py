@@ -6,9 +6,10 @@ colour, LiDAR reflectivity and porosity, plus the parameters of its sound. Camer
 the same mesh, so shape and size agree across sensors.
 
 The ranges are chosen so that classes collide in one sensor and part in another, as in the
-street: an emergency vehicle has the body of a van (the `car` class includes vans), so its LiDAR
-scan matches a van's while its siren and livery set it apart; bicycles and motorcycles have
-similar outlines in a sparse scan but not the same sound; car and truck engines overlap in pitch
+street: an emergency vehicle has the body of a van (45% of the `car` class are vans: a
+delivery-heavy street), so its LiDAR scan matches a van's while its siren and livery set it
+apart; bicycles and motorcycles have similar outlines in a sparse scan but not the same sound;
+car and truck engines overlap in pitch
 and, heard from an unknown distance, in loudness; footsteps and freewheel clicks are too quiet
 to carry far. The sound levels are amplitudes at 1 m in full-scale units.
 """
@@ -33,6 +34,9 @@ class Mesh:
         color: [T, 3] float32 RGB albedo in [0, 1].
         reflectivity: [T] float32 LiDAR reflectivity in [0, 1].
         porosity: [T] float32 chance that a LiDAR ray passes through (spokes, frames).
+        glow_night, glow_day: [T, 3] float32 light a lamp emits (1 = full scale of the camera
+            at unit gain), at night and by day (headlights dim to running lights).
+        beacon: [T] bool: the lamp flashes (an emergency vehicle's light bar).
     """
 
     vertices: np.ndarray
@@ -40,18 +44,26 @@ class Mesh:
     color: np.ndarray
     reflectivity: np.ndarray
     porosity: np.ndarray
+    glow_night: np.ndarray
+    glow_day: np.ndarray
+    beacon: np.ndarray
 
 
-def _material(mesh_tris: int, color, reflectivity: float, porosity: float):
+def _material(mesh_tris: int, color, reflectivity: float, porosity: float, glow=None):
+    """Per-triangle arrays of one part; `glow` = (rgb 0-1, night level, day level, flashing)."""
+    rgb, night, day, flashing = glow if glow is not None else ((0.0, 0.0, 0.0), 0.0, 0.0, False)
     return (
         np.tile(np.asarray(color, np.float32) / 255.0, (mesh_tris, 1)),
         np.full(mesh_tris, reflectivity, np.float32),
         np.full(mesh_tris, porosity, np.float32),
+        np.tile(np.asarray(rgb, np.float32) * night, (mesh_tris, 1)),
+        np.tile(np.asarray(rgb, np.float32) * day, (mesh_tris, 1)),
+        np.full(mesh_tris, flashing, bool),
     )
 
 
 def box(
-    center, size, color, reflectivity: float, porosity: float = 0.0
+    center, size, color, reflectivity: float, porosity: float = 0.0, glow=None
 ) -> tuple[np.ndarray, np.ndarray, tuple]:
     """An axis-aligned box (object frame): 8 vertices, 12 outward triangles."""
     c, h = np.asarray(center, float), np.asarray(size, float) / 2
@@ -68,7 +80,7 @@ def box(
         ],
         np.int32,
     )  # fmt: skip
-    return verts, tris, _material(len(tris), color, reflectivity, porosity)
+    return verts, tris, _material(len(tris), color, reflectivity, porosity, glow)
 
 
 def wheel(
@@ -131,6 +143,9 @@ def join(parts: list[tuple[np.ndarray, np.ndarray, tuple]]) -> Mesh:
         color=np.concatenate([m[0] for m in mats]),
         reflectivity=np.concatenate([m[1] for m in mats]),
         porosity=np.concatenate([m[2] for m in mats]),
+        glow_night=np.concatenate([m[3] for m in mats]),
+        glow_day=np.concatenate([m[4] for m in mats]),
+        beacon=np.concatenate([m[5] for m in mats]),
     )
 
 
@@ -169,6 +184,12 @@ class ObjectModel:
     mesh: Mesh
     sound: Sound
     speed_range: tuple[float, float]  # m/s
+    beacon_hz: float = 0.0  # flashes per second of the mesh's `beacon` lamps
+    beacon_phase: float = 0.0  # in [0, 1): where in its cycle the beacon is at t = 0
+
+    def beacon_on(self, t: float) -> bool:
+        """Whether the flashing lamps are lit at scene time t (half of each cycle)."""
+        return self.beacon_hz > 0 and (t * self.beacon_hz + self.beacon_phase) % 1.0 < 0.5
 
     @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +221,23 @@ _LIVERY = ((240, 240, 235), (235, 215, 40))  # emergency vehicles' body colours
 _GLASS = (40, 50, 60)
 _TYRE = (25, 25, 25)
 _SKIN = (200, 160, 130)
+# Lamps: (rgb, night level, day level, flashing). Headlights are on at night and dim to running
+# lights by day; tail lights only at night; a light bar flashes day and night when on a call.
+_HEAD = ((1.0, 0.97, 0.85), 1.0, 0.3, False)
+_TAIL = ((1.0, 0.08, 0.05), 0.6, 0.0, False)
+_BEACON = ((0.1, 0.25, 1.0), 1.0, 1.0, True)
+_LAMP_LENS = (230, 230, 220)
+
+
+def _corner_lamps(length: float, width: float, z: float, size: float = 0.3) -> list:
+    """Head and tail lights at the four corners, wrapping round them: seen from the front, the
+    back and the side, as a car's lamps are. They stand 1 cm proud of the body."""
+    dx, dy = size, 0.35
+    return [
+        box((sx * (length / 2 - dx / 2 + 0.01), sy * (width / 2 - dy / 2 + 0.01), z), (dx, dy, 0.14),
+            _LAMP_LENS, 0.6, glow=_HEAD if sx > 0 else _TAIL)
+        for sx in (-1, 1) for sy in (-1, 1)
+    ]  # fmt: skip
 
 
 def _reflectivity(rng: np.random.Generator, color) -> float:
@@ -259,6 +297,9 @@ def _cyclist(rng: np.random.Generator) -> ObjectModel:
         rng, length=length, radius=r, body=body, body_color=_pick(rng, _TRUCK_PAINT),
         rider_base=0.8, rider_h=rng.uniform(1.6, 1.9), porosity=0.75, refl=0.5,
     )  # fmt: skip
+    if rng.random() < 0.5:  # half the cyclists carry a small front lamp, on at night only
+        lamp = ((1.0, 1.0, 0.9), 0.5, 0.0, False)
+        parts.append(box((length / 2 - 0.45, 0, 1.0), (0.08, 0.08, 0.08), _LAMP_LENS, 0.5, glow=lamp))
     return ObjectModel(
         mesh=join(parts),
         sound=Sound(clicks=(rng.uniform(7.0, 14.0), 0.004, 1500.0, 6000.0), click_level=0.05, tyre=0.004),
@@ -274,6 +315,10 @@ def _motorcycle(rng: np.random.Generator) -> ObjectModel:
         rng, length=length, radius=r, body=body, body_color=_pick(rng, _CAR_PAINT),
         rider_base=0.65, rider_h=rng.uniform(1.6, 1.9), porosity=0.1, refl=0.55,
     )  # fmt: skip
+    parts += [  # one headlight, one tail light
+        box((length / 2 - 0.35, 0, 0.95), (0.2, 0.22, 0.2), _LAMP_LENS, 0.6, glow=_HEAD),
+        box((-length / 2 + 0.2, 0, 0.85), (0.12, 0.16, 0.1), _LAMP_LENS, 0.6, glow=_TAIL),
+    ]
     return ObjectModel(
         mesh=join(parts),
         sound=Sound(
@@ -296,7 +341,7 @@ def _wheels4(length: float, width: float, r: float) -> list:
 def _car(rng: np.random.Generator) -> ObjectModel:
     paint = _pick(rng, _CAR_PAINT)
     refl = _reflectivity(rng, paint)
-    kind = rng.choice(3, p=[0.45, 0.25, 0.3])  # saloon, SUV, van
+    kind = rng.choice(3, p=[0.35, 0.2, 0.45])  # saloon, SUV, van (a delivery-heavy street)
     if kind == 2:  # a van: one tall box, the shape an ambulance is built on
         length, width, height = rng.uniform(5.0, 6.2), rng.uniform(1.95, 2.15), rng.uniform(2.2, 2.8)
         # Vans come in ambulance colours too (white and yellow are the commonest van paints)...
@@ -327,6 +372,7 @@ def _car(rng: np.random.Generator) -> ObjectModel:
             ),
         ]
     parts += _wheels4(length, width, 0.32)
+    parts += _corner_lamps(length, width, 0.95 if kind == 2 else 0.72)
     return ObjectModel(
         mesh=join(parts),
         sound=Sound(
@@ -364,6 +410,7 @@ def _truck(rng: np.random.Generator) -> ObjectModel:
         for x in (x_cab, x_cargo - cargo_l / 3, x_cargo + cargo_l / 3)
         for y in (-1, 1)
     ]
+    parts += _corner_lamps(length, width, 1.0)
     return ObjectModel(
         mesh=join(parts),
         sound=Sound(
@@ -388,9 +435,11 @@ def _emergency(rng: np.random.Generator) -> ObjectModel:
         # The stripe is a painted decal: a colour to the camera, the body's finish to a LiDAR.
         box((0, 0, 1.15), (length + 0.02, width + 0.02, 0.3), stripe, body_refl),
         box((length / 2 - 0.9, 0, height - 0.55), (1.2, width + 0.04, 0.5), _GLASS, 0.1),
-        box((length / 2 - 1.2, 0, height + 0.1), (0.3, 1.2, 0.2), (40, 80, 255), 0.6),
+        # A tinted lens that glows blue when it flashes: off, a roof rack's size and shade.
+        box((length / 2 - 1.2, 0, height + 0.1), (0.3, 1.2, 0.2), (60, 70, 90), 0.6, glow=_BEACON),
     ]
     parts += _wheels4(length, width, 0.34)
+    parts += _corner_lamps(length, width, 0.95)
     wail = rng.random() < 0.6
     siren = (
         rng.uniform(550, 750),
@@ -409,6 +458,8 @@ def _emergency(rng: np.random.Generator) -> ObjectModel:
             tyre=0.01,
         ),
         speed_range=(3.0, 10.0),
+        beacon_hz=rng.uniform(1.5, 3.0),
+        beacon_phase=rng.random(),
     )
 
 

@@ -187,3 +187,52 @@ def test_audio_is_a_function_of_the_sample_index_however_it_is_chunked():
     chunks = np.concatenate([synth(20_000 + k, 800) for k in range(0, 40_000, 800)])
     assert np.array_equal(whole, chunks)
     assert whole.dtype == np.float32 and np.abs(whole).max() <= 1.0
+
+
+def _without_lamps(ep):
+    """The same episode, its model's lamps dark."""
+    mesh = ep.model.mesh
+    dark = dataclasses.replace(
+        mesh, glow_night=np.zeros_like(mesh.glow_night), glow_day=np.zeros_like(mesh.glow_day)
+    )
+    return dataclasses.replace(ep, model=dataclasses.replace(ep.model, mesh=dark))
+
+
+def test_vehicle_lamps_shine_at_night_whatever_the_daylight():
+    """Night takes the body out of the picture but not a car's lamps: they emit their own light."""
+    night = dataclasses.replace(CLEAR_DAY, night=True, illumination=0.005)
+    w = World(WorldConfig(seed=0))
+    ep = _episode_of(w, CLASS_NAMES.index("car"), conditions=night, velocity=(3.0, -3.0))
+
+    def frame(episode):
+        w._episodes[ep.index] = episode
+        return render_camera(_state(w, episode, (12.0, 0.0)), width=160, height=120, rng=frame_rng(0, 1, 0))
+
+    def saturated(img):
+        return int((img.max(axis=2) >= 250).sum())
+
+    # The lamps saturate the night-time gain over a few pixels; without them nothing does.
+    assert saturated(frame(ep)) >= 3
+    assert saturated(frame(_without_lamps(ep))) <= 1
+
+
+def test_emergency_light_bar_flashes_and_vans_have_none():
+    w = World(WorldConfig(seed=0))
+    ep = _episode_of(w, CLASS_NAMES.index("emergency_vehicle"), conditions=CLEAR_DAY, velocity=(0.0, 3.0))
+    model = ep.model
+    on = next(t for t in np.arange(0, 2, 0.01) if model.beacon_on(ep.t_center + t))
+    off = next(t for t in np.arange(on, on + 2, 0.01) if not model.beacon_on(ep.t_center + t))
+
+    def frame(dt):
+        state = _state(w, ep, (12.0, 0.0))
+        state = dataclasses.replace(state, t=state.t + dt)  # the bar's phase, the same pose
+        return render_camera(state, width=160, height=120, rng=frame_rng(0, 1, 0)).astype(float)
+
+    # Same pose, same noise: the two frames differ only where the bar glows blue.
+    diff = frame(on) - frame(off)
+    assert diff[..., 2].max() > 100
+    assert 3 <= (diff[..., 2] > 50).sum() < 200
+    assert model.mesh.beacon.any() and 1.0 <= model.beacon_hz <= 4.0
+    car = World(WorldConfig(seed=0))
+    cars = [car.episode(i).model for i in range(300) if car.episode(i).cls == CLASS_NAMES.index("car")]
+    assert cars and not any(m.mesh.beacon.any() or m.beacon_hz for m in cars)
