@@ -417,11 +417,13 @@ def test_prometheus_scrapes_the_running_pipeline_under_the_projects_names(promet
     _wait_for(lambda: _value(url, restarts) >= 1, 40, "the inference actor's restart to be counted")
     _wait_for(lambda: _alerts(url, "FusionActorRestarted"), 10, "FusionActorRestarted")
 
-    # Every dashboard query is valid PromQL for this Prometheus; the core panels have data.
+    # Every dashboard query is valid PromQL for this Prometheus; the core panels have data. The
+    # window is wide and the check retried: on a busy 2-core machine a scrape of Ray's agent can
+    # miss its 1 s timeout, which marks every series stale until the next good scrape.
     for query in _dashboard_queries():
         if query.startswith("label_values("):
             continue  # a Grafana template function, not PromQL
-        expr = query.replace("$__rate_interval", "10s").replace("$rig", ".*")
-        result = _query(url, expr)
+        expr = query.replace("$__rate_interval", "30s").replace("$rig", ".*")
+        _query(url, expr)  # asserts the query is accepted
         if any(n in expr for n in ("fusion_predictions_total", "stage_latency", "batch_size", "queue_depth")):
-            assert result, f"no data for dashboard query {expr}"
+            _wait_for(lambda e=expr: _query(url, e), 20, f"data for dashboard query {expr}")
