@@ -135,8 +135,8 @@ class FusedSample:
         capture_times: modality -> capture timestamp of the reading used.
         stage_times: stage name -> wall time (Unix seconds), for latency tracing, in order:
             `capture.<modality>` (each reading complete), `aligned` (the fuser has the tick's
-            frames), `fused` (preprocessed), `dispatched` (the driver sends it to inference,
-            live mode), and on the Prediction `forward_start` and `inferred`.
+            frames), `fused` (preprocessed), `dispatched` (sent to inference, live mode:
+            by the fuser when the driver granted it a free slot, else by the driver), and on the Prediction `forward_start` and `inferred`.
         label: class index when the sample is labelled (training data), else None.
         target_position: [x, y, z] metres when labelled, else None.
     """

@@ -152,6 +152,11 @@ class FuserActor:
 
     `push(frames)` takes frames of any of the rig's sensors, in any order, and returns the
     FusedSamples that became ready; `finish()` returns the rest at end of stream.
+
+    Live mode: `push_dispatch(slots, frames)` also sends the first `len(slots)` of those samples
+    straight to the inference actors `pool[slots[i]]` (the pool given by `set_pool`): a fused
+    sample then crosses one Ray hop to the model, not two through the driver. The driver keeps
+    flow control: it grants the slots, and gets each sample back with its prediction's reference.
     """
 
     def __init__(
@@ -171,11 +176,29 @@ class FuserActor:
             lossless=lossless,
         )
         self.metrics = FuserMetrics(rig=rig)
+        self.pool: list[Any] = []
+
+    def set_pool(self, pool: list[Any]) -> None:
+        """The inference actors `push_dispatch` may send to, by index."""
+        self.pool = list(pool)
 
     def push(self, *frame_lists: list[Frame]) -> list[FusedSample]:
         samples = self.fuser.push([f for frames in frame_lists for f in frames])
         self.metrics.record(self.fuser)
         return samples
+
+    def push_dispatch(
+        self, slots: list[int], *frame_lists: list[Frame]
+    ) -> tuple[list[FusedSample], list[ray.ObjectRef]]:
+        """`push`, then `pool[slots[i]].infer(sample i)` for the oldest samples ready, one per
+        slot; returns every sample and the prediction references of the dispatched ones (the
+        first `len(refs)` samples). Samples beyond the slots are returned for the driver to queue."""
+        samples = self.push(*frame_lists)
+        refs = []
+        for sample, slot in zip(samples, slots, strict=False):
+            sample.stage_times["dispatched"] = time.time()
+            refs.append(self.pool[slot].infer.remote(sample))
+        return samples, refs
 
     def finish(self) -> list[FusedSample]:
         samples = self.fuser.finish()

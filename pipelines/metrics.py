@@ -427,6 +427,14 @@ def check_port_free(port: int, *, key: str = "metrics.port") -> None:
             ) from None
 
 
+# Objects up to this size travel inside Ray's task messages rather than through the shared-memory
+# object store: a camera frame or LiDAR sweep (~230 KB) then reaches its fuser in one message,
+# without the store's create/seal/fetch round trips, which cost a live tick 6 ms p50 on 2 cores
+# (docs/benchmarks.md). Ray's default is 100 KiB. A cluster's nodes set it with the environment
+# variable RAY_max_direct_call_object_size (the images do).
+INLINE_OBJECT_BYTES = 2 << 20
+
+
 def ray_init_options(config: MetricsConfig, address: str | None) -> dict[str, Any]:
     """`ray.init` arguments: for a new local Ray, those that let Prometheus scrape it.
 
@@ -443,5 +451,8 @@ def ray_init_options(config: MetricsConfig, address: str | None) -> dict[str, An
         "include_dashboard": True,
         "dashboard_host": config.dashboard_host,
         "_metrics_export_port": config.port,
-        "_system_config": {"metrics_report_interval_ms": int(config.report_interval_s * 1000)},
+        "_system_config": {
+            "metrics_report_interval_ms": int(config.report_interval_s * 1000),
+            "max_direct_call_object_size": INLINE_OBJECT_BYTES,
+        },
     }

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, OwnerDiedError, RayActorError
 
 from fusion.config import ConfigError
 from fusion.inference import Prediction
@@ -78,7 +78,9 @@ class RigHandle:
     # from the sensor actor to the fuser without the driver fetching them.
     buffered: list[tuple[Any, int]] = field(default_factory=list)
     pushes: deque[Any] = field(default_factory=deque)  # push/finish calls in flight, oldest first
-    results: dict[Any, list[FusedSample]] = field(default_factory=dict)  # done, behind an older one
+    # done, behind an older one: (samples, how many of the first were dispatched by the fuser)
+    results: dict[Any, tuple[list[FusedSample], int]] = field(default_factory=dict)
+    grants: dict[Any, list[int]] = field(default_factory=dict)  # live push -> inference slots it holds
     finishing: bool = False  # `finish` was sent: nothing more is pushed
     finished: bool = False
     pending: deque[FusedSample] = field(default_factory=deque)  # fused, not yet submitted
@@ -97,6 +99,7 @@ class RunStats:
     predictions: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     resubmitted: int = 0
+    fuser_dispatched: int = 0  # live: samples the fusers sent straight to inference
     sensor_restarts: int = 0
     max_pending: int = 0  # the most fused samples ever waiting in one rig: bounded by the config
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
@@ -286,6 +289,7 @@ class PipelineRunner:
                 lossless=self.config.mode is Mode.REPLAY,
             )
             self.rigs.append(RigHandle(id=rid, fuser=fuser, sensors=sensors))
+            fuser.set_pool.remote([h.actor for h in self.pool])
         # Fail fast: every source opens now (missing file or device named), every fuser builds.
         ray.get([s.actor.start.remote() for r in self.rigs for s in r.sensors], timeout=120)
         ray.get([r.fuser.stats.remote() for r in self.rigs], timeout=120)
@@ -386,6 +390,9 @@ class PipelineRunner:
         except ACTOR_LOST as err:
             self._recover(kind, payload, err)
             return
+        except OwnerDiedError as err:  # a prediction the fuser dispatched, and the fuser died
+            rig = payload[1][0].rig
+            raise RuntimeError(f"rig {rig}: fuser actor lost; its alignment state is gone") from err
         if kind == "read":
             self._on_frames(self._sensor(payload[0]), result, payload[1])
         elif kind == "push":
@@ -418,7 +425,15 @@ class PipelineRunner:
             return
         if rig.buffered:
             batch, rig.buffered = rig.buffered, []
-            ref = rig.fuser.push.remote(*(frames for frames, _ in batch))  # Ray resolves the references
+            frames = [frames for frames, _ in batch]  # references: Ray resolves them in the fuser
+            if self.config.mode is Mode.LIVE:
+                # A free inference slot goes with the push: a tick it completes goes straight
+                # from the fuser to the model, one Ray hop instead of two through this loop.
+                slots = self._reserve_slots(1)
+                ref = rig.fuser.push_dispatch.remote(slots, *frames)
+                rig.grants[ref] = slots
+            else:
+                ref = rig.fuser.push.remote(*frames)
         elif all(s.ended for s in rig.sensors):
             ref = rig.fuser.finish.remote()
             rig.finishing = True
@@ -427,18 +442,44 @@ class PipelineRunner:
         rig.pushes.append(ref)
         self._inflight[ref] = ("push", rig.id)
 
-    def _on_pushed(self, rig: RigHandle, ref: Any, samples: list[FusedSample]) -> None:
-        """Samples are taken in the order the pushes were sent (replay batches depend on it)."""
-        rig.results[ref] = samples
+    def _reserve_slots(self, n: int) -> list[int]:
+        """Up to `n` pool indices with room under `max_in_flight_batches`, least loaded first,
+        each counted in flight until the fuser reports whether it used it."""
+        cap = self.config.flow.max_in_flight_batches
+        slots = []
+        for _ in range(n):
+            i = min(range(len(self.pool)), key=lambda k: self.pool[k].in_flight)
+            if self.pool[i].in_flight >= cap:
+                break
+            self.pool[i].in_flight += 1
+            slots.append(i)
+        return slots
+
+    def _on_pushed(self, rig: RigHandle, ref: Any, result: Any) -> None:
+        """Predictions the fuser dispatched are awaited at once; samples are taken in the order
+        the pushes were sent (replay batches depend on it)."""
+        slots = rig.grants.pop(ref, [])
+        if isinstance(result, tuple):  # push_dispatch: (samples, prediction refs of the first ones)
+            samples, refs = result
+            for slot, pred, sample in zip(slots, refs, samples, strict=False):
+                self._inflight[pred] = ("infer", (self.pool[slot], [sample]))
+            for slot in slots[len(refs) :]:
+                self.pool[slot].in_flight -= 1  # granted, not used
+            self.stats.fuser_dispatched += len(refs)
+            rig.results[ref] = (samples, len(refs))
+        else:
+            rig.results[ref] = (result, 0)
         while rig.pushes and rig.pushes[0] in rig.results:
-            self._on_fused(rig, rig.results.pop(rig.pushes.popleft()))
+            self._on_fused(rig, *rig.results.pop(rig.pushes.popleft()))
         self._push(rig)
 
-    def _on_fused(self, rig: RigHandle, samples: list[FusedSample]) -> None:
+    def _on_fused(self, rig: RigHandle, samples: list[FusedSample], dispatched: int = 0) -> None:
+        """`samples` from the fuser, of which the first `dispatched` are already at inference."""
         if rig.finishing and not rig.pushes:
             rig.finished = True
-        for sample in samples:
-            rig.pending.append(sample)
+        for i, sample in enumerate(samples):
+            if i >= dispatched:
+                rig.pending.append(sample)
             if self.observer is not None:
                 self.observer.on_sample(sample)
         if self.config.mode is Mode.LIVE:
@@ -583,6 +624,7 @@ class PipelineRunner:
             "dropped": dict(self.stats.dropped),
             "sink_skipped": dict(self.sink.skipped),
             "resubmitted": self.stats.resubmitted,
+            "dispatched_by_fuser": self.stats.fuser_dispatched,
             "sensor_restarts": self.stats.sensor_restarts,
             "max_pending_samples": self.stats.max_pending,
             "model_version": self.pool[0].info.get("model_version") if self.pool else None,

@@ -12,8 +12,11 @@ any process or on any host, then agrees on the time without being told a common 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from abc import abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -54,15 +57,25 @@ class SimulatedSource(Source):
         self._first_time = config.start_s
         self._ahead: Frame | None = None  # rendered, not yet handed over
         self._render_s = 0.05  # realtime: how long a frame takes to render (the recent slowest)
+        # Realtime: the next frame, rendered on a thread of its own (the simulated device).
+        self._device: ThreadPoolExecutor | None = None
+        self._next: tuple[int, Future[Frame]] | None = None
+        self._closing = threading.Event()
 
     def open(self) -> None:
         self._origin = 0.0 if self.config.realtime else self.config.start_s
         self._index = self.first_index(time.time()) if self.config.realtime else 0
         self._first_time = self.frame_time(self._index)
         self._ahead = None
+        self._next = None
+        self._closing.clear()
 
     def close(self) -> None:
-        pass
+        self._closing.set()
+        if self._device is not None:
+            self._device.shutdown(wait=True, cancel_futures=True)
+            self._device = None
+        self._next = None
 
     def first_index(self, now: float) -> int:
         """Realtime: the first frame on the wall-clock grid at or after `now`."""
@@ -82,7 +95,9 @@ class SimulatedSource(Source):
         as a device delivers a frame once captured: rendering is the simulator's cost, not
         latency a real sensor would add. Rendering starts a few render times ahead rather than
         right after the previous frame, which for sensors on one time grid is the moment the
-        pipeline is busiest with the tick they just delivered.
+        pipeline is busiest with the tick they just delivered. Once streaming, the next frame is
+        rendered on the source's own thread, as a device captures on its own clock: a reader
+        that comes back late does not make the next frame late too.
         """
         deadline = None if timeout is None else time.time() + timeout
         if self.config.realtime:
@@ -93,20 +108,60 @@ class SimulatedSource(Source):
             raise EndOfStream
         if self.config.realtime:
             due = self.due_time(index)
-            if self._ahead is None or self._ahead.index != index:
-                self._pause_until(due - (2.0 * self._render_s + 0.003), deadline, due)
-                began = time.perf_counter()
+            frame = self._rendered_ahead(index, deadline, due)
+            if frame is None:
+                self._pause_until(due - self._lead(), deadline, due)
                 frame = self._render_frame(index, t)
-                took = time.perf_counter() - began
-                self._render_s = max(took, 0.9 * self._render_s)  # the slow ones set the lead
-            else:
-                frame = self._ahead
             self._pause_until(due, deadline, due)
         else:
             frame = self._render_frame(index, t)
         self._ahead = None
         self._index += 1
         self.stats.frames += 1
+        if self.config.realtime:
+            self._render_next()
+        return frame
+
+    def _lead(self) -> float:
+        """How long before its due time a frame starts rendering: twice the recent slowest render."""
+        return 2.0 * self._render_s + 0.003
+
+    def _timed_render(self, index: int, t: float) -> Frame:
+        began = time.perf_counter()
+        frame = self._make_frame(index, t)
+        self._render_s = max(time.perf_counter() - began, 0.9 * self._render_s)  # the slow ones set the lead
+        return frame
+
+    def _render_next(self) -> None:
+        """Start rendering the next frame on the device thread, `_lead()` before it is due."""
+        index = self._index
+        t = self.frame_time(index)
+        if self.config.duration_s is not None and t >= self._first_time + self.config.duration_s:
+            return
+        if self._device is None:
+            self._device = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sim-{self.sensor_id}")
+        start = self.due_time(index) - self._lead()
+
+        def render() -> Frame:
+            self._closing.wait(max(0.0, start - time.time()))
+            return self._timed_render(index, t)
+
+        self._next = (index, self._device.submit(render))
+
+    def _rendered_ahead(self, index: int, deadline: float | None, due: float) -> Frame | None:
+        """Frame `index` from the device thread (waiting for its rendering up to `deadline`), or
+        None when the thread is not rendering it (the first read, or frames skipped by overrun)."""
+        if self._next is None or self._next[0] != index:
+            return None
+        future = self._next[1]
+        try:
+            wait = None if deadline is None else max(0.0, deadline - time.time())
+            frame = future.result(timeout=wait)
+        except FutureTimeout:
+            raise TimeoutError(
+                f"{self.modality.value}/{self.sensor_id}: next frame due in {due - time.time():.3f} s"
+            ) from None
+        self._next = None
         return frame
 
     def _pause_until(self, when: float, deadline: float | None, due: float) -> None:
@@ -121,10 +176,14 @@ class SimulatedSource(Source):
 
     def _render_frame(self, index: int, t: float) -> Frame:
         """Frame `index`, rendered once even when reads time out before it is due."""
-        if self._ahead is not None and self._ahead.index == index:
-            return self._ahead
+        if self._ahead is None or self._ahead.index != index:
+            self._ahead = self._timed_render(index, t) if self.config.realtime else self._make_frame(index, t)
+        return self._ahead
+
+    def _make_frame(self, index: int, t: float) -> Frame:
+        """Frame `index` at scene time `t`: a pure function of (world seed, stream, index)."""
         rng = frame_rng(self.config.world.seed, self.stream_id, index)
-        self._ahead = Frame(
+        return Frame(
             modality=self.modality,
             sensor_id=self.sensor_id,
             timestamp=t,
@@ -133,7 +192,6 @@ class SimulatedSource(Source):
             index=index,
             **self.render(t, rng),
         )
-        return self._ahead
 
     def _overrun(self, now: float) -> None:
         """Skip the frames a device's buffer would have overwritten by `now`: a reader that falls
@@ -229,7 +287,9 @@ class SimMicrophone(SimulatedSource):
     def render(self, t: float, rng: np.random.Generator) -> dict:
         sr = self.config.sample_rate
         first = round(t * sr)
-        n = self._chunk_start(self._index + 1) - self._chunk_start(self._index)
+        # The chunk's index from its time (not from `_index`, which the reader moves on).
+        index = round(round((t - self._origin) * sr) * self.config.rate_hz / sr)
+        n = self._chunk_start(index + 1) - self._chunk_start(index)
         # Audio is a function of the sample index alone (not of `rng`): chunks join seamlessly and
         # match the windows of the training data.
         return {"data": self._audio(first, n), "sample_rate": float(sr)}

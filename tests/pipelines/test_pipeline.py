@@ -83,8 +83,11 @@ def test_live_simulated_predictions_arrive_in_order_with_stage_times():
         st = p.stage_times
         assert {"capture.camera", "capture.lidar", "capture.microphone", "fused", "inferred"} <= set(st)
         assert max(st[k] for k in st if k.startswith("capture.")) <= st["fused"] <= st["inferred"]
+        assert st["fused"] <= st["dispatched"] <= st["forward_start"] <= st["inferred"]
         assert 0 < p.latency_s < 5 and math.isclose(sum(p.probs), 1, abs_tol=1e-4)
     assert summary["device"] == "cpu" and summary["model_version"]
+    # An idle model gets a tick straight from the fuser, not through the driver's loop.
+    assert summary["dispatched_by_fuser"] > 0, summary
     fuser = summary["fusers"]["sim"]  # each rig's alignment accounts for its frames
     assert fuser["samples"] >= len(preds) and fuser["received"]["camera"] > fuser["samples"]
 

@@ -148,3 +148,31 @@ def test_a_reader_that_falls_behind_loses_the_oldest_frames_as_a_device_would():
     assert late[0].index - first.index > 15
     assert [f.index for f in late] == list(range(late[0].index, late[0].index + 3))
     assert time.time() - late[0].timestamp < 0.15
+
+
+def test_a_reader_that_comes_back_late_does_not_make_the_next_frame_late(monkeypatch):
+    """The next frame renders on the source's own thread, as a device captures on its own clock:
+    a reader returning just before a frame is due gets it on time, not a render time later."""
+    render_s = 0.04
+    real = SimCamera.render
+
+    def slow(self, t, rng):
+        time.sleep(render_s)
+        return real(self, t, rng)
+
+    monkeypatch.setattr(SimCamera, "render", slow)
+    src = SimCamera(SimCameraConfig(rate_hz=20.0, realtime=True, width=32, height=24))
+    src.open()
+    try:
+        src.read()  # streaming starts; the first frame renders in the read
+        lateness = []
+        for _ in range(4):
+            frame = src.read()
+            # The reader was busy elsewhere until 5 ms before the next frame is due: rendering
+            # it only now would hand it over ~35 ms late.
+            time.sleep(max(0.0, frame.timestamp + 0.05 - 0.005 - time.time()))
+            nxt = src.read()
+            lateness.append(time.time() - nxt.timestamp)
+        assert sorted(lateness)[len(lateness) // 2] < 0.02, lateness
+    finally:
+        src.close()
