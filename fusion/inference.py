@@ -62,6 +62,21 @@ class InferenceEngine:
         # bf16 autocast on GPUs; fp32 on CPUs, where it is exact and (without AMX) faster.
         self.autocast = self.device.type == "cuda"
 
+    def warm_up(self) -> None:
+        """One forward on random inputs of the model's example shapes, at start-up: the first
+        forward (allocations, kernel choice, cached grid encodings) is far slower than the rest
+        and would otherwise land on the first live sample. The weights are not touched."""
+        from fusion.model.info import example_inputs, example_shapes
+
+        cfg = self.model.config
+        gen = torch.Generator().manual_seed(0)
+        batch = example_inputs(cfg, example_shapes(cfg), device=self.device, generator=gen)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
+        ):
+            self.model(batch)
+
     def predict(self, samples: Sequence[FusedSample]) -> list[Prediction]:
         """Predictions in the order of `samples`; a bad sample gets an error Prediction, not an exception."""
         if not samples:

@@ -175,6 +175,7 @@ class FuserActor:
             preprocess={Modality(k): v for k, v in preprocess.items()},
             lossless=lossless,
         )
+        self.fuser.warm_up()  # at start-up, not during the first tick
         self.metrics = FuserMetrics(rig=rig)
         self.pool: list[Any] = []
 
@@ -224,6 +225,7 @@ class InferenceActor:
     ) -> None:
         net, version = load_model(model)
         self.engine = InferenceEngine(net, model_version=version, device=device)
+        self.engine.warm_up()  # the slow first forward happens now, not on the first sample
         self.metrics = InferenceMetrics(self.engine)
         # One thread runs the model so the event loop keeps accepting samples meanwhile.
         self._executor = ThreadPoolExecutor(max_workers=1)

@@ -52,3 +52,14 @@ def test_a_bad_sample_is_isolated_from_its_batch():
     preds = engine().predict([sample(0, 10), sample(1, 10, nan=True), sample(2, 10)])
     assert [p.error is None for p in preds] == [True, False, True]
     assert "lidar: values contain NaN" in (preds[1].error or "")
+
+
+def test_warm_up_runs_the_model_and_leaves_its_answers_unchanged():
+    warm, cold = engine(), engine()
+    calls = []
+    warm.model.register_forward_hook(lambda module, args, out: calls.append(out.logits.shape))
+    warm.warm_up()
+    assert calls and calls[0][0] == 1  # one forward, batch 1, on the config's example shapes
+    samples = [sample(0, 10), sample(1, 25)]
+    for a, b in zip(warm.predict(samples), cold.predict(samples), strict=True):
+        assert a.probs == b.probs and a.position == b.position
