@@ -150,13 +150,13 @@ class SensorActor:
 class FuserActor:
     """One rig's synchronizer and preprocessors.
 
-    `push(frames)` takes frames of any of the rig's sensors, in any order, and returns the
-    FusedSamples that became ready; `finish()` returns the rest at end of stream.
+    `push(slots, frames)` takes frames of any of the rig's sensors, in any order, and returns
+    the FusedSamples that became ready; `finish()` returns the rest at end of stream.
 
-    Live mode: `push_dispatch(slots, frames)` also sends the first `len(slots)` of those samples
+    Live mode: the driver grants `slots` with a push, and the first `len(slots)` samples ready go
     straight to the inference actors `pool[slots[i]]` (the pool given by `set_pool`): a fused
     sample then crosses one Ray hop to the model, not two through the driver. The driver keeps
-    flow control: it grants the slots, and gets each sample back with its prediction's reference.
+    flow control and recovery: it gets each sample back with its prediction's reference.
     """
 
     def __init__(
@@ -180,21 +180,17 @@ class FuserActor:
         self.pool: list[Any] = []
 
     def set_pool(self, pool: list[Any]) -> None:
-        """The inference actors `push_dispatch` may send to, by index."""
+        """The inference actors `push` may send to, by index."""
         self.pool = list(pool)
 
-    def push(self, *frame_lists: list[Frame]) -> list[FusedSample]:
-        samples = self.fuser.push([f for frames in frame_lists for f in frames])
-        self.metrics.record(self.fuser)
-        return samples
-
-    def push_dispatch(
+    def push(
         self, slots: list[int], *frame_lists: list[Frame]
     ) -> tuple[list[FusedSample], list[ray.ObjectRef]]:
-        """`push`, then `pool[slots[i]].infer(sample i)` for the oldest samples ready, one per
-        slot; returns every sample and the prediction references of the dispatched ones (the
+        """Fuse the frames, then `pool[slots[i]].infer(sample i)` for the oldest samples ready, one
+        per slot; returns every sample and the prediction references of the dispatched ones (the
         first `len(refs)` samples). Samples beyond the slots are returned for the driver to queue."""
-        samples = self.push(*frame_lists)
+        samples = self.fuser.push([f for frames in frame_lists for f in frames])
+        self.metrics.record(self.fuser)
         refs = []
         for sample, slot in zip(samples, slots, strict=False):
             sample.stage_times["dispatched"] = time.time()

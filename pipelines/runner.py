@@ -80,7 +80,6 @@ class RigHandle:
     pushes: deque[Any] = field(default_factory=deque)  # push/finish calls in flight, oldest first
     # done, behind an older one: (samples, how many of the first were dispatched by the fuser)
     results: dict[Any, tuple[list[FusedSample], int]] = field(default_factory=dict)
-    grants: dict[Any, list[int]] = field(default_factory=dict)  # live push -> inference slots it holds
     finishing: bool = False  # `finish` was sent: nothing more is pushed
     finished: bool = False
     pending: deque[FusedSample] = field(default_factory=deque)  # fused, not yet submitted
@@ -396,7 +395,7 @@ class PipelineRunner:
         if kind == "read":
             self._on_frames(self._sensor(payload[0]), result, payload[1])
         elif kind == "push":
-            self._on_pushed(self._rig(payload), ref, result)
+            self._on_pushed(self._rig(payload[0]), ref, payload[1], result)
         else:
             self._on_predictions(payload, result)
 
@@ -426,49 +425,39 @@ class PipelineRunner:
         if rig.buffered:
             batch, rig.buffered = rig.buffered, []
             frames = [frames for frames, _ in batch]  # references: Ray resolves them in the fuser
-            if self.config.mode is Mode.LIVE:
-                # A free inference slot goes with the push: a tick it completes goes straight
-                # from the fuser to the model, one Ray hop instead of two through this loop.
-                slots = self._reserve_slots(1)
-                ref = rig.fuser.push_dispatch.remote(slots, *frames)
-                rig.grants[ref] = slots
-            else:
-                ref = rig.fuser.push.remote(*frames)
+            # Live: a free inference slot goes with the push, so a tick it completes goes straight
+            # from the fuser to the model, one Ray hop instead of two through this loop.
+            slots = self._reserve_slot() if self.config.mode is Mode.LIVE else []
+            ref = rig.fuser.push.remote(slots, *frames)
         elif all(s.ended for s in rig.sensors):
             ref = rig.fuser.finish.remote()
             rig.finishing = True
+            slots = []
         else:
             return
         rig.pushes.append(ref)
-        self._inflight[ref] = ("push", rig.id)
+        self._inflight[ref] = ("push", (rig.id, slots))
 
-    def _reserve_slots(self, n: int) -> list[int]:
-        """Up to `n` pool indices with room under `max_in_flight_batches`, least loaded first,
-        each counted in flight until the fuser reports whether it used it."""
-        cap = self.config.flow.max_in_flight_batches
-        slots = []
-        for _ in range(n):
-            i = min(range(len(self.pool)), key=lambda k: self.pool[k].in_flight)
-            if self.pool[i].in_flight >= cap:
-                break
-            self.pool[i].in_flight += 1
-            slots.append(i)
-        return slots
+    def _reserve_slot(self) -> list[int]:
+        """The least loaded pool index if it has room under `max_in_flight_batches` ([] if none),
+        counted in flight until the fuser reports whether it used it."""
+        i = min(range(len(self.pool)), key=lambda k: self.pool[k].in_flight)
+        if self.pool[i].in_flight >= self.config.flow.max_in_flight_batches:
+            return []
+        self.pool[i].in_flight += 1
+        return [i]
 
-    def _on_pushed(self, rig: RigHandle, ref: Any, result: Any) -> None:
+    def _on_pushed(self, rig: RigHandle, ref: Any, slots: list[int], result: Any) -> None:
         """Predictions the fuser dispatched are awaited at once; samples are taken in the order
         the pushes were sent (replay batches depend on it)."""
-        slots = rig.grants.pop(ref, [])
-        if isinstance(result, tuple):  # push_dispatch: (samples, prediction refs of the first ones)
-            samples, refs = result
-            for slot, pred, sample in zip(slots, refs, samples, strict=False):
-                self._inflight[pred] = ("infer", (self.pool[slot], [sample]))
-            for slot in slots[len(refs) :]:
-                self.pool[slot].in_flight -= 1  # granted, not used
-            self.stats.fuser_dispatched += len(refs)
-            rig.results[ref] = (samples, len(refs))
-        else:
-            rig.results[ref] = (result, 0)
+        # push: (samples, prediction refs of the first ones); finish: the last samples.
+        samples, refs = result if isinstance(result, tuple) else (result, [])
+        for slot, pred, sample in zip(slots, refs, samples, strict=False):
+            self._inflight[pred] = ("infer", (self.pool[slot], [sample]))
+        for slot in slots[len(refs) :]:
+            self.pool[slot].in_flight -= 1  # granted, not used
+        self.stats.fuser_dispatched += len(refs)
+        rig.results[ref] = (samples, len(refs))
         while rig.pushes and rig.pushes[0] in rig.results:
             self._on_fused(rig, *rig.results.pop(rig.pushes.popleft()))
         self._push(rig)
@@ -547,7 +536,7 @@ class PipelineRunner:
             log.warning("sensor %s/%s lost; resuming after frame %d", s.rig, s.sensor_id, s.delivered)
             ray.get(s.actor.start.remote(resume_from=s.delivered), timeout=120)
         else:
-            raise RuntimeError(f"rig {payload}: fuser actor lost; its alignment state is gone") from err
+            raise RuntimeError(f"rig {payload[0]}: fuser actor lost; its alignment state is gone") from err
 
     # ---- reporting ------------------------------------------------------------------------
     def _count_sink_drops(self) -> None:

@@ -55,7 +55,6 @@ class SimulatedSource(Source):
         self._index = 0
         self._origin = config.start_s
         self._first_time = config.start_s
-        self._ahead: Frame | None = None  # rendered, not yet handed over
         self._render_s = 0.05  # realtime: how long a frame takes to render (the recent slowest)
         # Realtime: the next frame, rendered on a thread of its own (the simulated device).
         self._device: ThreadPoolExecutor | None = None
@@ -66,7 +65,6 @@ class SimulatedSource(Source):
         self._origin = 0.0 if self.config.realtime else self.config.start_s
         self._index = self.first_index(time.time()) if self.config.realtime else 0
         self._first_time = self.frame_time(self._index)
-        self._ahead = None
         self._next = None
         self._closing.clear()
 
@@ -95,73 +93,67 @@ class SimulatedSource(Source):
         as a device delivers a frame once captured: rendering is the simulator's cost, not
         latency a real sensor would add. Rendering starts a few render times ahead rather than
         right after the previous frame, which for sensors on one time grid is the moment the
-        pipeline is busiest with the tick they just delivered. Once streaming, the next frame is
-        rendered on the source's own thread, as a device captures on its own clock: a reader
-        that comes back late does not make the next frame late too.
+        pipeline is busiest with the tick they just delivered. It runs on the source's own
+        thread, as a device captures on its own clock: a frame is rendered once however many
+        reads time out waiting for it, and a reader that comes back late does not make the next
+        frame late too.
         """
         deadline = None if timeout is None else time.time() + timeout
         if self.config.realtime:
             self._overrun(time.time())
         index = self._index
-        t = self.frame_time(index)
-        if self.config.duration_s is not None and t >= self._first_time + self.config.duration_s:
+        if self._past_end(index):
             raise EndOfStream
         if self.config.realtime:
             due = self.due_time(index)
-            frame = self._rendered_ahead(index, deadline, due)
-            if frame is None:
-                self._pause_until(due - self._lead(), deadline, due)
-                frame = self._render_frame(index, t)
-            self._pause_until(due, deadline, due)
+            frame = self._rendered(index, deadline, due)
+            self._pause_until(due, deadline, due)  # the frame stays in `_next` if this times out
         else:
-            frame = self._render_frame(index, t)
-        self._ahead = None
+            frame = self._make_frame(index, self.frame_time(index))
         self._index += 1
         self.stats.frames += 1
-        if self.config.realtime:
-            self._render_next()
+        self._next = None
+        if self.config.realtime and not self._past_end(self._index):
+            self._render(self._index)  # the next frame, ahead of the next read
         return frame
+
+    def _past_end(self, index: int) -> bool:
+        t = self.frame_time(index)
+        return self.config.duration_s is not None and t >= self._first_time + self.config.duration_s
 
     def _lead(self) -> float:
         """How long before its due time a frame starts rendering: twice the recent slowest render."""
         return 2.0 * self._render_s + 0.003
 
-    def _timed_render(self, index: int, t: float) -> Frame:
-        began = time.perf_counter()
-        frame = self._make_frame(index, t)
-        self._render_s = max(time.perf_counter() - began, 0.9 * self._render_s)  # the slow ones set the lead
-        return frame
-
-    def _render_next(self) -> None:
-        """Start rendering the next frame on the device thread, `_lead()` before it is due."""
-        index = self._index
-        t = self.frame_time(index)
-        if self.config.duration_s is not None and t >= self._first_time + self.config.duration_s:
-            return
+    def _render(self, index: int) -> None:
+        """Start rendering frame `index` on the device thread, `_lead()` before it is due."""
         if self._device is None:
             self._device = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sim-{self.sensor_id}")
+        t = self.frame_time(index)
         start = self.due_time(index) - self._lead()
 
         def render() -> Frame:
             self._closing.wait(max(0.0, start - time.time()))
-            return self._timed_render(index, t)
+            began = time.perf_counter()
+            frame = self._make_frame(index, t)
+            self._render_s = max(
+                time.perf_counter() - began, 0.9 * self._render_s
+            )  # the slow ones set the lead
+            return frame
 
         self._next = (index, self._device.submit(render))
 
-    def _rendered_ahead(self, index: int, deadline: float | None, due: float) -> Frame | None:
-        """Frame `index` from the device thread (waiting for its rendering up to `deadline`), or
-        None when the thread is not rendering it (the first read, or frames skipped by overrun)."""
+    def _rendered(self, index: int, deadline: float | None, due: float) -> Frame:
+        """Frame `index` from the device thread (started now if it is not rendering it yet: the
+        first read, or frames skipped by overrun), waiting for it up to `deadline`."""
         if self._next is None or self._next[0] != index:
-            return None
-        future = self._next[1]
+            self._render(index)
+        assert self._next is not None
+        wait = None if deadline is None else max(0.0, deadline - time.time())
         try:
-            wait = None if deadline is None else max(0.0, deadline - time.time())
-            frame = future.result(timeout=wait)
+            frame = self._next[1].result(timeout=wait)
         except FutureTimeout:
-            raise TimeoutError(
-                f"{self.modality.value}/{self.sensor_id}: next frame due in {due - time.time():.3f} s"
-            ) from None
-        self._next = None
+            raise self._not_due(due) from None
         return frame
 
     def _pause_until(self, when: float, deadline: float | None, due: float) -> None:
@@ -171,14 +163,13 @@ class SimulatedSource(Source):
             return
         if deadline is not None and when > deadline:
             time.sleep(max(deadline - now, 0.0))
-            raise TimeoutError(f"{self.modality.value}/{self.sensor_id}: next frame due in {due - now:.3f} s")
+            raise self._not_due(due)
         time.sleep(when - now)
 
-    def _render_frame(self, index: int, t: float) -> Frame:
-        """Frame `index`, rendered once even when reads time out before it is due."""
-        if self._ahead is None or self._ahead.index != index:
-            self._ahead = self._timed_render(index, t) if self.config.realtime else self._make_frame(index, t)
-        return self._ahead
+    def _not_due(self, due: float) -> TimeoutError:
+        return TimeoutError(
+            f"{self.modality.value}/{self.sensor_id}: next frame due in {due - time.time():.3f} s"
+        )
 
     def _make_frame(self, index: int, t: float) -> Frame:
         """Frame `index` at scene time `t`: a pure function of (world seed, stream, index)."""
