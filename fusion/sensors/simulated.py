@@ -11,10 +11,13 @@ any process or on any host, then agrees on the time without being told a common 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 import time
 from abc import abstractmethod
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import ClassVar, Literal
@@ -41,6 +44,21 @@ class SimulatedConfig(SourceConfig):
     # streaming; older ones are lost (counted as dropped 'overrun'), as a camera's, a sound
     # card's or a LiDAR driver's buffer does. At least one frame.
     buffer_s: float = Field(default=1.0, gt=0)
+    # Realtime: how long before its due time a frame may be rendered. The simulated device renders
+    # at the lowest CPU priority into that slack, so the simulator's own cost (a real device
+    # spends it on its own hardware) yields to the pipeline it feeds instead of delaying it.
+    render_ahead_s: float = Field(default=0.25, ge=0)
+
+
+def _lowest_priority() -> None:
+    """Run the calling thread only when the CPU would otherwise idle (Linux SCHED_IDLE; elsewhere
+    the lowest nice value): a simulated device must not take time from the pipeline it feeds."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        # No SCHED_IDLE here; failing that too, the device renders at the reader's priority.
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 class SimulatedSource(Source):
@@ -56,24 +74,24 @@ class SimulatedSource(Source):
         self._origin = config.start_s
         self._first_time = config.start_s
         self._render_s = 0.05  # realtime: how long a frame takes to render (the recent slowest)
-        # Realtime: the next frame, rendered on a thread of its own (the simulated device).
+        self._streaming = False
+        # Realtime: the frames being rendered ahead on a thread of its own (the simulated device),
+        # oldest first; a frame stays here until it is handed over.
         self._device: ThreadPoolExecutor | None = None
-        self._next: tuple[int, Future[Frame]] | None = None
-        self._closing = threading.Event()
+        self._queue: deque[tuple[int, Future[Frame]]] = deque()
 
     def open(self) -> None:
         self._origin = 0.0 if self.config.realtime else self.config.start_s
-        self._index = self.first_index(time.time()) if self.config.realtime else 0
-        self._first_time = self.frame_time(self._index)
-        self._next = None
-        self._closing.clear()
+        self._index = 0
+        self._first_time = self.frame_time(0)
+        self._streaming = False  # realtime: the first read places the stream on the clock
+        self._queue.clear()
 
     def close(self) -> None:
-        self._closing.set()
         if self._device is not None:
             self._device.shutdown(wait=True, cancel_futures=True)
             self._device = None
-        self._next = None
+        self._queue.clear()
 
     def first_index(self, now: float) -> int:
         """Realtime: the first frame on the wall-clock grid at or after `now`."""
@@ -89,17 +107,22 @@ class SimulatedSource(Source):
     def read(self, timeout: float | None = None) -> Frame:
         """Next frame; with `realtime`, blocks until it is due (TimeoutError past `timeout`).
 
-        In real time the frame is rendered shortly before it is due and handed over when due,
-        as a device delivers a frame once captured: rendering is the simulator's cost, not
-        latency a real sensor would add. Rendering starts a few render times ahead rather than
-        right after the previous frame, which for sensors on one time grid is the moment the
-        pipeline is busiest with the tick they just delivered. It runs on the source's own
-        thread, as a device captures on its own clock: a frame is rendered once however many
-        reads time out waiting for it, and a reader that comes back late does not make the next
-        frame late too.
+        In real time frames are rendered ahead, up to `render_ahead_s` before they are due, and
+        handed over when due, as a device delivers a frame once captured: rendering is the
+        simulator's cost, not latency a real sensor would add. It runs on the source's own
+        thread at the lowest CPU priority, as a device captures on its own clock and its own
+        hardware: a frame is rendered once however many reads time out waiting for it, a reader
+        that comes back late does not make the next frame late too, and the rendering fills the
+        time the pipeline leaves idle instead of competing with the tick just delivered.
         """
         deadline = None if timeout is None else time.time() + timeout
-        if self.config.realtime:
+        if self.config.realtime and not self._streaming:
+            # A device streams from the first read: the reader gets the next frame captured, not a
+            # backlog of everything since `open` (which start-up may have left seconds behind).
+            self._index = self.first_index(time.time())
+            self._first_time = self.frame_time(self._index)
+            self._streaming = True
+        elif self.config.realtime:
             self._overrun(time.time())
         index = self._index
         if self._past_end(index):
@@ -107,14 +130,14 @@ class SimulatedSource(Source):
         if self.config.realtime:
             due = self.due_time(index)
             frame = self._rendered(index, deadline, due)
-            self._pause_until(due, deadline, due)  # the frame stays in `_next` if this times out
+            self._pause_until(due, deadline, due)  # the frame stays queued if this times out
+            self._queue.popleft()
         else:
             frame = self._make_frame(index, self.frame_time(index))
         self._index += 1
         self.stats.frames += 1
-        self._next = None
-        if self.config.realtime and not self._past_end(self._index):
-            self._render(self._index)  # the next frame, ahead of the next read
+        if self.config.realtime:
+            self._schedule(self._index)  # the next frames, ahead of the next read
         return frame
 
     def _past_end(self, index: int) -> bool:
@@ -122,39 +145,42 @@ class SimulatedSource(Source):
         return self.config.duration_s is not None and t >= self._first_time + self.config.duration_s
 
     def _lead(self) -> float:
-        """How long before its due time a frame starts rendering: twice the recent slowest render."""
-        return 2.0 * self._render_s + 0.003
+        """How long before its due time a frame starts rendering at the latest: `render_ahead_s`,
+        or twice the recent slowest render if that is longer."""
+        return max(self.config.render_ahead_s, 2.0 * self._render_s + 0.003)
 
-    def _render(self, index: int) -> None:
-        """Start rendering frame `index` on the device thread, `_lead()` before it is due."""
+    def _schedule(self, first: int) -> None:
+        """Queue on the device thread every frame from `first` on that is due within `_lead()`
+        (at least frame `first`); frames before `first` (skipped by an overrun) are dropped."""
         if self._device is None:
-            self._device = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sim-{self.sensor_id}")
-        t = self.frame_time(index)
-        start = self.due_time(index) - self._lead()
+            self._device = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"sim-{self.sensor_id}", initializer=_lowest_priority
+            )
+        while self._queue and self._queue[0][0] < first:
+            self._queue.popleft()[1].cancel()
+        index = self._queue[-1][0] + 1 if self._queue else first
+        horizon = time.time() + self._lead()
+        while not self._past_end(index) and (not self._queue or self.due_time(index) <= horizon):
+            self._queue.append((index, self._device.submit(self._timed_render, index)))
+            index += 1
 
-        def render() -> Frame:
-            self._closing.wait(max(0.0, start - time.time()))
-            began = time.perf_counter()
-            frame = self._make_frame(index, t)
-            self._render_s = max(
-                time.perf_counter() - began, 0.9 * self._render_s
-            )  # the slow ones set the lead
-            return frame
-
-        self._next = (index, self._device.submit(render))
+    def _timed_render(self, index: int) -> Frame:
+        began = time.perf_counter()
+        frame = self._make_frame(index, self.frame_time(index))
+        # The slow renders set the lead, so a device slower than `render_ahead_s` still keeps up.
+        self._render_s = max(time.perf_counter() - began, 0.9 * self._render_s)
+        return frame
 
     def _rendered(self, index: int, deadline: float | None, due: float) -> Frame:
-        """Frame `index` from the device thread (started now if it is not rendering it yet: the
-        first read, or frames skipped by overrun), waiting for it up to `deadline`."""
-        if self._next is None or self._next[0] != index:
-            self._render(index)
-        assert self._next is not None
+        """Frame `index` from the device thread (queued now if it is not yet: the first read, or
+        frames skipped by overrun), waiting for it up to `deadline`."""
+        self._schedule(index)
+        assert self._queue and self._queue[0][0] == index
         wait = None if deadline is None else max(0.0, deadline - time.time())
         try:
-            frame = self._next[1].result(timeout=wait)
+            return self._queue[0][1].result(timeout=wait)
         except FutureTimeout:
             raise self._not_due(due) from None
-        return frame
 
     def _pause_until(self, when: float, deadline: float | None, due: float) -> None:
         """Sleep until `when` (Unix time); past `deadline`, sleep until it and time out."""
@@ -187,8 +213,6 @@ class SimulatedSource(Source):
     def _overrun(self, now: float) -> None:
         """Skip the frames a device's buffer would have overwritten by `now`: a reader that falls
         behind gets the newest `buffer_s` worth, not an ever older backlog."""
-        if not self.stats.frames:  # not streaming yet: the backlog since open is start-up's
-            return
         newest = math.floor((now - self._origin) * self.config.rate_hz)  # the latest frame already due
         held = max(1, math.ceil(self.config.buffer_s * self.config.rate_hz))
         lost = newest - held + 1 - self._index

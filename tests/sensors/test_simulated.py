@@ -1,3 +1,4 @@
+import os
 import time
 
 import numpy as np
@@ -177,5 +178,40 @@ def test_a_reader_that_comes_back_late_does_not_make_the_next_frame_late(monkeyp
             nxt = src.read()
             lateness.append(time.time() - nxt.timestamp)
         assert sorted(lateness)[len(lateness) // 2] < 0.02, lateness
+    finally:
+        src.close()
+
+
+def test_realtime_stream_starts_at_the_first_read_not_at_open():
+    """A device opened long before anyone reads hands over the next frame captured, not a backlog
+    of everything since `open` (start-up would otherwise begin the run seconds behind)."""
+    src = SimCamera(SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24))
+    src.open()
+    try:
+        time.sleep(0.3)  # 15 frames' worth
+        first = src.read()
+        assert 0 <= time.time() - first.timestamp < 0.1
+        assert src.stats.dropped["overrun"] == 0  # nothing was streamed, so nothing was lost
+    finally:
+        src.close()
+
+
+def test_the_simulated_device_renders_ahead_at_idle_priority():
+    """Frames due within `render_ahead_s` are rendered ahead, on a thread the kernel runs only
+    when the CPU would otherwise idle: the simulator's cost yields to the pipeline it feeds."""
+    src = SimCamera(SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24, render_ahead_s=0.1))
+    src.open()
+    try:
+        frame = src.read()
+        queued = [i for i, _ in src._queue]
+        assert queued[0] == frame.index + 1 and len(queued) >= 4  # 100 ms of 20 ms frames ahead
+        done = src._queue[-1][1].result(timeout=2.0)  # rendered before it is due
+        assert time.time() < done.timestamp
+        device = src._device
+        assert device is not None
+        (thread,) = device._threads
+        if hasattr(os, "SCHED_IDLE"):
+            assert os.sched_getscheduler(thread.native_id) == os.SCHED_IDLE
+        assert [src.read().index for _ in range(3)] == [frame.index + 1, frame.index + 2, frame.index + 3]
     finally:
         src.close()
