@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -64,6 +65,12 @@ class SensorActor:
         self.ended = False
         self.started = False
         self._held: Frame | None = None  # read from the source, not due yet (paced replay)
+        # Live: the thread that reads the device and hands frames to the fuser (`stream_to`).
+        self._streamer: threading.Thread | None = None
+        self._stop_stream = threading.Event()
+        self.stream_error: str | None = None
+        self.enabled = True  # switched off: frames are read (the device never backs up) and dropped
+        self.discarded = 0
 
     def start(self, resume_from: int = 0) -> int:
         """Open the source (fails naming the file or device); returns frames skipped to resume."""
@@ -129,6 +136,62 @@ class SensorActor:
             return None, []
         return (len(frames), frames[-1].timestamp if frames else -math.inf), frames
 
+    def stream_to(self, fuser: Any, max_frames: int, max_pushes: int) -> None:
+        """Live: from now on a thread of this actor reads the device and hands every frame to
+        `fuser.push_from` as soon as it is captured: one Ray hop from the device to its fuser,
+        with no round trip through the driver per read. At most `max_pushes` hand-overs are in
+        flight; past that the thread waits, and the device's own buffer takes the backlog
+        (and counts what it overwrites), so a stalled fuser never makes the sensor block."""
+        if not self.started:
+            raise SensorNotStarted(f"{self.name}: stream_to before start (the actor was restarted)")
+        self.stop_stream()
+        self._stop_stream.clear()
+        self.stream_error = None
+        self._streamer = threading.Thread(
+            target=self._stream, args=(fuser, max_frames, max_pushes), name=f"stream-{self.name}", daemon=True
+        )
+        self._streamer.start()
+
+    def _stream(self, fuser: Any, max_frames: int, max_pushes: int) -> None:
+        in_flight: list[Any] = []
+        try:
+            while not self._stop_stream.is_set():
+                frames = self.read(max_frames, 0.05)
+                if frames is None:
+                    return  # a finite source ended
+                if not frames:
+                    continue
+                if not self.enabled:
+                    self.discarded += len(frames)
+                    self.source.stats.dropped["sensor_off"] += len(frames)
+                    continue
+                in_flight.append(fuser.push_from.remote(frames))
+                _, in_flight = ray.wait(in_flight, num_returns=len(in_flight), timeout=0)
+                if len(in_flight) >= max_pushes:
+                    _, in_flight = ray.wait(in_flight, num_returns=len(in_flight) - max_pushes + 1)
+        except Exception as err:  # reported by `stream_state`; the driver restarts the stream
+            self.stream_error = f"{type(err).__name__}: {err}"
+
+    def stream_state(self) -> dict[str, Any]:
+        """Live: whether the stream runs, why it stopped, and what this sensor delivered and discarded."""
+        return {
+            "streaming": self._streamer is not None and self._streamer.is_alive(),
+            "started": self.started,
+            "error": self.stream_error,
+            "ended": self.ended,
+            "delivered": self.delivered,
+            "discarded": self.discarded,
+        }
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def stop_stream(self) -> None:
+        self._stop_stream.set()
+        if self._streamer is not None:
+            self._streamer.join(timeout=5.0)
+            self._streamer = None
+
     def stats(self) -> dict[str, Any]:
         s = self.source.stats
         return {
@@ -140,6 +203,7 @@ class SensorActor:
         }
 
     def close(self) -> None:
+        self.stop_stream()
         self.source.close()
 
     def node_id(self) -> str:
@@ -150,13 +214,15 @@ class SensorActor:
 class FuserActor:
     """One rig's synchronizer and preprocessors.
 
-    `push(slots, frames)` takes frames of any of the rig's sensors, in any order, and returns
+    Replay: `push(frames)` takes frames of any of the rig's sensors, in any order, and returns
     the FusedSamples that became ready; `finish()` returns the rest at end of stream.
 
-    Live mode: the driver grants `slots` with a push, and the first `len(slots)` samples ready go
-    straight to the inference actors `pool[slots[i]]` (the pool given by `set_pool`): a fused
-    sample then crosses one Ray hop to the model, not two through the driver. The driver keeps
-    flow control and recovery: it gets each sample back with its prediction's reference.
+    Live: the rig's sensors call `push_from` themselves as frames are captured, and a tick goes
+    from here straight to an inference actor of the pool given by `set_pool`: frames cross one
+    Ray hop to the fuser and a fused sample one more to the model, none through the driver. The
+    driver keeps flow control and recovery: `collect` hands it every sample with its
+    prediction's reference (it resubmits a sample whose actor died, and sends on, or drops
+    when behind, those that found no actor with room).
     """
 
     def __init__(
@@ -178,24 +244,54 @@ class FuserActor:
         self.fuser.warm_up()  # at start-up, not during the first tick
         self.metrics = FuserMetrics(rig=rig)
         self.pool: list[Any] = []
+        self.max_in_flight = 1
+        self._dispatched: list[list[Any]] = []  # per pool index: predictions this fuser awaits
+        # Live: fused samples waiting for the driver's `collect`, each with the reference to its
+        # prediction and its pool index when this fuser sent it to inference itself.
+        self._outbox: list[tuple[FusedSample, Any, int | None]] = []
 
-    def set_pool(self, pool: list[Any]) -> None:
-        """The inference actors `push` may send to, by index."""
+    def set_pool(self, pool: list[Any], max_in_flight: int = 1) -> None:
+        """The inference actors `push` and `push_from` may send to, by index; `push_from` keeps
+        at most `max_in_flight` of its own samples at each."""
         self.pool = list(pool)
+        self.max_in_flight = max_in_flight
+        self._dispatched = [[] for _ in self.pool]
 
-    def push(
-        self, slots: list[int], *frame_lists: list[Frame]
-    ) -> tuple[list[FusedSample], list[ray.ObjectRef]]:
-        """Fuse the frames, then `pool[slots[i]].infer(sample i)` for the oldest samples ready, one
-        per slot; returns every sample and the prediction references of the dispatched ones (the
-        first `len(refs)` samples). Samples beyond the slots are returned for the driver to queue."""
+    def push_from(self, frames: list[Frame]) -> None:
+        """Live: a sensor's frames, straight from its actor. A tick they complete goes on at once
+        to the least busy inference actor with room (at most `max_in_flight` of this fuser's
+        samples each), else waits for the driver; either way it goes to the outbox for `collect`."""
+        samples = self.fuser.push(frames)
+        self.metrics.record(self.fuser)
+        for sample in samples:
+            slot = self._free_slot()
+            ref = None
+            if slot is not None:
+                sample.stage_times["dispatched"] = time.time()
+                ref = self.pool[slot].infer.remote(sample)
+                self._dispatched[slot].append(ref)
+            self._outbox.append((sample, ref, slot))
+
+    def _free_slot(self) -> int | None:
+        for i, refs in enumerate(self._dispatched):
+            if refs:
+                _, self._dispatched[i] = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not self._dispatched:
+            return None
+        i = min(range(len(self._dispatched)), key=lambda k: len(self._dispatched[k]))
+        return i if len(self._dispatched[i]) < self.max_in_flight else None
+
+    def collect(self) -> list[tuple[FusedSample, Any, int | None]]:
+        """Live: the outbox, oldest first, emptied: (sample, prediction reference, pool index),
+        the last two None for a sample the driver must send to inference itself."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def push(self, *frame_lists: list[Frame]) -> list[FusedSample]:
+        """Replay: fuse the frames (lists of them, as sensors' reads gave them); the samples ready."""
         samples = self.fuser.push([f for frames in frame_lists for f in frames])
         self.metrics.record(self.fuser)
-        refs = []
-        for sample, slot in zip(samples, slots, strict=False):
-            sample.stage_times["dispatched"] = time.time()
-            refs.append(self.pool[slot].infer.remote(sample))
-        return samples, refs
+        return samples
 
     def finish(self) -> list[FusedSample]:
         samples = self.fuser.finish()

@@ -4,14 +4,18 @@
 SensorActor (per sensor) ─> FuserActor (per rig) ─> InferenceActor pool ─> OrderedSink
 ```
 
-The driver holds object references, bounded at every edge (frames go from a sensor to its
-fuser by reference, never fetched by the driver): one outstanding read per sensor,
-up to four pushes in flight per fuser, `max_pending_samples` fused samples waiting, and
-`max_in_flight_batches` per inference actor. In live mode a full queue drops the oldest
-sample (counted); in replay mode it stops reading instead, and sensors are read in timestamp
-lockstep so the fuser sees the same streams every run. Dead actors are restarted by Ray;
-the driver resumes sensors where they stopped and resubmits the samples a dead inference
-actor held. The sink drops duplicates by sequence number, so replay output is exactly-once.
+Every edge is bounded. Live: each sensor streams its frames to its rig's fuser by itself (up
+to four hand-overs in flight; past that its device's buffer overruns, counted), the fuser sends
+a tick straight to an inference actor with room (`max_in_flight_batches` of its samples each),
+and the driver collects every fused sample with its prediction's reference; samples that found
+no room wait in the driver (`max_pending_samples`, then the oldest is dropped, counted). No
+frame and no tick passes through the driver on its way to the model. Replay: the driver reads
+the sensors in timestamp lockstep (one outstanding read each, frames handed to the fuser by
+reference, never fetched by the driver, up to four pushes in flight per fuser) so the fuser sees
+the same streams every run, sends fixed batches to inference, and stops reading rather than
+dropping. Dead actors are restarted by Ray; the driver restarts a sensor's stream (live) or
+resumes it where it stopped (replay) and resubmits the samples a dead inference actor held. The
+sink drops duplicates by sequence number, so replay output is exactly-once.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from pipelines.models import check_preprocess
 log = logging.getLogger(__name__)
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, SensorNotStarted)
 REPLAY_LOOKAHEAD_S = 0.5  # how far a sensor may read ahead of the slowest one in replay
-MAX_PUSHES = 4  # calls in flight to one fuser
+MAX_PUSHES = 4  # calls in flight to one fuser (replay: from the driver; live: from each sensor)
+COLLECT_EVERY_S = 0.04  # live: how often the driver collects what each fuser fused
+WATCH_EVERY_S = 1.0  # live: how often the driver checks that each sensor still streams
 
 
 class PipelineStartError(RuntimeError):
@@ -67,6 +73,8 @@ class SensorHandle:
     latest: float = -math.inf  # timestamp of the newest frame read
     ended: bool = False
     restarts: int = 0
+    watched: float = 0.0  # live: monotonic time the last `stream_state` was sent
+    discarded: int = 0  # live: frames dropped while switched off, as the actor last reported
 
 
 @dataclass
@@ -78,9 +86,9 @@ class RigHandle:
     # from the sensor actor to the fuser without the driver fetching them.
     buffered: list[tuple[Any, int]] = field(default_factory=list)
     pushes: deque[Any] = field(default_factory=deque)  # push/finish calls in flight, oldest first
-    # done, behind an older one: (samples, how many of the first were dispatched by the fuser)
-    results: dict[Any, tuple[list[FusedSample], int]] = field(default_factory=dict)
+    results: dict[Any, list[FusedSample]] = field(default_factory=dict)  # done, behind an older one
     finishing: bool = False  # `finish` was sent: nothing more is pushed
+    collected: float = 0.0  # live: monotonic time the last `collect` was sent
     finished: bool = False
     pending: deque[FusedSample] = field(default_factory=deque)  # fused, not yet submitted
 
@@ -288,10 +296,23 @@ class PipelineRunner:
                 lossless=self.config.mode is Mode.REPLAY,
             )
             self.rigs.append(RigHandle(id=rid, fuser=fuser, sensors=sensors))
-            fuser.set_pool.remote([h.actor for h in self.pool])
+            fuser.set_pool.remote([h.actor for h in self.pool], flow.max_in_flight_batches)
         # Fail fast: every source opens now (missing file or device named), every fuser builds.
         ray.get([s.actor.start.remote() for r in self.rigs for s in r.sensors], timeout=120)
         ray.get([r.fuser.stats.remote() for r in self.rigs], timeout=120)
+        if self.config.mode is Mode.LIVE:
+            for handle in self.rigs:
+                for sensor in handle.sensors:
+                    self._stream(handle, sensor)
+
+    def _stream(self, rig: RigHandle, s: SensorHandle) -> None:
+        """Live: the sensor hands its frames to its rig's fuser from now on, by itself."""
+        if (s.rig, s.sensor_id) in self._disabled:
+            s.actor.set_enabled.remote(False)
+        ray.get(
+            s.actor.stream_to.remote(rig.fuser, self.config.flow.max_frames_per_read, MAX_PUSHES),
+            timeout=120,
+        )
 
     # ---- the loop -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -310,6 +331,11 @@ class PipelineRunner:
         key = {(rig, sensor_id)}
         with self._disabled_lock:
             self._disabled = self._disabled - key if enabled else self._disabled | key
+            if self.config.mode is Mode.LIVE:  # streaming sensors discard their frames themselves
+                for r in list(self.rigs):
+                    for s in r.sensors:
+                        if (s.rig, s.sensor_id) == (rig, sensor_id):
+                            s.actor.set_enabled.remote(enabled)
 
     def run(self) -> dict[str, Any]:
         self.stats.started = time.monotonic()
@@ -318,9 +344,12 @@ class PipelineRunner:
         while not self._done():
             if self._stop.is_set() or time.monotonic() >= deadline:
                 break
-            self._schedule_reads()
+            if self.config.mode is Mode.LIVE:
+                self._schedule_collects()
+            else:
+                self._schedule_reads()
             self._schedule_inference()
-            for ref in self._ready(timeout=0.05):
+            for ref in self._ready(timeout=0.05 if self.config.mode is Mode.REPLAY else COLLECT_EVERY_S / 2):
                 self._complete(ref)
             if time.monotonic() - last_status >= 1.0:
                 self._export_metrics()
@@ -345,6 +374,15 @@ class PipelineRunner:
     def _drain(self, timeout: float) -> None:
         """Stop reading; let fused samples and in-flight inference finish, up to `timeout` s."""
         end = time.monotonic() + timeout
+        if self.config.mode is Mode.LIVE:  # the sensors stop handing frames over; the last are collected
+            for ref, (kind, _) in list(self._inflight.items()):
+                if kind == "watch":
+                    self._inflight.pop(ref)
+            try:
+                ray.get([s.actor.stop_stream.remote() for r in self.rigs for s in r.sensors], timeout=timeout)
+            except Exception as err:  # a lost sensor has nothing more to hand over
+                log.debug("stop streams: %s", err)
+            self._schedule_collects(force=True)
         while time.monotonic() < end:
             self._schedule_inference()
             waiting = [r for r, (kind, _) in self._inflight.items() if kind != "read"]
@@ -394,10 +432,58 @@ class PipelineRunner:
             raise RuntimeError(f"rig {rig}: fuser actor lost; its alignment state is gone") from err
         if kind == "read":
             self._on_frames(self._sensor(payload[0]), result, payload[1])
+        elif kind == "collect":
+            self._on_collected(self._rig(payload[0]), result)
+        elif kind == "watch":
+            self._on_watched(self._sensor(payload[0]), result)
         elif kind == "push":
-            self._on_pushed(self._rig(payload[0]), ref, payload[1], result)
+            self._on_pushed(self._rig(payload[0]), ref, result)
         else:
             self._on_predictions(payload, result)
+
+    def _schedule_collects(self, force: bool = False) -> None:
+        """Live: one `collect` in flight per fuser, every COLLECT_EVERY_S; one `stream_state` per
+        sensor every WATCH_EVERY_S (a sensor actor that died and was restarted streams again)."""
+        now = time.monotonic()
+        busy = {payload[0] for kind, payload in self._inflight.values() if kind in ("collect", "watch")}
+        for rig in self.rigs:
+            if rig.id not in busy and (force or now - rig.collected >= COLLECT_EVERY_S):
+                rig.collected = now
+                self._inflight[rig.fuser.collect.remote()] = ("collect", (rig.id,))
+            for s in rig.sensors:
+                if not force and id(s) not in busy and now - s.watched >= WATCH_EVERY_S:
+                    s.watched = now
+                    self._inflight[s.actor.stream_state.remote()] = ("watch", (id(s),))
+
+    def _on_collected(self, rig: RigHandle, items: list[tuple[FusedSample, Any, int | None]]) -> None:
+        """Live: samples a fuser fused; those it sent to inference itself come with the reference
+        to their prediction, which is awaited here (and resubmitted if the actor dies)."""
+        waiting = []
+        for sample, pred, slot in items:
+            if pred is not None and slot is not None:
+                handle = self.pool[slot]
+                handle.in_flight += 1
+                self._inflight[pred] = ("infer", (handle, [sample]))
+                self.stats.fuser_dispatched += 1
+                if self.observer is not None:
+                    self.observer.on_sample(sample)
+            else:
+                waiting.append(sample)
+        self._on_fused(rig, waiting)
+
+    def _on_watched(self, s: SensorHandle, state: dict[str, Any]) -> None:
+        s.delivered = state["delivered"]
+        s.discarded = state["discarded"]
+        if sum(x.discarded for r in self.rigs for x in r.sensors):
+            self.stats.dropped["sensor_off"] = sum(x.discarded for r in self.rigs for x in r.sensors)
+        if state["streaming"] or self._stop.is_set():
+            return
+        if state["ended"]:
+            s.ended = True
+            return
+        # The stream stopped: an error in the device (named), or the actor was restarted.
+        log.warning("sensor %s/%s stopped streaming (%s); restarting it", s.rig, s.sensor_id, state["error"])
+        self._recover("stream", (id(s),), RuntimeError(state["error"] or "actor restarted"))
 
     def _on_frames(self, s: SensorHandle, read: tuple[int, float] | None, frames: Any) -> None:
         """A read came back: `read` is (frames, newest timestamp) or None at the end of the
@@ -425,50 +511,28 @@ class PipelineRunner:
         if rig.buffered:
             batch, rig.buffered = rig.buffered, []
             frames = [frames for frames, _ in batch]  # references: Ray resolves them in the fuser
-            # Live: a free inference slot goes with the push, so a tick it completes goes straight
-            # from the fuser to the model, one Ray hop instead of two through this loop.
-            slots = self._reserve_slot() if self.config.mode is Mode.LIVE else []
-            ref = rig.fuser.push.remote(slots, *frames)
+            ref = rig.fuser.push.remote(*frames)
         elif all(s.ended for s in rig.sensors):
             ref = rig.fuser.finish.remote()
             rig.finishing = True
-            slots = []
         else:
             return
         rig.pushes.append(ref)
-        self._inflight[ref] = ("push", (rig.id, slots))
+        self._inflight[ref] = ("push", (rig.id,))
 
-    def _reserve_slot(self) -> list[int]:
-        """The least loaded pool index if it has room under `max_in_flight_batches` ([] if none),
-        counted in flight until the fuser reports whether it used it."""
-        i = min(range(len(self.pool)), key=lambda k: self.pool[k].in_flight)
-        if self.pool[i].in_flight >= self.config.flow.max_in_flight_batches:
-            return []
-        self.pool[i].in_flight += 1
-        return [i]
-
-    def _on_pushed(self, rig: RigHandle, ref: Any, slots: list[int], result: Any) -> None:
-        """Predictions the fuser dispatched are awaited at once; samples are taken in the order
-        the pushes were sent (replay batches depend on it)."""
-        # push: (samples, prediction refs of the first ones); finish: the last samples.
-        samples, refs = result if isinstance(result, tuple) else (result, [])
-        for slot, pred, sample in zip(slots, refs, samples, strict=False):
-            self._inflight[pred] = ("infer", (self.pool[slot], [sample]))
-        for slot in slots[len(refs) :]:
-            self.pool[slot].in_flight -= 1  # granted, not used
-        self.stats.fuser_dispatched += len(refs)
-        rig.results[ref] = (samples, len(refs))
+    def _on_pushed(self, rig: RigHandle, ref: Any, samples: list[FusedSample]) -> None:
+        """Samples are taken in the order the pushes were sent (replay batches depend on it)."""
+        rig.results[ref] = samples
         while rig.pushes and rig.pushes[0] in rig.results:
-            self._on_fused(rig, *rig.results.pop(rig.pushes.popleft()))
+            self._on_fused(rig, rig.results.pop(rig.pushes.popleft()))
         self._push(rig)
 
-    def _on_fused(self, rig: RigHandle, samples: list[FusedSample], dispatched: int = 0) -> None:
-        """`samples` from the fuser, of which the first `dispatched` are already at inference."""
+    def _on_fused(self, rig: RigHandle, samples: list[FusedSample]) -> None:
+        """`samples` from the fuser, waiting for the driver to send them to inference."""
         if rig.finishing and not rig.pushes:
             rig.finished = True
-        for i, sample in enumerate(samples):
-            if i >= dispatched:
-                rig.pending.append(sample)
+        for sample in samples:
+            rig.pending.append(sample)
             if self.observer is not None:
                 self.observer.on_sample(sample)
         if self.config.mode is Mode.LIVE:
@@ -525,7 +589,7 @@ class PipelineRunner:
             rig = self._rig(batch[0].rig)
             for sample in reversed(batch):
                 rig.pending.appendleft(sample)
-        elif kind == "read":
+        elif kind in ("read", "watch", "stream"):
             s = self._sensor(payload[0])
             s.restarts += 1
             self.stats.sensor_restarts += 1
@@ -533,8 +597,24 @@ class PipelineRunner:
                 raise RuntimeError(
                     f"rig {s.rig} sensor {s.sensor_id}: actor died {s.restarts} times"
                 ) from err
-            log.warning("sensor %s/%s lost; resuming after frame %d", s.rig, s.sensor_id, s.delivered)
-            ray.get(s.actor.start.remote(resume_from=s.delivered), timeout=120)
+            live = self.config.mode is Mode.LIVE  # a live device goes on from now: nothing to skip
+            log.warning(
+                "sensor %s/%s lost; %s",
+                s.rig,
+                s.sensor_id,
+                "streaming again" if live else f"resuming after frame {s.delivered}",
+            )
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    ray.get(s.actor.start.remote(resume_from=0 if live else s.delivered), timeout=120)
+                    break
+                except ActorUnavailableError:  # Ray is still restarting it
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            if live:
+                self._stream(self._rig(s.rig), s)
         else:
             raise RuntimeError(f"rig {payload[0]}: fuser actor lost; its alignment state is gone") from err
 

@@ -92,6 +92,32 @@ def test_live_simulated_predictions_arrive_in_order_with_stage_times():
     assert fuser["samples"] >= len(preds) and fuser["received"]["camera"] > fuser["samples"]
 
 
+def test_live_sensor_actor_killed_mid_run_streams_again():
+    """Live sensors hand frames to their fuser by themselves; when one's actor dies, Ray restarts
+    it and the driver starts its stream again: the camera comes back in the predictions."""
+    import time
+
+    killed: dict = {}
+
+    def kill_camera(p, runner):
+        if p.seq >= 10 and not killed:
+            cam = next(s for s in runner.rigs[0].sensors if s.modality == "camera")
+            ray.kill(cam.actor, no_restart=False)
+            killed["at"] = time.time()
+
+    preds, summary, _ = run_pipeline(sim_config(realtime=True, duration_s=14.0), on_prediction=kill_camera)
+    assert killed, "the kill hook never ran"
+    assert summary["sensor_restarts"] >= 1, summary
+    before = [p for p in preds if p.timestamp < killed["at"] - 0.5]
+    # A restarted actor takes seconds to come back here (a new process imports the simulator).
+    after = [p for p in preds if p.timestamp > max(killed["at"], preds[-1].timestamp - 2.0)]
+    assert before and len(after) >= 10, (len(preds), summary)
+    assert all("camera" in p.modalities for p in before[-3:])
+    assert sum("camera" in p.modalities for p in after) >= len(after) // 2, [p.modalities for p in after]
+    seqs = [p.seq for p in preds]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
 def test_replay_is_deterministic_and_exactly_once_under_actor_kills():
     config = sim_config(
         realtime=False, duration_s=3.0, inference={"actors": 2, "max_batch_size": 4, "num_cpus": 0.5}
