@@ -20,6 +20,7 @@ from fusion.fuser import Fuser
 from fusion.inference import InferenceEngine, Prediction
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, make_source
+from pipelines.local_link import FrameClient, FrameServer, LinkError
 from pipelines.metrics import FuserMetrics, InferenceMetrics, SourceMetrics
 from pipelines.models import load_model
 
@@ -136,23 +137,39 @@ class SensorActor:
             return None, []
         return (len(frames), frames[-1].timestamp if frames else -math.inf), frames
 
-    def stream_to(self, fuser: Any, max_frames: int, max_pushes: int) -> None:
+    def stream_to(
+        self, fuser: Any, max_frames: int, max_pushes: int, link: tuple[str, str] | None = None
+    ) -> str:
         """Live: from now on a thread of this actor reads the device and hands every frame to
         `fuser.push_from` as soon as it is captured: one Ray hop from the device to its fuser,
         with no round trip through the driver per read. At most `max_pushes` hand-overs are in
         flight; past that the thread waits, and the device's own buffer takes the backlog
-        (and counts what it overwrites), so a stalled fuser never makes the sensor block."""
+        (and counts what it overwrites), so a stalled fuser never makes the sensor block.
+
+        `link` is the fuser's (node id, socket path) from `FuserActor.listen`: on the same node
+        frames go over that socket (`pipelines.local_link`) instead of as Ray calls, which cost
+        far more here than the frames' bytes. Returns how frames travel: "socket" or "ray"."""
         if not self.started:
             raise SensorNotStarted(f"{self.name}: stream_to before start (the actor was restarted)")
         self.stop_stream()
         self._stop_stream.clear()
         self.stream_error = None
+        client = None
+        if link is not None and link[0] == ray.get_runtime_context().get_node_id():
+            try:
+                client = FrameClient(link[1])
+            except LinkError as err:  # Ray calls still work
+                self.stream_error = f"{err}; frames go as Ray calls"
         self._streamer = threading.Thread(
-            target=self._stream, args=(fuser, max_frames, max_pushes), name=f"stream-{self.name}", daemon=True
+            target=self._stream,
+            args=(fuser, client, max_frames, max_pushes),
+            name=f"stream-{self.name}",
+            daemon=True,
         )
         self._streamer.start()
+        return "ray" if client is None else "socket"
 
-    def _stream(self, fuser: Any, max_frames: int, max_pushes: int) -> None:
+    def _stream(self, fuser: Any, client: FrameClient | None, max_frames: int, max_pushes: int) -> None:
         in_flight: list[Any] = []
         try:
             while not self._stop_stream.is_set():
@@ -165,12 +182,18 @@ class SensorActor:
                     self.discarded += len(frames)
                     self.source.stats.dropped["sensor_off"] += len(frames)
                     continue
+                if client is not None:
+                    client.send(frames)  # blocks while the fuser is behind: the device buffer overruns
+                    continue
                 in_flight.append(fuser.push_from.remote(frames))
                 _, in_flight = ray.wait(in_flight, num_returns=len(in_flight), timeout=0)
                 if len(in_flight) >= max_pushes:
                     _, in_flight = ray.wait(in_flight, num_returns=len(in_flight) - max_pushes + 1)
         except Exception as err:  # reported by `stream_state`; the driver restarts the stream
             self.stream_error = f"{type(err).__name__}: {err}"
+        finally:
+            if client is not None:
+                client.close()
 
     def stream_state(self) -> dict[str, Any]:
         """Live: whether the stream runs, why it stopped, and what this sensor delivered and discarded."""
@@ -245,6 +268,10 @@ class FuserActor:
         self.metrics = FuserMetrics(rig=rig)
         self.pool: list[Any] = []
         self.max_in_flight = 1
+        # Live: sensors on this node hand frames over on threads of a FrameServer, others as Ray
+        # calls on the actor's thread: one lock keeps the fuser's state whole.
+        self._lock = threading.Lock()
+        self._server: FrameServer | None = None
         self._dispatched: list[list[Any]] = []  # per pool index: predictions this fuser awaits
         # Live: fused samples waiting for the driver's `collect`, each with the reference to its
         # prediction and its pool index when this fuser sent it to inference itself.
@@ -257,10 +284,21 @@ class FuserActor:
         self.max_in_flight = max_in_flight
         self._dispatched = [[] for _ in self.pool]
 
+    def listen(self) -> tuple[str, str]:
+        """Live: open the local link for sensors on this node; returns (node id, socket path)."""
+        if self._server is None:
+            self._server = FrameServer(self.push_from, name=f"fuser-{self.fuser.rig}")
+        return ray.get_runtime_context().get_node_id(), self._server.path
+
     def push_from(self, frames: list[Frame]) -> None:
-        """Live: a sensor's frames, straight from its actor. A tick they complete goes on at once
-        to the least busy inference actor with room (at most `max_in_flight` of this fuser's
-        samples each), else waits for the driver; either way it goes to the outbox for `collect`."""
+        """Live: a sensor's frames, straight from its actor (a Ray call, or its local link). A
+        tick they complete goes on at once to the least busy inference actor with room (at most
+        `max_in_flight` of this fuser's samples each), else waits for the driver; either way it
+        goes to the outbox for `collect`."""
+        with self._lock:
+            self._fuse(frames)
+
+    def _fuse(self, frames: list[Frame]) -> None:
         samples = self.fuser.push(frames)
         self.metrics.record(self.fuser)
         for sample in samples:
@@ -284,7 +322,8 @@ class FuserActor:
     def collect(self) -> list[tuple[FusedSample, Any, int | None]]:
         """Live: the outbox, oldest first, emptied: (sample, prediction reference, pool index),
         the last two None for a sample the driver must send to inference itself."""
-        out, self._outbox = self._outbox, []
+        with self._lock:
+            out, self._outbox = self._outbox, []
         return out
 
     def push(self, *frame_lists: list[Frame]) -> list[FusedSample]:
@@ -298,8 +337,18 @@ class FuserActor:
         self.metrics.record(self.fuser)
         return samples
 
+    def close(self) -> None:
+        """Close the local link (its socket directory goes with it)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
     def stats(self) -> dict[str, Any]:
-        return self.fuser.stats_dict()
+        with self._lock:
+            out = self.fuser.stats_dict()
+        if self._server is not None and self._server.errors:
+            out["link_errors"] = list(self._server.errors)
+        return out
 
 
 @ray.remote

@@ -94,6 +94,9 @@ class FlowConfig(StrictModel):
     # the oldest is dropped (reason sink_behind). Replay mode writes inline: lossless.
     max_sink_queue: int = Field(default=256, ge=1)
     max_restarts: int = Field(default=3, ge=0)  # sensor and fuser actors
+    # Live: a sensor on its fuser's host hands frames over a Unix socket (pipelines/local_link.py)
+    # rather than as Ray calls, which cost far more than the frames' bytes; false: Ray calls only.
+    local_link: bool = True
     # Ray CPU reservations: sensors mostly wait on devices or clocks, fusers preprocess.
     sensor_num_cpus: float = Field(default=0.05, ge=0)
     fuser_num_cpus: float = Field(default=0.1, ge=0)

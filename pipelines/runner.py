@@ -89,6 +89,7 @@ class RigHandle:
     results: dict[Any, list[FusedSample]] = field(default_factory=dict)  # done, behind an older one
     finishing: bool = False  # `finish` was sent: nothing more is pushed
     collected: float = 0.0  # live: monotonic time the last `collect` was sent
+    link: tuple[str, str] | None = None  # live: the fuser's local link (node id, socket path)
     finished: bool = False
     pending: deque[FusedSample] = field(default_factory=deque)  # fused, not yet submitted
 
@@ -109,6 +110,7 @@ class RunStats:
     fuser_dispatched: int = 0  # live: samples the fusers sent straight to inference
     sensor_restarts: int = 0
     max_pending: int = 0  # the most fused samples ever waiting in one rig: bounded by the config
+    transport: dict[str, str] = field(default_factory=dict)  # live: "rig/sensor" -> socket | ray
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
     def percentile(self, q: float) -> float:
@@ -301,7 +303,13 @@ class PipelineRunner:
         ray.get([s.actor.start.remote() for r in self.rigs for s in r.sensors], timeout=120)
         ray.get([r.fuser.stats.remote() for r in self.rigs], timeout=120)
         if self.config.mode is Mode.LIVE:
-            for handle in self.rigs:
+            links = (
+                ray.get([r.fuser.listen.remote() for r in self.rigs], timeout=120)
+                if flow.local_link
+                else [None] * len(self.rigs)
+            )
+            for handle, link in zip(self.rigs, links, strict=True):
+                handle.link = None if link is None else (link[0], link[1])
                 for sensor in handle.sensors:
                     self._stream(handle, sensor)
 
@@ -309,10 +317,12 @@ class PipelineRunner:
         """Live: the sensor hands its frames to its rig's fuser from now on, by itself."""
         if (s.rig, s.sensor_id) in self._disabled:
             s.actor.set_enabled.remote(False)
-        ray.get(
-            s.actor.stream_to.remote(rig.fuser, self.config.flow.max_frames_per_read, MAX_PUSHES),
+        how = ray.get(
+            s.actor.stream_to.remote(rig.fuser, self.config.flow.max_frames_per_read, MAX_PUSHES, rig.link),
             timeout=120,
         )
+        log.info("sensor %s/%s streams to its fuser by %s", s.rig, s.sensor_id, how)
+        self.stats.transport[f"{s.rig}/{s.sensor_id}"] = how
 
     # ---- the loop -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -666,6 +676,10 @@ class PipelineRunner:
                 fusers[rig.id] = ray.get(rig.fuser.stats.remote(), timeout=10)
             except Exception as err:  # a lost fuser already failed the run; report what is left
                 log.debug("fuser %s stats: %s", rig.id, err)
+            try:
+                ray.get(rig.fuser.close.remote(), timeout=10)
+            except Exception as err:
+                log.debug("fuser %s close: %s", rig.id, err)
         summary = self.summary()
         summary["fusers"] = fusers
         self._kill_actors()
@@ -694,6 +708,7 @@ class PipelineRunner:
             "sink_skipped": dict(self.sink.skipped),
             "resubmitted": self.stats.resubmitted,
             "dispatched_by_fuser": self.stats.fuser_dispatched,
+            "sensor_transport": dict(self.stats.transport),
             "sensor_restarts": self.stats.sensor_restarts,
             "max_pending_samples": self.stats.max_pending,
             "model_version": self.pool[0].info.get("model_version") if self.pool else None,

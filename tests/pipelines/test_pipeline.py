@@ -88,13 +88,17 @@ def test_live_simulated_predictions_arrive_in_order_with_stage_times():
     assert summary["device"] == "cpu" and summary["model_version"]
     # An idle model gets a tick straight from the fuser, not through the driver's loop.
     assert summary["dispatched_by_fuser"] > 0, summary
+    # On one host, frames go from each sensor to its fuser over the local link, not as Ray calls.
+    assert summary["sensor_transport"] == {"sim/cam0": "socket", "sim/mic0": "socket", "sim/lidar0": "socket"}
     fuser = summary["fusers"]["sim"]  # each rig's alignment accounts for its frames
     assert fuser["samples"] >= len(preds) and fuser["received"]["camera"] > fuser["samples"]
 
 
-def test_live_sensor_actor_killed_mid_run_streams_again():
-    """Live sensors hand frames to their fuser by themselves; when one's actor dies, Ray restarts
-    it and the driver starts its stream again: the camera comes back in the predictions."""
+@pytest.mark.parametrize("local_link", [True, False], ids=["socket", "ray-calls"])
+def test_live_sensor_actor_killed_mid_run_streams_again(local_link):
+    """Live sensors hand frames to their fuser by themselves (over the local link on one host, as
+    Ray calls across hosts); when one's actor dies, Ray restarts it and the driver starts its
+    stream again: the camera comes back in the predictions."""
     import time
 
     killed: dict = {}
@@ -105,14 +109,16 @@ def test_live_sensor_actor_killed_mid_run_streams_again():
             ray.kill(cam.actor, no_restart=False)
             killed["at"] = time.time()
 
-    preds, summary, _ = run_pipeline(sim_config(realtime=True, duration_s=14.0), on_prediction=kill_camera)
+    config = sim_config(realtime=True, duration_s=14.0, flow={"local_link": local_link})
+    preds, summary, _ = run_pipeline(config, on_prediction=kill_camera)
     assert killed, "the kill hook never ran"
+    assert set(summary["sensor_transport"].values()) == {"socket" if local_link else "ray"}
     assert summary["sensor_restarts"] >= 1, summary
     before = [p for p in preds if p.timestamp < killed["at"] - 0.5]
     # A restarted actor takes seconds to come back here (a new process imports the simulator).
     after = [p for p in preds if p.timestamp > max(killed["at"], preds[-1].timestamp - 2.0)]
     assert before and len(after) >= 10, (len(preds), summary)
-    assert all("camera" in p.modalities for p in before[-3:])
+    assert sum("camera" in p.modalities for p in before) >= len(before) // 2
     assert sum("camera" in p.modalities for p in after) >= len(after) // 2, [p.modalities for p in after]
     seqs = [p.seq for p in preds]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
