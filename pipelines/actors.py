@@ -71,6 +71,7 @@ class SensorActor:
         self._stop_stream = threading.Event()
         self.stream_error: str | None = None
         self.enabled = True  # switched off: frames are read (the device never backs up) and dropped
+        self.newest = -math.inf  # timestamp of the newest frame read
         self.discarded = 0
 
     def start(self, resume_from: int = 0) -> int:
@@ -121,6 +122,8 @@ class SensorActor:
                 time.sleep(delay)
             frames.append(frame)
         self.delivered += len(frames)
+        if frames:
+            self.newest = frames[-1].timestamp
         self.metrics.record(len(frames), self.source.stats)
         if not frames and self.ended:
             return None
@@ -204,6 +207,7 @@ class SensorActor:
             "ended": self.ended,
             "delivered": self.delivered,
             "discarded": self.discarded,
+            "newest": self.newest,
         }
 
     def set_enabled(self, enabled: bool) -> None:

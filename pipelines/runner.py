@@ -484,6 +484,7 @@ class PipelineRunner:
     def _on_watched(self, s: SensorHandle, state: dict[str, Any]) -> None:
         s.delivered = state["delivered"]
         s.discarded = state["discarded"]
+        s.latest = state["newest"]
         if sum(x.discarded for r in self.rigs for x in r.sensors):
             self.stats.dropped["sensor_off"] = sum(x.discarded for r in self.rigs for x in r.sensors)
         if state["streaming"] or self._stop.is_set():
