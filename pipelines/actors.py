@@ -202,7 +202,6 @@ class SensorActor:
         """Live: whether the stream runs, why it stopped, and what this sensor delivered and discarded."""
         return {
             "streaming": self._streamer is not None and self._streamer.is_alive(),
-            "started": self.started,
             "error": self.stream_error,
             "ended": self.ended,
             "delivered": self.delivered,
@@ -282,8 +281,8 @@ class FuserActor:
         self._outbox: list[tuple[FusedSample, Any, int | None]] = []
 
     def set_pool(self, pool: list[Any], max_in_flight: int = 1) -> None:
-        """The inference actors `push` and `push_from` may send to, by index; `push_from` keeps
-        at most `max_in_flight` of its own samples at each."""
+        """The inference actors `push_from` may send to, by index, keeping at most
+        `max_in_flight` of its own samples at each."""
         self.pool = list(pool)
         self.max_in_flight = max_in_flight
         self._dispatched = [[] for _ in self.pool]

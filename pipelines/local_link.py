@@ -1,7 +1,7 @@
 """Frames from a sensor actor to its fuser on the same host, over a Unix socket.
 
 A Ray actor call costs about 2.3 ms of CPU on each side on the project's 2-core reference
-machine, whatever its payload (`benchmarks/pipeline.py` notes; 1 KB and 230 KB alike). At 60
+machine, whatever its payload (`benchmarks/ray_calls.py`; 1 KB and 230 KB alike). At 60
 frames a second that is a quarter of a core spent on messages before a tick is even aligned.
 When a sensor and its fuser share a host, a sensor writes its frames to a stream socket the
 fuser listens on instead: one length-prefixed pickle per hand-over, read by a thread of the

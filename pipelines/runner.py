@@ -485,8 +485,8 @@ class PipelineRunner:
         s.delivered = state["delivered"]
         s.discarded = state["discarded"]
         s.latest = state["newest"]
-        if sum(x.discarded for r in self.rigs for x in r.sensors):
-            self.stats.dropped["sensor_off"] = sum(x.discarded for r in self.rigs for x in r.sensors)
+        if discarded := sum(x.discarded for r in self.rigs for x in r.sensors):
+            self.stats.dropped["sensor_off"] = discarded
         if state["streaming"] or self._stop.is_set():
             return
         if state["ended"]:
