@@ -6,6 +6,7 @@ Each actor's contract is written on it; the logic it wraps is tested without Ray
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -14,15 +15,34 @@ from typing import Any
 
 import ray
 import torch
+from ray.exceptions import ActorUnavailableError
 
 from fusion.batching import DynamicBatcher
 from fusion.fuser import Fuser
 from fusion.inference import InferenceEngine, Prediction
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, make_source
-from pipelines.local_link import FrameClient, FrameServer, LinkError
+from pipelines.local_link import FrameClient, FrameServer, LinkClient, LinkError, LinkServer, Reply
 from pipelines.metrics import FuserMetrics, InferenceMetrics, SourceMetrics
 from pipelines.models import load_model
+
+log = logging.getLogger(__name__)
+
+
+def _sample_check(message: Any) -> str | None:
+    return (
+        None if isinstance(message, FusedSample) else f"expected a FusedSample, got {type(message).__name__}"
+    )
+
+
+def _reply_check(message: Any) -> str | None:
+    ok = (
+        isinstance(message, tuple)
+        and len(message) == 3
+        and message[0] in ("prediction", "failed")
+        and isinstance(message[1], int)
+    )
+    return None if ok else f"expected a prediction reply, got {type(message).__name__}"
 
 
 class SensorNotStarted(RuntimeError):
@@ -236,19 +256,31 @@ class SensorActor:
         return ray.get_runtime_context().get_node_id()
 
 
-@ray.remote
+# What `FuserActor.collect` hands the driver, oldest first (live mode):
+#   ("sample", sample, None, None)     fused, found no inference actor with room: the driver's
+#   ("sample", sample, ref, slot)      sent to pool[slot] as a Ray call; `ref` is its prediction
+#   ("linked", sample, slot)           sent to pool[slot] over its local link; the prediction follows
+#   ("prediction", prediction, slot)   a linked sample's prediction
+#   ("lost", sample, slot)             a linked sample whose actor's link broke: to resubmit
+#   ("failed", sample, slot, why)      a linked sample whose batch raised
+Collected = tuple[Any, ...]
+
+
+@ray.remote(concurrency_groups={"collect": 1})  # type: ignore[call-overload]  # untyped in Ray
 class FuserActor:
     """One rig's synchronizer and preprocessors.
 
     Replay: `push(frames)` takes frames of any of the rig's sensors, in any order, and returns
     the FusedSamples that became ready; `finish()` returns the rest at end of stream.
 
-    Live: the rig's sensors call `push_from` themselves as frames are captured, and a tick goes
-    from here straight to an inference actor of the pool given by `set_pool`: frames cross one
-    Ray hop to the fuser and a fused sample one more to the model, none through the driver. The
-    driver keeps flow control and recovery: `collect` hands it every sample with its
-    prediction's reference (it resubmits a sample whose actor died, and sends on, or drops
-    when behind, those that found no actor with room).
+    Live: the rig's sensors call `push_from` themselves as frames are captured (over the local
+    link on this node), and a tick goes from here straight to an inference actor of the pool
+    given by `set_pool`: over that actor's local link when it is on this node, its prediction
+    coming back the same way, else as a Ray call. No frame and no tick passes through the
+    driver. The driver keeps flow control and recovery: `collect` (a long poll, on a thread of
+    its own) hands it every sample, with its prediction's reference or, for a linked one, the
+    prediction itself when it comes; it resubmits samples whose actor died, and sends on, or
+    drops when behind, those that found no actor with room.
     """
 
     def __init__(
@@ -269,23 +301,104 @@ class FuserActor:
         )
         self.fuser.warm_up()  # at start-up, not during the first tick
         self.metrics = FuserMetrics(rig=rig)
+        self.live = not lossless
         self.pool: list[Any] = []
         self.max_in_flight = 1
         # Live: sensors on this node hand frames over on threads of a FrameServer, others as Ray
-        # calls on the actor's thread: one lock keeps the fuser's state whole.
+        # calls on the actor's thread, predictions come back on link threads: one lock keeps the
+        # fuser's state whole, and `collect` waits on it for something the driver must see.
         self._lock = threading.Lock()
+        self._news = threading.Condition(self._lock)
+        self._wake = False  # the outbox holds something the driver should see now
         self._server: FrameServer | None = None
-        self._dispatched: list[list[Any]] = []  # per pool index: predictions this fuser awaits
-        # Live: fused samples waiting for the driver's `collect`, each with the reference to its
-        # prediction and its pool index when this fuser sent it to inference itself.
-        self._outbox: list[tuple[FusedSample, Any, int | None]] = []
+        # Per pool index: Ray references of predictions this fuser awaits; the local link to the
+        # actor (None: Ray calls), its generation (callbacks of a replaced link are ignored), the
+        # samples sent over it awaiting their prediction, and a `listen` call after it broke.
+        self._dispatched: list[list[Any]] = []
+        self._links: list[LinkClient | None] = []
+        self._link_gen: list[int] = []
+        self._linked: list[dict[int, FusedSample]] = []
+        self._relink: list[Any] = []
+        self._outbox: list[Collected] = []
 
-    def set_pool(self, pool: list[Any], max_in_flight: int = 1) -> None:
+    def set_pool(
+        self, pool: list[Any], max_in_flight: int = 1, links: list[tuple[str, str] | None] | None = None
+    ) -> list[str]:
         """The inference actors `push_from` may send to, by index, keeping at most
-        `max_in_flight` of its own samples at each."""
-        self.pool = list(pool)
-        self.max_in_flight = max_in_flight
-        self._dispatched = [[] for _ in self.pool]
+        `max_in_flight` of its own samples at each; `links` their (node id, socket path) from
+        `InferenceActor.listen`. Returns how each is reached: "socket" or "ray"."""
+        with self._lock:
+            for client in self._links:
+                if client is not None:
+                    client.close()
+            n = len(pool)
+            self.pool = list(pool)
+            self.max_in_flight = max_in_flight
+            self._dispatched = [[] for _ in range(n)]
+            self._links = [None] * n
+            self._link_gen = [0] * n
+            self._linked = [{} for _ in range(n)]
+            self._relink = [None] * n
+            for slot, link in enumerate(links or [None] * n):
+                self._connect(slot, link)
+            return ["ray" if c is None else "socket" for c in self._links]
+
+    def _connect(self, slot: int, link: tuple[str, str] | None) -> None:
+        """Open the link to pool[slot] if it listens on this node (lock held)."""
+        if link is None or link[0] != ray.get_runtime_context().get_node_id():
+            return
+        gen = self._link_gen[slot] = self._link_gen[slot] + 1
+        try:
+            self._links[slot] = LinkClient(
+                link[1],
+                peer=f"inference actor {slot}",
+                on_reply=lambda message: self._on_reply(slot, gen, message),
+                on_closed=lambda reason: self._on_link_closed(slot, gen, reason),
+                check=_reply_check,
+            )
+        except LinkError as err:
+            log.warning("rig %s: %s; samples go as Ray calls", self.fuser.rig, err)
+
+    def _on_reply(self, slot: int, gen: int, message: tuple[str, int, Any]) -> None:
+        kind, seq, payload = message
+        with self._lock:
+            sample = self._linked[slot].pop(seq, None) if gen == self._link_gen[slot] else None
+            if sample is None:
+                return  # given back to the driver when an earlier link broke
+            if kind == "prediction":
+                self._outbox.append(("prediction", payload, slot))
+            else:
+                self._outbox.append(("failed", sample, slot, payload))
+            self._notify()
+
+    def _on_link_closed(self, slot: int, gen: int, reason: str) -> None:
+        with self._lock:
+            if gen == self._link_gen[slot]:
+                self._link_broken(slot, reason)
+
+    def _link_broken(self, slot: int, reason: str) -> None:
+        """The link to pool[slot] is gone (its actor died, most likely): the samples it held go
+        back to the driver to resubmit, Ray calls take over, and the restarted actor is asked to
+        listen again (lock held)."""
+        client, self._links[slot] = self._links[slot], None
+        self._link_gen[slot] += 1
+        if client is not None:
+            client.close()
+        lost = [self._linked[slot][seq] for seq in sorted(self._linked[slot])]
+        self._linked[slot] = {}
+        self._outbox.extend(("lost", sample, slot) for sample in lost)
+        log.warning(
+            "rig %s: %s; %d sample(s) back to the driver, Ray calls until the actor listens again",
+            self.fuser.rig,
+            reason,
+            len(lost),
+        )
+        self._relink[slot] = self.pool[slot].listen.remote()
+        self._notify()
+
+    def _notify(self) -> None:
+        self._wake = True
+        self._news.notify_all()
 
     def listen(self) -> tuple[str, str]:
         """Live: open the local link for sensors on this node; returns (node id, socket path)."""
@@ -306,27 +419,54 @@ class FuserActor:
         self.metrics.record(self.fuser)
         for sample in samples:
             slot = self._free_slot()
-            ref = None
-            if slot is not None:
-                sample.stage_times["dispatched"] = time.time()
-                ref = self.pool[slot].infer.remote(sample)
-                self._dispatched[slot].append(ref)
-            self._outbox.append((sample, ref, slot))
+            if slot is None:
+                self._outbox.append(("sample", sample, None, None))
+                self._notify()
+                continue
+            sample.stage_times["dispatched"] = time.time()
+            client = self._links[slot]
+            if client is not None:
+                self._linked[slot][sample.seq] = sample
+                self._outbox.append(("linked", sample, slot))  # its prediction wakes the driver
+                try:
+                    client.send(sample)
+                except LinkError as err:
+                    self._link_broken(slot, str(err))
+                continue
+            ref = self.pool[slot].infer.remote(sample)
+            self._dispatched[slot].append(ref)
+            self._outbox.append(("sample", sample, ref, slot))
+            self._notify()
 
     def _free_slot(self) -> int | None:
+        """The pool index with the fewest of this fuser's samples, if it has room (lock held)."""
         for i, refs in enumerate(self._dispatched):
             if refs:
                 _, self._dispatched[i] = ray.wait(refs, num_returns=len(refs), timeout=0)
+            if self._relink[i] is not None and ray.wait([self._relink[i]], timeout=0)[0]:
+                asked, self._relink[i] = self._relink[i], None
+                link = None
+                try:
+                    link = ray.get(asked)
+                except ActorUnavailableError:  # asked before Ray knew it died: ask the restarted one
+                    self._relink[i] = self.pool[i].listen.remote()
+                except Exception as err:  # gone for good: Ray calls fail too, and the driver says so
+                    log.debug("rig %s: inference actor %d does not listen again: %s", self.fuser.rig, i, err)
+                self._connect(i, link)
         if not self._dispatched:
             return None
-        i = min(range(len(self._dispatched)), key=lambda k: len(self._dispatched[k]))
-        return i if len(self._dispatched[i]) < self.max_in_flight else None
+        busy = [len(refs) + len(linked) for refs, linked in zip(self._dispatched, self._linked, strict=True)]
+        i = min(range(len(busy)), key=busy.__getitem__)
+        return i if busy[i] < self.max_in_flight else None
 
-    def collect(self) -> list[tuple[FusedSample, Any, int | None]]:
-        """Live: the outbox, oldest first, emptied: (sample, prediction reference, pool index),
-        the last two None for a sample the driver must send to inference itself."""
-        with self._lock:
-            out, self._outbox = self._outbox, []
+    @ray.method(concurrency_group="collect")  # type: ignore[misc]  # ray.method is untyped
+    def collect(self, wait_s: float = 0.0) -> list[Collected]:
+        """Live: the outbox, oldest first, emptied (see `Collected`). Waits up to `wait_s` for
+        something the driver must act on: a sample that is not linked, a prediction, a loss."""
+        with self._news:
+            if not self._wake and wait_s > 0:
+                self._news.wait_for(lambda: self._wake, timeout=wait_s)
+            out, self._outbox, self._wake = self._outbox, [], False
         return out
 
     def push(self, *frame_lists: list[Frame]) -> list[FusedSample]:
@@ -341,14 +481,22 @@ class FuserActor:
         return samples
 
     def close(self) -> None:
-        """Close the local link (its socket directory goes with it)."""
+        """Close the local links (the sensors' socket directory goes with it)."""
         if self._server is not None:
             self._server.close()
             self._server = None
+        with self._lock:
+            for slot, client in enumerate(self._links):
+                if client is not None:
+                    self._link_gen[slot] += 1
+                    client.close()
+                    self._links[slot] = None
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             out = self.fuser.stats_dict()
+            if self.live and self.pool:  # how this fuser reaches each inference actor now
+                out["inference_transport"] = ["ray" if c is None else "socket" for c in self._links]
         if self._server is not None and self._server.errors:
             out["link_errors"] = list(self._server.errors)
         return out
@@ -376,6 +524,36 @@ class InferenceActor:
         self.batcher: DynamicBatcher[FusedSample, Prediction] = DynamicBatcher(
             self._run, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1000
         )
+        self._server: LinkServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def listen(self) -> tuple[str, str]:
+        """Live: open the local link for fusers on this node; returns (node id, socket path).
+
+        A fuser writes a FusedSample to it, and gets back on the same connection
+        `("prediction", seq, Prediction)`, or `("failed", seq, why)` if the batch raised. The
+        sample joins the same dynamic batches as `infer` calls."""
+        if self._server is None:
+            self._loop = asyncio.get_running_loop()
+            self._server = LinkServer(self._on_linked, check=_sample_check, name="inference")
+        return ray.get_runtime_context().get_node_id(), self._server.path
+
+    def _on_linked(self, sample: FusedSample, reply: Reply) -> None:
+        """On a link's reader thread: into the batcher on the actor's event loop; the answer goes
+        back from there when the sample's batch is done."""
+        assert self._loop is not None
+
+        def answer(done: Any) -> None:
+            try:
+                message: tuple[str, int, Any] = ("prediction", sample.seq, done.result())
+            except Exception as err:
+                message = ("failed", sample.seq, f"{type(err).__name__}: {err}")
+            try:
+                reply(message)
+            except LinkError as err:  # the fuser is gone: it resubmits nothing, as it died too
+                log.debug("inference link: %s", err)
+
+        asyncio.run_coroutine_threadsafe(self.batcher.submit(sample), self._loop).add_done_callback(answer)
 
     async def _run(self, samples: list[FusedSample]) -> list[Prediction]:
         return await asyncio.get_running_loop().run_in_executor(
@@ -387,6 +565,11 @@ class InferenceActor:
 
     async def infer_batch(self, samples: list[FusedSample]) -> list[Prediction]:
         return await self._run(samples)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     async def info(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.engine.model.parameters())

@@ -6,10 +6,12 @@ SensorActor (per sensor) ─> FuserActor (per rig) ─> InferenceActor pool ─>
 
 Every edge is bounded. Live: each sensor streams its frames to its rig's fuser by itself (up
 to four hand-overs in flight; past that its device's buffer overruns, counted), the fuser sends
-a tick straight to an inference actor with room (`max_in_flight_batches` of its samples each),
-and the driver collects every fused sample with its prediction's reference; samples that found
-no room wait in the driver (`max_pending_samples`, then the oldest is dropped, counted). No
-frame and no tick passes through the driver on its way to the model. Replay: the driver reads
+a tick straight to an inference actor with room (`max_in_flight_batches` of its samples each;
+over a local link with the prediction coming back on it when both share a host, else as a Ray
+call), and the driver long-polls each fuser (`collect`) for every fused sample with its
+prediction, or its prediction's reference; samples that found no room wait in the driver
+(`max_pending_samples`, then the oldest is dropped, counted). No frame and no tick passes
+through the driver on its way to the model. Replay: the driver reads
 the sensors in timestamp lockstep (one outstanding read each, frames handed to the fuser by
 reference, never fetched by the driver, up to four pushes in flight per fuser) so the fuser sees
 the same streams every run, sends fixed batches to inference, and stops reading rather than
@@ -45,7 +47,9 @@ log = logging.getLogger(__name__)
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, SensorNotStarted)
 REPLAY_LOOKAHEAD_S = 0.5  # how far a sensor may read ahead of the slowest one in replay
 MAX_PUSHES = 4  # calls in flight to one fuser (replay: from the driver; live: from each sensor)
-COLLECT_EVERY_S = 0.04  # live: how often the driver collects what each fuser fused
+# Live: one `collect` per fuser is always in flight; it returns as soon as there is something
+# for the driver (a prediction, a sample to dispatch, a loss), or after this long.
+COLLECT_WAIT_S = 0.1
 WATCH_EVERY_S = 1.0  # live: how often the driver checks that each sensor still streams
 
 
@@ -88,8 +92,8 @@ class RigHandle:
     pushes: deque[Any] = field(default_factory=deque)  # push/finish calls in flight, oldest first
     results: dict[Any, list[FusedSample]] = field(default_factory=dict)  # done, behind an older one
     finishing: bool = False  # `finish` was sent: nothing more is pushed
-    collected: float = 0.0  # live: monotonic time the last `collect` was sent
     link: tuple[str, str] | None = None  # live: the fuser's local link (node id, socket path)
+    linked: int = 0  # live: samples the fuser sent over an inference actor's link, not yet answered
     finished: bool = False
     pending: deque[FusedSample] = field(default_factory=deque)  # fused, not yet submitted
 
@@ -98,6 +102,7 @@ class RigHandle:
 class InferenceHandle:
     actor: Any
     in_flight: int = 0
+    link: tuple[str, str] | None = None  # live: its local link (node id, socket path)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +116,7 @@ class RunStats:
     sensor_restarts: int = 0
     max_pending: int = 0  # the most fused samples ever waiting in one rig: bounded by the config
     transport: dict[str, str] = field(default_factory=dict)  # live: "rig/sensor" -> socket | ray
+    inference_transport: dict[str, list[str]] = field(default_factory=dict)  # live: rig -> per actor
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
     def percentile(self, q: float) -> float:
@@ -259,6 +265,10 @@ class PipelineRunner:
         infos = ray.get([h.actor.info.remote() for h in self.pool], timeout=600)
         for h, info in zip(self.pool, infos, strict=True):
             h.info = info
+        if self.config.mode is Mode.LIVE and self.config.flow.local_link:
+            links = ray.get([h.actor.listen.remote() for h in self.pool], timeout=120)
+            for h, link in zip(self.pool, links, strict=True):
+                h.link = (link[0], link[1])
         log.info(
             "inference: %d actor(s) on %s, model %s",
             len(self.pool),
@@ -269,6 +279,7 @@ class PipelineRunner:
     def _start_rigs(self) -> None:
         flow = self.config.flow
         speed = self.config.speed if self.config.mode is Mode.REPLAY else None
+        pools = []
         for rid, rig, replica in _expand_rigs(self.config):
             sensors = []
             for sensor_id, spec in rig.sensors.items():
@@ -298,10 +309,16 @@ class PipelineRunner:
                 lossless=self.config.mode is Mode.REPLAY,
             )
             self.rigs.append(RigHandle(id=rid, fuser=fuser, sensors=sensors))
-            fuser.set_pool.remote([h.actor for h in self.pool], flow.max_in_flight_batches)
+            pools.append(
+                fuser.set_pool.remote(
+                    [h.actor for h in self.pool], flow.max_in_flight_batches, [h.link for h in self.pool]
+                )
+            )
         # Fail fast: every source opens now (missing file or device named), every fuser builds.
         ray.get([s.actor.start.remote() for r in self.rigs for s in r.sensors], timeout=120)
-        ray.get([r.fuser.stats.remote() for r in self.rigs], timeout=120)
+        for handle, how in zip(self.rigs, ray.get(pools, timeout=120), strict=True):
+            if self.config.mode is Mode.LIVE:
+                self.stats.inference_transport[handle.id] = how
         if self.config.mode is Mode.LIVE:
             links = (
                 ray.get([r.fuser.listen.remote() for r in self.rigs], timeout=120)
@@ -359,7 +376,7 @@ class PipelineRunner:
             else:
                 self._schedule_reads()
             self._schedule_inference()
-            for ref in self._ready(timeout=0.05 if self.config.mode is Mode.REPLAY else COLLECT_EVERY_S / 2):
+            for ref in self._ready(timeout=0.05):
                 self._complete(ref)
             if time.monotonic() - last_status >= 1.0:
                 self._export_metrics()
@@ -394,6 +411,8 @@ class PipelineRunner:
                 log.debug("stop streams: %s", err)
             self._schedule_collects(force=True)
         while time.monotonic() < end:
+            if self.config.mode is Mode.LIVE:  # predictions of linked samples come by `collect`
+                self._schedule_collects(draining=True)
             self._schedule_inference()
             waiting = [r for r, (kind, _) in self._inflight.items() if kind != "read"]
             if not waiting and not any(r.pending for r in self.rigs):
@@ -451,34 +470,58 @@ class PipelineRunner:
         else:
             self._on_predictions(payload, result)
 
-    def _schedule_collects(self, force: bool = False) -> None:
-        """Live: one `collect` in flight per fuser, every COLLECT_EVERY_S; one `stream_state` per
-        sensor every WATCH_EVERY_S (a sensor actor that died and was restarted streams again)."""
+    def _schedule_collects(self, force: bool = False, draining: bool = False) -> None:
+        """Live: one `collect` always in flight per fuser (a long poll: it returns as soon as the
+        fuser has something for the driver); one `stream_state` per sensor every WATCH_EVERY_S
+        (a sensor actor that died and was restarted streams again). `force`: a last collect
+        that does not wait; `draining`: collects only while a rig awaits linked predictions."""
         now = time.monotonic()
         busy = {payload[0] for kind, payload in self._inflight.values() if kind in ("collect", "watch")}
         for rig in self.rigs:
-            if rig.id not in busy and (force or now - rig.collected >= COLLECT_EVERY_S):
-                rig.collected = now
-                self._inflight[rig.fuser.collect.remote()] = ("collect", (rig.id,))
+            if rig.id not in busy and (not draining or rig.linked):
+                wait = 0.0 if force else COLLECT_WAIT_S
+                self._inflight[rig.fuser.collect.remote(wait)] = ("collect", (rig.id,))
             for s in rig.sensors:
-                if not force and id(s) not in busy and now - s.watched >= WATCH_EVERY_S:
+                if not (force or draining) and id(s) not in busy and now - s.watched >= WATCH_EVERY_S:
                     s.watched = now
                     self._inflight[s.actor.stream_state.remote()] = ("watch", (id(s),))
 
-    def _on_collected(self, rig: RigHandle, items: list[tuple[FusedSample, Any, int | None]]) -> None:
-        """Live: samples a fuser fused; those it sent to inference itself come with the reference
-        to their prediction, which is awaited here (and resubmitted if the actor dies)."""
-        waiting = []
-        for sample, pred, slot in items:
-            if pred is not None and slot is not None:
+    def _on_collected(self, rig: RigHandle, items: list[tuple[Any, ...]]) -> None:
+        """Live: what a fuser did since the last collect (`pipelines.actors.Collected`): samples
+        it sent to inference itself come with the reference to their prediction, awaited here,
+        or were sent over a local link, their predictions following in a later collect; either
+        way a sample whose actor dies is resubmitted. Samples that found no room wait here."""
+        waiting, lost = [], []
+        for item in items:
+            kind = item[0]
+            if kind in ("sample", "linked"):
+                sample, slot = item[1], item[-1]
+                if slot is None:
+                    waiting.append(sample)
+                    continue
                 handle = self.pool[slot]
                 handle.in_flight += 1
-                self._inflight[pred] = ("infer", (handle, [sample]))
                 self.stats.fuser_dispatched += 1
+                if kind == "sample":
+                    self._inflight[item[2]] = ("infer", (handle, [sample]))
+                else:
+                    rig.linked += 1
                 if self.observer is not None:
                     self.observer.on_sample(sample)
+                continue
+            handle = self.pool[item[2]]
+            rig.linked -= 1
+            if kind == "prediction":
+                self._on_predictions((handle, []), item[1])
+            elif kind == "lost":
+                handle.in_flight -= 1
+                lost.append(item[1])
             else:
-                waiting.append(sample)
+                raise RuntimeError(f"rig {rig.id}: inference failed on sample {item[1].seq}: {item[3]}")
+        if lost:
+            log.warning("inference actor lost; resubmitting %d sample(s) it had over its link", len(lost))
+            self.stats.resubmitted += len(lost)
+            rig.pending.extendleft(reversed(lost))
         self._on_fused(rig, waiting)
 
     def _on_watched(self, s: SensorHandle, state: dict[str, Any]) -> None:
@@ -650,7 +693,8 @@ class PipelineRunner:
         self.metrics.flow(
             buffered_frames=sum(count for r in self.rigs for _, count in r.buffered),
             pending_samples=sum(len(r.pending) for r in self.rigs),
-            in_flight_samples=sum(len(p[1]) for kind, p in self._inflight.values() if kind == "infer"),
+            in_flight_samples=sum(len(p[1]) for kind, p in self._inflight.values() if kind == "infer")
+            + sum(r.linked for r in self.rigs),
             dropped=self.stats.dropped,
             sink_skipped=self.sink.skipped,
             resubmitted=self.stats.resubmitted,
@@ -681,6 +725,11 @@ class PipelineRunner:
                 ray.get(rig.fuser.close.remote(), timeout=10)
             except Exception as err:
                 log.debug("fuser %s close: %s", rig.id, err)
+        for h in self.pool:  # after the fusers: their links' socket directories go with them
+            try:
+                ray.get(h.actor.close.remote(), timeout=10)
+            except Exception as err:
+                log.debug("close inference actor: %s", err)
         summary = self.summary()
         summary["fusers"] = fusers
         self._kill_actors()
@@ -710,6 +759,7 @@ class PipelineRunner:
             "resubmitted": self.stats.resubmitted,
             "dispatched_by_fuser": self.stats.fuser_dispatched,
             "sensor_transport": dict(self.stats.transport),
+            "inference_transport": dict(self.stats.inference_transport),
             "sensor_restarts": self.stats.sensor_restarts,
             "max_pending_samples": self.stats.max_pending,
             "model_version": self.pool[0].info.get("model_version") if self.pool else None,

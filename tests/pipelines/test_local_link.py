@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fusion.sample import Frame, Modality
-from pipelines.local_link import FrameClient, FrameServer, LinkError
+from pipelines.local_link import FrameClient, FrameServer, LinkClient, LinkError, LinkServer
 
 
 def _frame(i: int) -> Frame:
@@ -97,3 +97,83 @@ def test_a_sender_learns_when_the_fuser_is_gone():
     with pytest.raises(LinkError, match="gone"):
         for i in range(200):  # the first writes may still land in the socket's buffer
             client.send([_frame(i)])
+
+
+def _echo_server():
+    """An inference actor's end in miniature: every message is answered on its connection."""
+
+    def deliver(message, reply):
+        reply(("prediction", message, f"answer {message}"))
+
+    return LinkServer(deliver, check=lambda m: None if isinstance(m, int) else "expected an int", name="test")
+
+
+def test_replies_come_back_on_the_senders_connection_in_order():
+    server = _echo_server()
+    answers: dict[str, list] = {"a": [], "b": []}
+    done = threading.Event()
+
+    def on_reply(who):
+        def got(message):
+            answers[who].append(message)
+            if sum(map(len, answers.values())) == 40:
+                done.set()
+
+        return got
+
+    try:
+        clients = {who: LinkClient(server.path, peer="echo", on_reply=on_reply(who)) for who in answers}
+        for i in range(20):
+            clients["a"].send(i)
+            clients["b"].send(100 + i)
+        assert done.wait(10)
+        assert answers["a"] == [("prediction", i, f"answer {i}") for i in range(20)]
+        assert answers["b"] == [("prediction", 100 + i, f"answer {100 + i}") for i in range(20)]
+        for client in clients.values():
+            client.close()
+    finally:
+        server.close()
+
+
+def test_the_sender_hears_once_when_the_other_end_dies_and_not_when_it_closes_itself():
+    closed: list[str] = []
+    server = _echo_server()
+    client = LinkClient(server.path, peer="inference actor 0", on_reply=lambda m: None, on_closed=closed.append)
+    server.close()  # as when the actor's process dies: its sockets are shut
+    deadline = time.monotonic() + 5
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closed == ["the inference actor 0 closed the link"]
+    client.close()
+
+    server = _echo_server()
+    mine: list[str] = []
+    quiet = LinkClient(server.path, peer="x", on_reply=lambda m: None, on_closed=mine.append)
+    quiet.close()
+    time.sleep(0.2)
+    assert mine == []  # closing one's own end is not news
+    server.close()
+
+
+def test_a_malformed_reply_ends_the_link_and_says_why():
+    def deliver(message, reply):
+        reply({"not": "a reply"})
+
+    server = LinkServer(deliver, check=lambda m: None, name="test")
+    closed: list[str] = []
+    try:
+        client = LinkClient(
+            server.path,
+            peer="inference actor 0",
+            on_reply=lambda m: None,
+            on_closed=closed.append,
+            check=lambda m: None if isinstance(m, tuple) else f"expected a reply, got {type(m).__name__}",
+        )
+        client.send(1)
+        deadline = time.monotonic() + 5
+        while not closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(closed) == 1 and "expected a reply, got dict" in closed[0]
+        client.close()
+    finally:
+        server.close()

@@ -90,6 +90,8 @@ def test_live_simulated_predictions_arrive_in_order_with_stage_times():
     assert summary["dispatched_by_fuser"] > 0, summary
     # On one host, frames go from each sensor to its fuser over the local link, not as Ray calls.
     assert summary["sensor_transport"] == {"sim/cam0": "socket", "sim/mic0": "socket", "sim/lidar0": "socket"}
+    # ...and ticks from the fuser to the inference actor, their predictions coming back the same way.
+    assert summary["inference_transport"] == {"sim": ["socket"]}
     fuser = summary["fusers"]["sim"]  # each rig's alignment accounts for its frames
     assert fuser["samples"] >= len(preds) and fuser["received"]["camera"] > fuser["samples"]
 
@@ -122,6 +124,43 @@ def test_live_sensor_actor_killed_mid_run_streams_again(local_link):
     assert sum("camera" in p.modalities for p in after) >= len(after) // 2, [p.modalities for p in after]
     seqs = [p.seq for p in preds]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_live_inference_actor_killed_mid_run_gets_its_samples_back_and_relinks(tmp_path):
+    """On one host a fuser sends ticks to the inference actor over a local link. When the actor
+    dies, the samples it held come back to the driver, which resubmits them (as Ray calls, which
+    wait for the restarted actor), and the fuser links to the restarted actor once it listens."""
+    import time
+
+    # A real model too slow for 10 Hz here: a sample is always in flight when the kill comes.
+    heavy = tmp_path / "heavy.yaml"
+    cfg = yaml.safe_load(Path("configs/model/sensor-small.yaml").read_text())
+    cfg.update(num_latents=256, latent_dim=256, num_cross_attends=4, self_attends_per_block=4)
+    heavy.write_text(yaml.safe_dump(cfg))
+    killed: dict = {}
+
+    def kill_inference(p, runner):
+        if p.seq >= 3 and not killed:
+            ray.kill(runner.pool[0].actor, no_restart=False)
+            killed["at"] = time.time()
+
+    config = sim_config(
+        realtime=True,
+        duration_s=16.0,
+        model={"preset": None, "config": str(heavy)},
+        inference={"actors": 1, "max_batch_size": 1, "max_wait_ms": 0, "num_cpus": 0.5},
+        flow={"max_pending_samples": 4, "max_in_flight_batches": 1},
+    )
+    preds, summary, _ = run_pipeline(config, on_prediction=kill_inference)
+    assert killed, "the kill hook never ran"
+    assert summary["inference_transport"] == {"sim": ["socket"]}
+    assert summary["resubmitted"] >= 1, summary  # the sample in flight on the dead actor
+    after = [p for p in preds if p.stage_times["inferred"] > killed["at"]]
+    assert len(after) >= 3, (len(preds), summary)
+    seqs = [p.seq for p in preds]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # The restarted actor listens again and the fuser uses its link, not Ray calls, from then on.
+    assert summary["fusers"]["sim"]["inference_transport"] == ["socket"], summary["fusers"]["sim"]
 
 
 def test_replay_is_deterministic_and_exactly_once_under_actor_kills():
