@@ -107,11 +107,12 @@ class SensorActor:
         self.started = True
         return resume_from
 
-    def read(self, max_frames: int, timeout_s: float) -> list[Frame] | None:
+    def read(self, max_frames: int, timeout_s: float, *, record: bool = True) -> list[Frame] | None:
         """Waits up to `timeout_s` for the first frame, then takes only those already due.
 
         It returns as soon as it has something: a frame never waits in the actor for the
         ones after it, so live latency gains nothing from this call but its Ray round trip.
+        `record: False` leaves the metrics to the caller (the stream records after the hand-over).
         """
         if not self.started:
             raise SensorNotStarted(f"{self.name}: read before start (the actor was restarted)")
@@ -144,7 +145,8 @@ class SensorActor:
         self.delivered += len(frames)
         if frames:
             self.newest = frames[-1].timestamp
-        self.metrics.record(len(frames), self.source.stats)
+        if record:
+            self.metrics.record(len(frames), self.source.stats)
         if not frames and self.ended:
             return None
         return frames
@@ -196,22 +198,23 @@ class SensorActor:
         in_flight: list[Any] = []
         try:
             while not self._stop_stream.is_set():
-                frames = self.read(max_frames, 0.05)
-                if frames is None:
-                    return  # a finite source ended
+                frames = self.read(max_frames, 0.05, record=False)
                 if not frames:
+                    self.metrics.record(0, self.source.stats)
+                    if frames is None:
+                        return  # a finite source ended
                     continue
                 if not self.enabled:
                     self.discarded += len(frames)
                     self.source.stats.dropped["sensor_off"] += len(frames)
-                    continue
-                if client is not None:
+                elif client is not None:
                     client.send(frames)  # blocks while the fuser is behind: the device buffer overruns
-                    continue
-                in_flight.append(fuser.push_from.remote(frames))
-                _, in_flight = ray.wait(in_flight, num_returns=len(in_flight), timeout=0)
-                if len(in_flight) >= max_pushes:
-                    _, in_flight = ray.wait(in_flight, num_returns=len(in_flight) - max_pushes + 1)
+                else:
+                    in_flight.append(fuser.push_from.remote(frames))
+                    _, in_flight = ray.wait(in_flight, num_returns=len(in_flight), timeout=0)
+                    if len(in_flight) >= max_pushes:
+                        _, in_flight = ray.wait(in_flight, num_returns=len(in_flight) - max_pushes + 1)
+                self.metrics.record(len(frames), self.source.stats)  # after the hand-over, off its path
         except Exception as err:  # reported by `stream_state`; the driver restarts the stream
             self.stream_error = f"{type(err).__name__}: {err}"
         finally:

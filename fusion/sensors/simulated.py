@@ -139,8 +139,6 @@ class SimulatedSource(Source):
             frame = self._make_frame(index, self.frame_time(index))
         self._index += 1
         self.stats.frames += 1
-        if self.config.realtime:
-            self._schedule(self._index)  # the next frames, ahead of the next read
         return frame
 
     def _past_end(self, index: int) -> bool:
@@ -152,9 +150,10 @@ class SimulatedSource(Source):
         or twice the recent slowest render if that is longer."""
         return max(self.config.render_ahead_s, 2.0 * self._render_s + 0.003)
 
-    def _schedule(self, first: int) -> None:
+    def _schedule(self, first: int, ahead: bool = True) -> None:
         """Queue on the device thread every frame from `first` on that is due within `_lead()`
-        (at least frame `first`); frames before `first` (skipped by an overrun) are dropped."""
+        (at least frame `first`; only it when not `ahead`); frames before `first` (skipped by an
+        overrun) are dropped."""
         if self._device is None:
             self._device = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"sim-{self.sensor_id}", initializer=_lower_priority
@@ -163,7 +162,7 @@ class SimulatedSource(Source):
             self._queue.popleft()[1].cancel()
         index = self._queue[-1][0] + 1 if self._queue else first
         horizon = time.time() + self._lead()
-        while not self._past_end(index) and (not self._queue or self.due_time(index) <= horizon):
+        while not self._past_end(index) and (not self._queue or (ahead and self.due_time(index) <= horizon)):
             self._queue.append((index, self._device.submit(self._timed_render, index)))
             index += 1
 
@@ -177,11 +176,16 @@ class SimulatedSource(Source):
     def _rendered(self, index: int, deadline: float | None, due: float) -> Frame:
         """Frame `index` from the device thread (queued now if it is not yet: the first read, or
         frames skipped by overrun), waiting for it up to `deadline`."""
-        self._schedule(index)
+        self._schedule(index, ahead=False)
         assert self._queue and self._queue[0][0] == index
+        rendering = self._queue[0][1]
         wait = None if deadline is None else max(0.0, deadline - time.time())
+        if not rendering.done():
+            if wait == 0.0:
+                raise self._not_due(due)  # a poll: nothing to hand over now
+            self._schedule(index)  # the reader waits anyway: the device renders ahead meanwhile
         try:
-            return self._queue[0][1].result(timeout=wait)
+            return rendering.result(timeout=wait)
         except FutureTimeout:
             raise self._not_due(due) from None
 
@@ -190,9 +194,16 @@ class SimulatedSource(Source):
         now = time.time()
         if when <= now:
             return
+        if deadline is None or deadline > now:
+            # The reader waits now, idle: the device renders ahead meanwhile, not while the frame
+            # just handed over is preprocessed and sent by this process (they would share the
+            # GIL, which a low-priority device thread, once preempted, holds long). A poll
+            # (timeout 0) is part of that hand-over.
+            self._schedule(self._index)
         if deadline is not None and when > deadline:
-            time.sleep(max(deadline - now, 0.0))
-            raise self._not_due(due)
+            if deadline > now:
+                time.sleep(deadline - now)
+            raise self._not_due(due)  # a poll (timeout 0) returns at once: no sleep(0), no GIL hand-off
         time.sleep(when - now)
 
     def _not_due(self, due: float) -> TimeoutError:
