@@ -138,7 +138,9 @@ def test_replies_come_back_on_the_senders_connection_in_order():
 def test_the_sender_hears_once_when_the_other_end_dies_and_not_when_it_closes_itself():
     closed: list[str] = []
     server = _echo_server()
-    client = LinkClient(server.path, peer="inference actor 0", on_reply=lambda m: None, on_closed=closed.append)
+    client = LinkClient(
+        server.path, peer="inference actor 0", on_reply=lambda m: None, on_closed=closed.append
+    )
     server.close()  # as when the actor's process dies: its sockets are shut
     deadline = time.monotonic() + 5
     while not closed and time.monotonic() < deadline:
