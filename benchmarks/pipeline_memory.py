@@ -59,7 +59,7 @@ import psutil
 import ray
 import yaml
 
-from fusion.inference import Prediction
+from fusion.sample import Prediction
 from fusion.sinks import Sink
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineRunner

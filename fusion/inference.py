@@ -10,35 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 
 from fusion.model import Perceiver, collate
-from fusion.sample import MODALITY_ORDER, FusedSample
+from fusion.sample import MODALITY_ORDER, FusedSample, Prediction
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prediction:
-    """One fused prediction. `error` is set (and probs empty) when the sample could not be used."""
-
-    rig: str
-    seq: int
-    timestamp: float  # the fusion tick
-    label: str
-    probs: list[float]
-    position: list[float] | None
-    modalities: list[str]  # present in the sample
-    latency_s: float  # capture of the sample's newest reading to this prediction, wall clock
-    model_version: str
-    stage_times: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def pick_device(requested: str = "auto") -> torch.device:

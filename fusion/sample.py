@@ -1,4 +1,4 @@
-"""Data that flows between sensors and the model: Frame -> Segment -> FusedSample.
+"""Data that flows between sensors and the model: Frame -> Segment -> FusedSample -> Prediction.
 
 A `Frame` is one reading of one sensor with its capture timestamp. A `Segment` is one modality's preprocessed reading: `values` [M, c] and either explicit
 `positions` [M, d] in [-1, 1] (LiDAR: they change every sweep) or a `grid` shape whose
@@ -8,8 +8,9 @@ positions are implicit and identical every time (image H x W, spectrogram T x F)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -153,3 +154,25 @@ class FusedSample:
     @property
     def missing(self) -> tuple[Modality, ...]:
         return tuple(m for m in MODALITY_ORDER if m not in self.segments)
+
+
+@dataclass
+class Prediction:
+    """One fused prediction (the model's output for one FusedSample; made by
+    `fusion.inference.InferenceEngine`, defined here so that code handling predictions need not
+    load torch). `error` is set (and probs empty) when the sample could not be used."""
+
+    rig: str
+    seq: int
+    timestamp: float  # the fusion tick
+    label: str
+    probs: list[float]
+    position: list[float] | None
+    modalities: list[str]  # present in the sample
+    latency_s: float  # capture of the sample's newest reading to this prediction, wall clock
+    model_version: str
+    stage_times: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)

@@ -19,7 +19,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusion.inference import Prediction
+from fusion.sample import Prediction
 
 
 class Sink(ABC):

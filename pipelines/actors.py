@@ -1,38 +1,29 @@
-"""Ray actors: thin shells around the plain classes in `fusion/`.
+"""Ray actors of the sensor side: thin shells around the plain classes in `fusion/`.
 
-Each actor's contract is written on it; the logic it wraps is tested without Ray.
+Each actor's contract is written on it; the logic it wraps is tested without Ray. The model's
+actor is in `pipelines.inference_actor`: a Ray worker imports the module of the actor class it
+hosts, so sensor and fuser processes never load torch (seconds of start-up and hundreds of MB
+each).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
-import torch
 from ray.exceptions import ActorUnavailableError
 
-from fusion.batching import DynamicBatcher
 from fusion.fuser import Fuser
-from fusion.inference import InferenceEngine, Prediction
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, make_source
-from pipelines.local_link import FrameClient, FrameServer, LinkClient, LinkError, LinkServer, Reply
-from pipelines.metrics import FuserMetrics, InferenceMetrics, SourceMetrics
-from pipelines.models import load_model
+from pipelines.local_link import FrameClient, FrameServer, LinkClient, LinkError
+from pipelines.metrics import FuserMetrics, SourceMetrics
 
 log = logging.getLogger(__name__)
-
-
-def _sample_check(message: Any) -> str | None:
-    return (
-        None if isinstance(message, FusedSample) else f"expected a FusedSample, got {type(message).__name__}"
-    )
 
 
 def _reply_check(message: Any) -> str | None:
@@ -503,86 +494,3 @@ class FuserActor:
         if self._server is not None and self._server.errors:
             out["link_errors"] = list(self._server.errors)
         return out
-
-
-@ray.remote
-class InferenceActor:
-    """The Perceiver on this actor's device (GPU when it was given one, else CPU).
-
-    `infer(sample)` is dynamically batched with concurrent calls (max batch size, max wait);
-    `infer_batch(samples)` runs exactly the batch given (replay: fixed batches keep results
-    byte-identical from run to run). Both return Predictions; a bad sample gets one with
-    `error` set instead of failing its batch.
-    """
-
-    def __init__(
-        self, *, model: dict[str, Any], device: str, max_batch_size: int, max_wait_ms: float
-    ) -> None:
-        net, version = load_model(model)
-        self.engine = InferenceEngine(net, model_version=version, device=device)
-        self.engine.warm_up()  # the slow first forward happens now, not on the first sample
-        self.metrics = InferenceMetrics(self.engine)
-        # One thread runs the model so the event loop keeps accepting samples meanwhile.
-        self._executor = ThreadPoolExecutor(max_workers=1)
-        self.batcher: DynamicBatcher[FusedSample, Prediction] = DynamicBatcher(
-            self._run, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1000
-        )
-        self._server: LinkServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def listen(self) -> tuple[str, str]:
-        """Live: open the local link for fusers on this node; returns (node id, socket path).
-
-        A fuser writes a FusedSample to it, and gets back on the same connection
-        `("prediction", seq, Prediction)`, or `("failed", seq, why)` if the batch raised. The
-        sample joins the same dynamic batches as `infer` calls."""
-        if self._server is None:
-            self._loop = asyncio.get_running_loop()
-            self._server = LinkServer(self._on_linked, check=_sample_check, name="inference")
-        return ray.get_runtime_context().get_node_id(), self._server.path
-
-    def _on_linked(self, sample: FusedSample, reply: Reply) -> None:
-        """On a link's reader thread: into the batcher on the actor's event loop; the answer goes
-        back from there when the sample's batch is done."""
-        assert self._loop is not None
-
-        def answer(done: Any) -> None:
-            try:
-                message: tuple[str, int, Any] = ("prediction", sample.seq, done.result())
-            except Exception as err:
-                message = ("failed", sample.seq, f"{type(err).__name__}: {err}")
-            try:
-                reply(message)
-            except LinkError as err:  # the fuser is gone: it resubmits nothing, as it died too
-                log.debug("inference link: %s", err)
-
-        asyncio.run_coroutine_threadsafe(self.batcher.submit(sample), self._loop).add_done_callback(answer)
-
-    async def _run(self, samples: list[FusedSample]) -> list[Prediction]:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self.metrics.timed_predict, samples
-        )
-
-    async def infer(self, sample: FusedSample) -> Prediction:
-        return await self.batcher.submit(sample)
-
-    async def infer_batch(self, samples: list[FusedSample]) -> list[Prediction]:
-        return await self._run(samples)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    async def info(self) -> dict[str, Any]:
-        params = sum(p.numel() for p in self.engine.model.parameters())
-        return {
-            "device": str(self.engine.device),
-            "model_version": self.engine.model_version,
-            "model": self.engine.model.config.name,
-            "class_names": self.engine.class_names,
-            "parameters": params,
-            "torch_threads": torch.get_num_threads(),  # Ray sets it from the actor's num_cpus
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": __import__("os").getpid(),
-        }

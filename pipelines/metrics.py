@@ -28,18 +28,20 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util import metrics as ray_metrics
 
 from fusion.config import ConfigError
 from fusion.fuser import Fuser
-from fusion.inference import InferenceEngine, Prediction
-from fusion.sample import FusedSample
+from fusion.sample import FusedSample, Prediction
 from fusion.sensors.base import SourceStats
 from fusion.sinks import Sink
 from pipelines.config import MetricsConfig
+
+if TYPE_CHECKING:  # only inference workers load torch
+    from fusion.inference import InferenceEngine
 
 # 1 ms to 10 s in 1-2-5 steps: the p99 objective and every stage between fall on a bucket edge.
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)

@@ -34,12 +34,12 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, OwnerDiedError, RayActorError
 
 from fusion.config import ConfigError
-from fusion.inference import Prediction
-from fusion.sample import FusedSample
+from fusion.sample import FusedSample, Prediction
 from fusion.sensors import make_source
 from fusion.sinks import BackgroundSink, OrderedSink, Sink
-from pipelines.actors import FuserActor, InferenceActor, SensorActor, SensorNotStarted
+from pipelines.actors import FuserActor, SensorActor, SensorNotStarted
 from pipelines.config import Mode, PipelineConfig, RigConfig, rig_ids
+from pipelines.inference_actor import InferenceActor
 from pipelines.metrics import DriverMetrics, InstrumentedSink, ray_init_options
 from pipelines.models import check_preprocess
 

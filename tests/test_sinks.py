@@ -3,7 +3,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from fusion.inference import Prediction
+from fusion.sample import Prediction
 from fusion.sinks import BackgroundSink, CallbackSink, JsonlSink, OrderedSink, ParquetSink, open_sink
 
 

@@ -15,8 +15,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from fusion.inference import Prediction
-from fusion.sample import FusedSample, Modality
+from fusion.sample import FusedSample, Modality, Prediction
 from fusion.sensors.camera import CameraPreprocessConfig
 from fusion.sensors.lidar import LidarPreprocessConfig
 from fusion.sensors.microphone import MicrophonePreprocessConfig

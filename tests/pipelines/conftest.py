@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import ray
 
-from fusion.inference import Prediction
+from fusion.sample import Prediction
 from fusion.sinks import CallbackSink
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineRunner

@@ -32,8 +32,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fusion.inference import Prediction
-from fusion.sample import FusedSample, Modality, Segment
+from fusion.sample import FusedSample, Modality, Prediction, Segment
 from fusion.sensors import make_source
 from fusion.sensors.camera import CameraPreprocessConfig
 from pipelines.demo import render

@@ -25,7 +25,7 @@ import ray
 import yaml
 
 from fusion.config import ConfigError
-from fusion.inference import Prediction
+from fusion.sample import Prediction
 from fusion.sinks import CallbackSink
 from pipelines import metrics
 from pipelines.config import MetricsConfig, PipelineConfig

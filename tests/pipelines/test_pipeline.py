@@ -1,6 +1,8 @@
 """The streaming pipeline on a real local Ray: end to end, replay determinism, faults, live drops."""
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,8 +74,26 @@ def test_take_gives_the_driver_a_count_and_the_fuser_the_frames():
     ray.kill(actor)
 
 
+def test_sensor_side_modules_do_not_load_torch():
+    """Ray workers import the module of the actor class they host, and a fuser loads the
+    inference actor's class to use its handles: none of that may pull in torch."""
+    code = "import sys, pipelines.actors, pipelines.inference_actor; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_live_simulated_predictions_arrive_in_order_with_stage_times():
-    preds, summary, _ = run_pipeline(sim_config(realtime=True, duration_s=5.0))
+    loaded: dict[str, bool] = {}
+
+    def torch_where(p, runner):  # once, while the actors live: which processes loaded torch
+        if not loaded:
+            actors = {"fuser": runner.rigs[0].fuser, "sensor": runner.rigs[0].sensors[0].actor}
+            actors["inference"] = runner.pool[0].actor
+            for name, actor in actors.items():
+                loaded[name] = ray.get(actor.__ray_call__.remote(lambda self: "torch" in sys.modules))
+
+    preds, summary, _ = run_pipeline(sim_config(realtime=True, duration_s=5.0), on_prediction=torch_where)
+    assert loaded == {"fuser": False, "sensor": False, "inference": True}
     assert len(preds) >= 20, summary  # 10 Hz LiDAR ticks for ~5 s, minus start-up
     seqs = [p.seq for p in preds]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
