@@ -48,7 +48,11 @@ from fusion.sample import MODALITY_ORDER, Frame, Modality
 HOUR_S = 3600.0
 _TOP_OF_HOUR_LIMIT_US = 3_600_000_000
 # Float noise allowed when a time is compared with a tick (k / rate_hz is not exact in binary).
-_EPS = 1e-9
+# Live sources stamp Unix time (~1.8e9 s), where one float64 step is 0.24 us: an audio chunk's
+# end (its start plus 800 / 16000 s) lands a step short of the LiDAR tick it ends at on one
+# tick in five, and a 1e-9 tolerance then held that tick for the next chunk, 50 ms later.
+# 1 us is four steps there and far below any sensor's sample period (62.5 us at 16 kHz).
+_EPS = 1e-6
 
 
 def _default_slop() -> dict[Modality, float]:

@@ -411,3 +411,33 @@ def test_without_waiting_for_slop_ticks_leave_as_soon_as_every_stream_reaches_th
             patient.push(f)
     assert sync.poll()[-1].tick == 0.5  # the camera frame at 0.5 settles it
     assert patient.poll()[-1].tick == 0.4  # 0.5 waits for a camera frame past 0.5 + slop
+
+
+def test_ticks_on_unix_time_complete_with_the_chunk_that_ends_at_them():
+    """Live sources stamp Unix time (~1.8e9 s): there an audio chunk's end, computed as its start
+    plus its length, can land one float step short of the LiDAR tick it ends at. The tick must
+    still be complete when that chunk arrives, not wait 50 ms for the next one."""
+    sync = Synchronizer(SyncConfig(reference=LIDAR, wait_for_slop=False))
+    first = 17_961_793_330  # LiDAR sweep index at 10 Hz on the Unix-time grid
+    late = 0
+    for k in range(first, first + 100):
+        tick = k / 10
+        # The simulated microphone's chunks: 800 samples, starting on exact sample counts.
+        start = (2 * k - 1) * CHUNK / RATE
+        sync.push(mic_chunks_at(start))
+        sync.push(cam(tick))
+        sync.push(lidar(tick))
+        out = sync.poll(now=tick)  # `now` at the tick: no deadline has passed
+        late += [a.tick for a in out] != [tick]
+    assert late == 0
+
+
+def mic_chunks_at(start: float) -> Frame:
+    return Frame(
+        modality=MIC,
+        sensor_id="mic0",
+        timestamp=start,
+        wall_time=start,
+        data=np.zeros(CHUNK, np.float32),
+        sample_rate=float(RATE),
+    )
