@@ -146,17 +146,21 @@ def test_live_sensor_actor_killed_mid_run_streams_again(local_link):
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
+def _heavy_model(tmp_path: Path) -> dict:
+    """A real model, sensor-small made far too big for 10 Hz on this CPU: the `model` config."""
+    heavy = tmp_path / "heavy.yaml"
+    cfg = yaml.safe_load(Path("configs/model/sensor-small.yaml").read_text())
+    cfg.update(num_latents=256, latent_dim=256, num_cross_attends=4, self_attends_per_block=4)
+    heavy.write_text(yaml.safe_dump(cfg))
+    return {"preset": None, "config": str(heavy)}
+
+
 def test_live_inference_actor_killed_mid_run_gets_its_samples_back_and_relinks(tmp_path):
     """On one host a fuser sends ticks to the inference actor over a local link. When the actor
     dies, the samples it held come back to the driver, which resubmits them (as Ray calls, which
     wait for the restarted actor), and the fuser links to the restarted actor once it listens."""
     import time
 
-    # A real model too slow for 10 Hz here: a sample is always in flight when the kill comes.
-    heavy = tmp_path / "heavy.yaml"
-    cfg = yaml.safe_load(Path("configs/model/sensor-small.yaml").read_text())
-    cfg.update(num_latents=256, latent_dim=256, num_cross_attends=4, self_attends_per_block=4)
-    heavy.write_text(yaml.safe_dump(cfg))
     killed: dict = {}
 
     def kill_inference(p, runner):
@@ -167,7 +171,7 @@ def test_live_inference_actor_killed_mid_run_gets_its_samples_back_and_relinks(t
     config = sim_config(
         realtime=True,
         duration_s=16.0,
-        model={"preset": None, "config": str(heavy)},
+        model=_heavy_model(tmp_path),  # too slow for 10 Hz: a sample is always in flight at the kill
         inference={"actors": 1, "max_batch_size": 1, "max_wait_ms": 0, "num_cpus": 0.5},
         flow={"max_pending_samples": 4, "max_in_flight_batches": 1},
     )
@@ -208,15 +212,10 @@ def test_replay_is_deterministic_and_exactly_once_under_actor_kills():
 
 
 def test_live_mode_with_slow_inference_drops_oldest_and_stays_bounded(tmp_path):
-    # A real model, just far too big for 10 Hz on this CPU.
-    heavy = tmp_path / "heavy.yaml"
-    cfg = yaml.safe_load(Path("configs/model/sensor-small.yaml").read_text())
-    cfg.update(num_latents=256, latent_dim=256, num_cross_attends=4, self_attends_per_block=4)
-    heavy.write_text(yaml.safe_dump(cfg))
     config = sim_config(
         realtime=True,
         duration_s=10.0,
-        model={"preset": None, "config": str(heavy)},
+        model=_heavy_model(tmp_path),
         inference={"actors": 1, "max_batch_size": 2, "max_wait_ms": 5, "num_cpus": 0.5},
         flow={"max_pending_samples": 4, "max_in_flight_batches": 1},
     )
