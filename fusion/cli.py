@@ -181,7 +181,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sync, preprocess = None, None
     if args.config:
         rig = _rig_from(args.config, args.rig)
-        sync, preprocess = rig.sync or None, dict(rig.preprocess)
+        sync, preprocess = rig.sync, rig.preprocess
     speed = None if args.speed == 0 else args.speed
     writer = None
     if args.out:

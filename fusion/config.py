@@ -19,6 +19,23 @@ from fusion.sample import Modality
 ModalityKey = Annotated[Modality, Strict(False)]
 
 
+_PACKAGE = Path(__file__).resolve().parent
+# A wheel carries configs/ as fusion/_configs; a source checkout has it at the repo root.
+_SHIPPED_DIRS = (_PACKAGE / "_configs", _PACKAGE.parent / "configs")
+
+
+def shipped_config_dir(kind: str) -> Path:
+    """The folder of the shipped `kind` configs (`model`, `pipeline`, `train`)."""
+    for d in _SHIPPED_DIRS:
+        if (d / kind).is_dir():
+            return d / kind
+    raise FileNotFoundError(f"no shipped {kind} configs in any of {[str(d / kind) for d in _SHIPPED_DIRS]}")
+
+
+def shipped_config_names(kind: str) -> list[str]:
+    return sorted(p.stem for p in shipped_config_dir(kind).glob("*.yaml"))
+
+
 class ConfigError(ValueError):
     """A configuration file or mapping that cannot be used; the message names key and file."""
 
@@ -36,13 +53,31 @@ class StrictModel(BaseModel):
 C = TypeVar("C", bound=StrictModel)
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def key_path(loc: tuple[int | str, ...], data: Any = None) -> str:
+    """A key path as users write it: `rigs[0].sync.slop_s`; a list item with a string `id` is
+    named by it (`rigs[front].sync`)."""
+    path = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(part, int):
+            item = data[part] if isinstance(data, list) and 0 <= part < len(data) else None
+            name = item.get("id") if isinstance(item, dict) else None
+            path += f"[{name}]" if isinstance(name, str) else f"[{part}]"
+            data = item
+        else:
+            path += f".{part}" if path else part
+            data = data.get(part) if isinstance(data, dict) else None
+    return path or "<root>"
+
+
+def _format_errors(err: ValidationError, source: str, data: Any = None) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"] if p != "[key]") or "<root>"
         got = e.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        lines.append(f"{source}: {path}: {e['msg']}{shown}")
+        message = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {key_path(e['loc'], data)}: {message}{shown}")
     return "\n".join(lines)
 
 
@@ -53,7 +88,7 @@ def parse_config(cls: type[C], data: Any, *, source: str = "<config>") -> C:
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, data)) from None
 
 
 def load_config(cls: type[C], path: str | Path) -> C:

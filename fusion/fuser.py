@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from fusion.config import parse_config
+from fusion.config import StrictModel, parse_config
 from fusion.sample import Frame, FusedSample, Modality, Segment
+from fusion.sensors.camera import CameraPreprocessConfig
+from fusion.sensors.lidar import LidarPreprocessConfig
+from fusion.sensors.microphone import MicrophonePreprocessConfig
 from fusion.sensors.preprocess import Preprocessor, make_preprocessor
 from fusion.sync import AlignedSet, SyncConfig, Synchronizer
 
@@ -24,6 +27,24 @@ log = logging.getLogger(__name__)
 # Lossless replay waits for every stream however long it takes: ticks are emitted only once
 # all streams have moved past them (or at the end), never because a deadline expired.
 _FOREVER_S = 1e9
+
+
+class PreprocessConfig(StrictModel):
+    """A rig's per-modality preprocessing (`rigs[].preprocess`); a modality left out uses its defaults."""
+
+    camera: CameraPreprocessConfig | None = None
+    microphone: MicrophonePreprocessConfig | None = None
+    lidar: LidarPreprocessConfig | None = None
+
+    def for_modality(self, modality: Modality) -> StrictModel | None:
+        config: StrictModel | None = getattr(self, modality.value)
+        return config
+
+    def as_mapping(self) -> dict[str, dict[str, Any]]:
+        """Every modality given, its settings as plain values (what a checkpoint records)."""
+        return {
+            m.value: c.model_dump(mode="json") for m in Modality if (c := self.for_modality(m)) is not None
+        }
 
 
 def default_sync(modalities: Sequence[Modality]) -> dict[str, Any]:
@@ -41,19 +62,27 @@ class Fuser:
         *,
         rig: str,
         sensors: Mapping[str, Modality],
-        sync: Mapping[str, Any] | None = None,
-        preprocess: Mapping[Modality, Mapping[str, Any]] | None = None,
+        sync: SyncConfig | Mapping[str, Any] | None = None,
+        preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
         lossless: bool = False,
     ) -> None:
+        """`sync` and `preprocess` as validated configs (what a pipeline config holds), or as
+        mappings validated here; `sync` without `modalities` aligns the sensors' modalities."""
         self.rig = rig
         modalities = list(sensors.values())
-        raw = {"modalities": [m.value for m in modalities], **(sync or default_sync(modalities))}
+        if not isinstance(sync, SyncConfig):
+            raw = {"modalities": [m.value for m in modalities], **(sync or default_sync(modalities))}
+            sync = parse_config(SyncConfig, raw, source=f"rigs[{rig}].sync")
         if lossless:
-            raw |= {"max_delay_s": _FOREVER_S, "buffer_s": 2 * _FOREVER_S}
-        self.sync = Synchronizer(parse_config(SyncConfig, raw, source=f"rigs[{rig}].sync"))
-        preprocess = preprocess or {}
+            sync = sync.model_copy(update={"max_delay_s": _FOREVER_S, "buffer_s": 2 * _FOREVER_S})
+        self.sync = Synchronizer(sync)
+        given: Mapping[Modality, Mapping[str, Any] | StrictModel] = (
+            {m: c for m in Modality if (c := preprocess.for_modality(m)) is not None}
+            if isinstance(preprocess, PreprocessConfig)
+            else preprocess or {}
+        )
         self.preprocessors: dict[Modality, Preprocessor] = {
-            m: make_preprocessor(m, preprocess.get(m, {}), source=f"rigs[{rig}].preprocess.{m.value}")
+            m: make_preprocessor(m, given.get(m, {}), source=f"rigs[{rig}].preprocess.{m.value}")
             for m in modalities
         }
         self.samples = 0

@@ -8,18 +8,28 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from fusion.fuser import Fuser
+from fusion.fuser import Fuser, PreprocessConfig
 from fusion.recording import RecordingReader, RecordingWriter, Replayer
 from fusion.sample import FusedSample, Modality
-from fusion.sensors import EndOfStream, Source, make_source, probe_file
+from fusion.sensors import EndOfStream, Source, SourceConfig, make_source, probe_file
+from fusion.sync import SyncConfig
 
 
-def build_sources(sensors: Mapping[str, tuple[Modality, dict[str, Any]]], *, rig: str) -> dict[str, Source]:
-    """Every sensor of a rig, validated (backend and keys named on error) but not opened."""
+def build_sources(
+    sensors: Mapping[str, tuple[Modality, Mapping[str, Any] | SourceConfig]], *, rig: str
+) -> dict[str, Source]:
+    """Every sensor of a rig, validated (backend and keys named on error) but not opened; each is
+    named after its key unless its config names it."""
     return {
-        sid: make_source(m, {"sensor_id": sid, **cfg}, source=f"rigs[{rig}].sensors.{sid}.source")
+        sid: make_source(m, _named(cfg, sid), source=f"rigs[{rig}].sensors.{sid}.source")
         for sid, (m, cfg) in sensors.items()
     }
+
+
+def _named(config: Mapping[str, Any] | SourceConfig, sensor_id: str) -> Mapping[str, Any] | SourceConfig:
+    if isinstance(config, SourceConfig):
+        return config if config.sensor_id else config.model_copy(update={"sensor_id": sensor_id})
+    return {"sensor_id": sensor_id, **config}
 
 
 def open_all(sources: Mapping[str, Source]) -> None:
@@ -80,8 +90,8 @@ def replay_samples(
     *,
     speed: float | None,
     rig: str = "replay",
-    sync: Mapping[str, Any] | None = None,
-    preprocess: Mapping[Modality, Mapping[str, Any]] | None = None,
+    sync: SyncConfig | Mapping[str, Any] | None = None,
+    preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
 ) -> Iterator[FusedSample]:
     """Frames of a recording through a lossless Fuser: the same FusedSamples on every call, as they form."""
     reader = RecordingReader(recording)

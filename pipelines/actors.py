@@ -17,9 +17,10 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError
 
-from fusion.fuser import Fuser
+from fusion.fuser import Fuser, PreprocessConfig
 from fusion.sample import Frame, FusedSample, Modality
-from fusion.sensors import EndOfStream, Source, make_source
+from fusion.sensors import EndOfStream, Source, SourceConfig, make_source
+from fusion.sync import SyncConfig
 from pipelines.local_link import FrameClient, FrameServer, LinkClient, LinkError
 from pipelines.metrics import FuserMetrics, SourceMetrics
 
@@ -67,7 +68,7 @@ class SensorActor:
     """
 
     def __init__(
-        self, *, rig: str, modality: str, source: dict[str, Any], name: str, speed: float | None
+        self, *, rig: str, modality: str, source: SourceConfig, name: str, speed: float | None
     ) -> None:
         self.name = name
         self.source: Source = make_source(modality, source, source=name)
@@ -282,15 +283,15 @@ class FuserActor:
         *,
         rig: str,
         sensors: dict[str, str],
-        sync: dict[str, Any],
-        preprocess: dict[str, dict],
+        sync: SyncConfig,
+        preprocess: PreprocessConfig,
         lossless: bool,
     ) -> None:
         self.fuser = Fuser(
             rig=rig,
             sensors={k: Modality(v) for k, v in sensors.items()},
-            sync=sync or None,
-            preprocess={Modality(k): v for k, v in preprocess.items()},
+            sync=sync,
+            preprocess=preprocess,
             lossless=lossless,
         )
         self.fuser.warm_up()  # at start-up, not during the first tick

@@ -12,11 +12,12 @@ from pipelines.config import load_pipeline_config
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = load_pipeline_config(args.config)  # every key, before Ray is even imported
+
     from fusion.sinks import open_sink
     from pipelines.runner import PipelineRunner
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = load_pipeline_config(args.config)
     updates = {}
     if args.duration is not None:
         updates["duration_s"] = args.duration

@@ -10,10 +10,22 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, Strict, model_validator
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from fusion.config import ModalityKey, StrictModel, load_config
-from fusion.sample import Modality, parse_modality
+from fusion.config import ModalityKey, StrictModel, load_config, shipped_config_names
+from fusion.fuser import PreprocessConfig, default_sync
+from fusion.sample import Modality
+from fusion.sensors import SourceConfig, source_config_class
+from fusion.sync import SyncConfig
 
 
 class Mode(StrEnum):
@@ -22,10 +34,30 @@ class Mode(StrEnum):
 
 
 class SensorSpec(StrictModel):
-    """One sensor: its modality and its backend's own config (validated by that backend)."""
+    """One sensor: its modality and its backend's own config, typed by the backend registry."""
 
     modality: ModalityKey
-    source: dict[str, Any]  # {"backend": ..., backend fields}; see fusion.sensors
+    # The config class registered for (modality, source.backend): a YAML mapping is validated
+    # against it here, so a bad key fails at load naming `...source.KEY`.
+    source: SerializeAsAny[SourceConfig]
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _typed_source(cls, value: Any, info: ValidationInfo) -> Any:
+        modality = info.data.get("modality")
+        if modality is None:  # the bad modality is the error; its backend cannot be known
+            return SourceConfig.model_construct()
+        if isinstance(value, SourceConfig) or not isinstance(value, dict):
+            return value  # a non-mapping is reported by the base class
+        backend = value.get("backend")
+        try:
+            config_cls = source_config_class(modality, str(backend))
+        except ValueError as err:  # reported on the `backend` key, like any other bad value
+            error = PydanticCustomError("unknown_backend", str(err))
+            raise ValidationError.from_exception_data(
+                "source", [{"type": error, "loc": ("backend",), "input": backend}]
+            ) from None
+        return config_cls.model_validate(value)
 
 
 class RigConfig(StrictModel):
@@ -33,12 +65,39 @@ class RigConfig(StrictModel):
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     sensors: dict[str, SensorSpec] = Field(min_length=1)  # sensor id -> spec
-    sync: dict[str, Any] = Field(default_factory=dict)  # fusion.sync.SyncConfig
-    preprocess: dict[ModalityKey, dict[str, Any]] = Field(default_factory=dict)  # per-modality configs
+    # How the rig's streams are aligned. `modalities` comes from `sensors`; without a `sync`
+    # section, LiDAR sweeps are the ticks when there is a LiDAR, otherwise 10 Hz.
+    sync: SyncConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
     # Ray custom resources the rig's sensor and fuser actors require, to pin them to the host owning
     # the devices (e.g. {"rig0_host": 0.01} with `ray start --resources '{"rig0_host": 1}'`).
     resources: dict[str, float] = Field(default_factory=dict)
     replicas: int = Field(default=1, ge=1)  # N copies (ids rig-0..), simulated seeds offset per copy
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sync_of_sensors(cls, data: Any) -> Any:
+        """The sync section is completed with the rig's modalities (and defaults) before it is
+        validated, so its errors name `rigs.N.sync.KEY` like any other key's."""
+        if not isinstance(data, dict) or isinstance(data.get("sync"), SyncConfig):
+            return data
+        sensors = data.get("sensors", {})
+        sync = data.get("sync", {})
+        if not isinstance(sync, dict):
+            return data
+        try:
+            modalities = [
+                spec.modality if isinstance(spec, SensorSpec) else Modality(spec["modality"])
+                for spec in sensors.values()
+            ]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            # The sensors' own errors say what is wrong; an unvalidated placeholder keeps a
+            # missing `sync` from adding a misleading error of its own.
+            return {"sync": SyncConfig.model_construct(), **data}
+        return {
+            **data,
+            "sync": {"modalities": [m.value for m in modalities], **(sync or default_sync(modalities))},
+        }
 
     @model_validator(mode="after")
     def _one_sensor_per_modality(self) -> RigConfig:
@@ -63,6 +122,21 @@ class ModelSpec(StrictModel):
         if (self.preset is None) == (self.config is None):
             raise ValueError("give exactly one of model.preset or model.config")
         return self
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str | None) -> str | None:
+        known = shipped_config_names("model")
+        if name is not None and name not in known:
+            raise ValueError(f"unknown model preset {name!r} (known: {', '.join(known)})")
+        return name
+
+    @field_validator("config", "checkpoint")
+    @classmethod
+    def _file_exists(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"no such file: {path}")
+        return path
 
 
 class InferenceConfig(StrictModel):
@@ -142,5 +216,11 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     return load_config(PipelineConfig, path)
 
 
-def sensor_modality(spec: SensorSpec) -> Modality:
-    return parse_modality(spec.modality)
+def replica_source(source: SourceConfig, sensor_id: str, replica: int) -> SourceConfig:
+    """A sensor's source as its actor gets it: named after its key in the rig (unless the config
+    names it), and for replicas of a simulated rig, watching a different world (seed + replica)."""
+    update: dict[str, Any] = {} if source.sensor_id else {"sensor_id": sensor_id}
+    world = getattr(source, "world", None)
+    if replica and source.backend == "simulated" and world is not None:
+        update["world"] = world.model_copy(update={"seed": world.seed + replica})
+    return source.model_copy(update=update)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from fusion.checkpoint import (
+    checkpoint_metadata,
     checkpoint_version,
     load_checkpoint,
     preprocess_mismatches,
     shipped_checkpoint,
     trained_preprocess,
 )
-from fusion.config import load_config
+from fusion.config import ConfigError, load_config
 from fusion.model import ModelConfig, Perceiver, build_model, preset_config
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,23 @@ def resolve_checkpoint(spec: dict[str, Any]) -> str | None:
         shipped = shipped_checkpoint(preset)
         checkpoint = str(shipped) if shipped else None
     return checkpoint
+
+
+def check_model(spec: dict[str, Any]) -> None:
+    """Fail at start, naming the key, on a model the inference actors could not load: an unknown
+    preset, a model YAML that is missing or invalid, a checkpoint that is not there or not one."""
+    checks: list[tuple[str, Callable[[Any], object]]] = [
+        ("preset", preset_config),
+        ("config", lambda path: load_config(ModelConfig, path)),
+        ("checkpoint", checkpoint_metadata),
+    ]
+    for key, check in checks:
+        if spec.get(key) is None:
+            continue
+        try:
+            check(spec[key])
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"model.{key}: {err}") from None
 
 
 def check_preprocess(spec: dict[str, Any], rigs: list[tuple[str, dict[str, dict[str, Any]]]]) -> None:

@@ -38,10 +38,10 @@ from fusion.sample import FusedSample, Prediction
 from fusion.sensors import make_source
 from fusion.sinks import BackgroundSink, OrderedSink, Sink
 from pipelines.actors import FuserActor, SensorActor, SensorNotStarted
-from pipelines.config import Mode, PipelineConfig, RigConfig, rig_ids
+from pipelines.config import Mode, PipelineConfig, RigConfig, replica_source, rig_ids
 from pipelines.inference_actor import InferenceActor
 from pipelines.metrics import DriverMetrics, InstrumentedSink, ray_init_options
-from pipelines.models import check_preprocess
+from pipelines.models import check_model, check_preprocess
 
 log = logging.getLogger(__name__)
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, SensorNotStarted)
@@ -129,17 +129,6 @@ def _expand_rigs(config: PipelineConfig) -> list[tuple[str, RigConfig, int]]:
     return [(rid, rig, k) for rig in config.rigs for k, rid in enumerate(rig_ids(rig))]
 
 
-def _source_config(source: dict[str, Any], sensor_id: str, replica: int) -> dict[str, Any]:
-    """A sensor's source config as its actor gets it: named after its key in the rig, and for
-    replicas of a simulated rig, watching a different world (seed + replica)."""
-    source = {"sensor_id": sensor_id, **source}
-    if replica == 0 or source.get("backend") != "simulated":
-        return source
-    world = dict(source.get("world", {}))
-    world["seed"] = world.get("seed", 0) + replica
-    return {**source, "world": world}
-
-
 class PipelineRunner:
     """Start with `start()`, then `run()` until the sources end, `duration_s` passes, or `stop()`."""
 
@@ -180,6 +169,7 @@ class PipelineRunner:
     def start(self) -> None:
         """Validate, connect to Ray, start every actor; any problem fails here, naming its key."""
         self._validate_sources()
+        check_model(self.config.model.model_dump())
         self._validate_preprocess()
         if not ray.is_initialized():
             ray.init(
@@ -202,10 +192,7 @@ class PipelineRunner:
 
     def _validate_preprocess(self) -> None:
         """The rigs must feed the model as it was trained (the checkpoint records how)."""
-        rigs = [
-            (rid, {m.value: cfg for m, cfg in rig.preprocess.items()})
-            for rid, rig, _ in _expand_rigs(self.config)
-        ]
+        rigs = [(rid, rig.preprocess.as_mapping()) for rid, rig, _ in _expand_rigs(self.config)]
         try:
             check_preprocess(self.config.model.model_dump(), rigs)
         except ValueError as err:
@@ -215,7 +202,7 @@ class PipelineRunner:
         """Backends and their keys are checked in the driver, before any actor exists."""
         for rid, rig, replica in _expand_rigs(self.config):
             for sensor_id, spec in rig.sensors.items():
-                config = _source_config(spec.source, sensor_id, replica)
+                config = replica_source(spec.source, sensor_id, replica)
                 make_source(spec.modality, config, source=f"rigs[{rid}].sensors.{sensor_id}.source")
 
     def _check_resources(self) -> None:
@@ -292,7 +279,7 @@ class PipelineRunner:
                 actor = SensorActor.options(**options).remote(  # type: ignore[attr-defined]  # added by @ray.remote
                     rig=rid,
                     modality=spec.modality.value,
-                    source=_source_config(spec.source, sensor_id, replica),
+                    source=replica_source(spec.source, sensor_id, replica),
                     name=f"rigs[{rid}].sensors.{sensor_id}.source",
                     speed=speed,
                 )
@@ -305,7 +292,7 @@ class PipelineRunner:
                 rig=rid,
                 sensors={s.sensor_id: s.modality for s in sensors},
                 sync=rig.sync,
-                preprocess={m.value: cfg for m, cfg in rig.preprocess.items()},
+                preprocess=rig.preprocess,
                 lossless=self.config.mode is Mode.REPLAY,
             )
             self.rigs.append(RigHandle(id=rid, fuser=fuser, sensors=sensors))

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusion.config import load_config
+from fusion.config import load_config, shipped_config_dir, shipped_config_names
 from fusion.model.config import ModelConfig
 from fusion.model.perceiver import Perceiver
-
-_PACKAGE = Path(__file__).resolve().parent.parent
-# A wheel carries configs/ as fusion/_configs; a source checkout has it at the repo root.
-_PRESET_DIRS = (_PACKAGE / "_configs" / "model", _PACKAGE.parent / "configs" / "model")
 
 
 def preset_dir() -> Path:
     """The folder holding the shipped model presets."""
-    for d in _PRESET_DIRS:
-        if d.is_dir():
-            return d
-    raise FileNotFoundError(f"no model presets found in any of {[str(d) for d in _PRESET_DIRS]}")
+    return shipped_config_dir("model")
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+    return shipped_config_names("model")
 
 
 def preset_config(name: str) -> ModelConfig:

@@ -14,6 +14,7 @@ from fusion.sensors.base import (
     probe_file,
     register_probe,
     register_source,
+    source_config_class,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "probe_file",
     "register_probe",
     "register_source",
+    "source_config_class",
 ]

@@ -26,7 +26,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -257,16 +257,39 @@ def backends(modality: Modality) -> list[str]:
     return sorted(b for m, b in _REGISTRY if m is modality)
 
 
-def make_source(modality: Modality | str, config: dict[str, Any], *, source: str = "sensor") -> Source:
-    """Build the source a config mapping asks for; unknown backends and bad keys fail naming them."""
+def _source_class(modality: Modality, backend: object) -> type[Source]:
     _load_builtin_backends()
-    modality = parse_modality(modality)
-    backend = config.get("backend")
     cls = _REGISTRY.get((modality, str(backend)))
     if cls is None:
         known = ", ".join(backends(modality))
-        raise ValueError(f"{source}.backend: unknown {modality.value} backend {backend!r} (known: {known})")
-    return cls(parse_config(cls.config_cls, config, source=source))
+        raise ValueError(f"unknown {modality.value} backend {backend!r} (known: {known})")
+    return cls
+
+
+def source_config_class(modality: Modality | str, backend: str) -> type[SourceConfig]:
+    """The config class of a (modality, backend); ValueError naming the known backends."""
+    return _source_class(parse_modality(modality), backend).config_cls
+
+
+def make_source(
+    modality: Modality | str, config: Mapping[str, Any] | SourceConfig, *, source: str = "sensor"
+) -> Source:
+    """Build the source a config asks for: a mapping is validated here (unknown backends and bad
+    keys fail naming `source`); a SourceConfig must be the backend's own config class."""
+    modality = parse_modality(modality)
+    backend = config.backend if isinstance(config, SourceConfig) else config.get("backend")
+    try:
+        cls = _source_class(modality, backend)
+    except ValueError as err:
+        raise ValueError(f"{source}.backend: {err}") from None
+    if isinstance(config, SourceConfig):
+        if not isinstance(config, cls.config_cls):
+            raise ValueError(
+                f"{source}: a {type(config).__name__} is not a {modality.value}/{backend} config "
+                f"(expected {cls.config_cls.__name__})"
+            )
+        return cls(config)
+    return cls(parse_config(cls.config_cls, dict(config), source=source))
 
 
 @functools.cache

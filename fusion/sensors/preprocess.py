@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
-from fusion.config import parse_config
+from fusion.config import StrictModel, parse_config
 from fusion.sample import Frame, Modality, Segment
 
 
@@ -37,12 +37,18 @@ _PREPROCESSORS: dict[Modality, tuple[str, str, str]] = {
 
 
 def make_preprocessor(
-    modality: Modality, config: Mapping[str, Any], *, source: str = "preprocess"
+    modality: Modality, config: Mapping[str, Any] | StrictModel, *, source: str = "preprocess"
 ) -> Preprocessor:
-    """The modality's preprocessor built from a config mapping (validated; errors name `source`)."""
+    """The modality's preprocessor built from its config, or a mapping validated here (errors name `source`)."""
     module_name, config_name, class_name = _PREPROCESSORS[modality]
     module = importlib.import_module(module_name)
-    cfg = parse_config(getattr(module, config_name), dict(config), source=source)
+    config_cls = getattr(module, config_name)
+    if isinstance(config, StrictModel):
+        if not isinstance(config, config_cls):
+            raise ValueError(f"{source}: a {type(config).__name__} is not a {config_cls.__name__}")
+        cfg = config
+    else:
+        cfg = parse_config(config_cls, dict(config), source=source)
     return cast(Preprocessor, getattr(module, class_name)(cfg))
 
 

@@ -84,7 +84,6 @@ def _serve_and_run(
     import ray
 
     from fusion.config import StartError
-    from fusion.fuser import default_sync
     from pipelines.demo.server import DemoServer
     from pipelines.demo.sources import resolve_sources
     from pipelines.demo.state import DemoState
@@ -95,14 +94,14 @@ def _serve_and_run(
     for plan in plans:
         say(plan.announcement())
     for rc in config.rigs:
-        reference = (rc.sync or default_sync([s.modality for s in rc.sensors.values()])).get("reference")
+        reference = rc.sync.reference
         if reference is not None:
             say(
                 f"note: rig {rc.id} ticks on its {reference} frames, so switching that sensor off (or losing it) "
                 "stops its predictions; sync.rate_hz ticks go on without it"
             )
     preprocess = next(r.preprocess for r in config.rigs if r.id == base_rig)
-    state = DemoState(rig=rig, plans=[p for p in plans if p.rig == base_rig], preprocess=dict(preprocess))
+    state = DemoState(rig=rig, plans=[p for p in plans if p.rig == base_rig], preprocess=preprocess)
     # The page is the output; predictions are not written anywhere else.
     runner = PipelineRunner(
         config, CallbackSink(lambda _: None), address=args.address, status=False, observer=state

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fusion.sample import Frame, Modality
-from fusion.sensors import EndOfStream, SourceError, make_source, register_source
+from fusion.sensors import (
+    EndOfStream,
+    SourceConfig,
+    SourceError,
+    make_source,
+    register_source,
+    source_config_class,
+)
 from fusion.sensors.simulated import (
     SimCamera,
     SimCameraConfig,
@@ -143,8 +150,15 @@ def fallback_source(modality: Modality, source: dict[str, Any]) -> dict[str, Any
 
 def _plan_sensor(
     rid: str, sensor_id: str, spec: SensorSpec, probe_s: float
+) -> tuple[SensorPlan, SourceConfig]:
+    plan, source = _plan_sensor_source(rid, sensor_id, spec, probe_s)
+    return plan, source_config_class(spec.modality, source["backend"]).model_validate(source)
+
+
+def _plan_sensor_source(
+    rid: str, sensor_id: str, spec: SensorSpec, probe_s: float
 ) -> tuple[SensorPlan, dict[str, Any]]:
-    source = spec.source
+    source = spec.source.model_dump(exclude_unset=True)  # the keys the config gives
     if source.get("backend") in (SIMULATED, MONOTONIC):
         plan = SensorPlan(rid, sensor_id, spec.modality, "simulated", "simulated world")
         return plan, {**source, "backend": MONOTONIC, "realtime": True}

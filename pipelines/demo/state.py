@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from fusion.fuser import PreprocessConfig
 from fusion.sample import FusedSample, Modality, Prediction
 from fusion.sensors.camera import CameraPreprocessConfig
 from fusion.sensors.lidar import LidarPreprocessConfig
@@ -49,14 +50,14 @@ class DemoState:
         *,
         rig: str,
         plans: list[SensorPlan],
-        preprocess: dict[Modality, dict[str, Any]],
+        preprocess: PreprocessConfig,
         metrics_url: str | None = None,
     ) -> None:
         self.rig = rig
         self.plans = {p.sensor_id: p for p in plans}
-        self.camera = CameraPreprocessConfig.model_validate(preprocess.get(Modality.CAMERA, {}))
-        self.lidar = LidarPreprocessConfig.model_validate(preprocess.get(Modality.LIDAR, {}))
-        self.microphone = MicrophonePreprocessConfig.model_validate(preprocess.get(Modality.MICROPHONE, {}))
+        self.camera = preprocess.camera or CameraPreprocessConfig()
+        self.lidar = preprocess.lidar or LidarPreprocessConfig()
+        self.microphone = preprocess.microphone or MicrophonePreprocessConfig()
         self.metrics_url = metrics_url
         self.class_names: list[str] = []
         self.status = "starting: Ray, sensor and model actors (this takes a while on a small machine)"

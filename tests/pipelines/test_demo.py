@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import yaml
 
+from fusion.fuser import PreprocessConfig
 from fusion.sample import FusedSample, Modality, Prediction, Segment
 from fusion.sensors import make_source
 from fusion.sensors.camera import CameraPreprocessConfig
@@ -445,7 +446,7 @@ def test_renderings_show_their_data() -> None:
 
 def test_state_keeps_the_newest_prediction_and_its_sample_only() -> None:
     plans = [SensorPlan("r", "cam", Modality.CAMERA, "simulated", "simulated world")]
-    state = DemoState(rig="r", plans=plans, preprocess={})
+    state = DemoState(rig="r", plans=plans, preprocess=PreprocessConfig())
     segs = _segments(np.random.default_rng(1))
     for seq in range(5):
         state.on_sample(FusedSample(seq=seq, timestamp=float(seq), segments=segs, rig="r"))
@@ -500,7 +501,9 @@ def test_absent_devices_fall_back_to_the_simulated_world() -> None:
     kinds = {p.sensor_id: (p.kind, p.reason) for p in plans}
     assert kinds["mic"][0] == "fallback" and "nope" in kinds["mic"][1]
     assert kinds["sim"] == ("simulated", "")
-    sources = {sid: spec.source for sid, spec in resolved.rigs[0].sensors.items()}
+    sources = {
+        sid: spec.source.model_dump(exclude_unset=True) for sid, spec in resolved.rigs[0].sensors.items()
+    }
     assert sources["mic"] == {
         "backend": "simulated-monotonic",
         "realtime": True,
@@ -508,3 +511,5 @@ def test_absent_devices_fall_back_to_the_simulated_world() -> None:
         "sample_rate": 16000,
     }
     assert sources["sim"]["backend"] == "simulated-monotonic" and sources["sim"]["realtime"] is True
+    # Typed as the backend's own config, as the runner passes it to the sensor actors.
+    assert type(resolved.rigs[0].sensors["mic"].source).__name__ == "MonotonicMicrophoneConfig"
