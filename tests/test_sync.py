@@ -375,7 +375,7 @@ def test_unwrap_picks_the_nearest_hour_and_rejects_impossible_stamps():
         ({}, r"exactly one of `reference`"),
         (
             {"reference": "lidar", "modalities": ["camera", "radar"]},
-            r"modalities\.1: Input should be 'camera'",
+            r"modalities\[1\]: Input should be 'camera'",
         ),
         ({"reference": "lidar", "slop_s": {"radar": 0.1}}, r"slop_s\.radar: Input should be 'camera'"),
         (
