@@ -324,7 +324,9 @@ def test_shipped_replay_config_runs_a_recording_deterministically(tmp_path):
 
     config = load_pipeline_config("configs/pipeline/replay.yaml")
     sensors = {
-        sid: spec.model_copy(update={"source": spec.source.model_copy(update={"path": str(tmp_path / "rec")})})
+        sid: spec.model_copy(
+            update={"source": spec.source.model_copy(update={"path": str(tmp_path / "rec")})}
+        )
         for sid, spec in config.rigs[0].sensors.items()
     }
     config.rigs[0] = config.rigs[0].model_copy(update={"sensors": sensors})
