@@ -218,7 +218,7 @@ def test_fusion_run_exits_on_a_config_error_before_importing_ray_or_torch(tmp_pa
     path.write_text(yaml.safe_dump(data))
     probe = (
         "import sys\n"
-        "from fusion.cli import main\n"
+        "from fusion_cli.main import main\n"
         f"code = main(['run', '--config', {str(path)!r}, '--duration', '1'])\n"
         "print('loaded:', sorted(m for m in ('ray', 'torch') if m in sys.modules))\n"
         "sys.exit(code)\n"
