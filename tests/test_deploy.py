@@ -253,6 +253,7 @@ def test_the_wheel_carries_the_shipped_configs_and_checkpoint(tmp_path):
         z.extractall(tmp_path / "site")
     assert "fusion/_checkpoints/sensor-small.safetensors" in names
     assert "fusion/_configs/model/sensor-small.yaml" in names
+    assert {"fusion_cli/main.py", "pipelines/runner.py"} <= names
     # Installed from the wheel (no checkout beside it), the preset and its weights are found.
     probe = "from fusion.checkpoint import shipped_checkpoint as s; print(s('sensor-small'))"
     out = subprocess.run(
