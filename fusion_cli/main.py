@@ -12,13 +12,13 @@ from collections.abc import Sequence
 
 from fusion.config import ConfigError, StartError
 from fusion.sensors.base import SourceError
-from fusion_cli import demo, model, run, sensors, train
+from fusion_cli import demo, model, monitor, run, sensors, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion", description="Perceiver sensor fusion.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (model, sensors, run, demo, train):
+    for group in (model, sensors, run, demo, train, monitor):
         group.add_commands(sub)
     return parser
 
