@@ -327,51 +327,13 @@ class VelodyneConfig(VelodyneDecoderFields):
     timeout_s: float = Field(default=1.0, gt=0)  # silence after which the sensor counts as lost
 
 
-class DeviceTimes:
-    """The sensor clock of recent sweeps by frame index, for the synchronizer.
-
-    Velodyne stamps packets in seconds past the top of the hour; the value is kept raw (it
-    wraps every hour) and unwrapping it against the host clock is the synchronizer's job.
-    """
-
-    keep = 256  # sweeps remembered (25 s at 10 Hz)
-
-    def __init__(self) -> None:
-        self.last: float | None = None
-        self._by_index: dict[int, float] = {}
-
-    def record(self, index: int, device_time: float) -> None:
-        self.last = device_time
-        self._by_index[index] = device_time
-        if len(self._by_index) > self.keep:
-            del self._by_index[next(iter(self._by_index))]
-
-    def get(self, index: int) -> float | None:
-        return self._by_index.get(index)
-
-
-class DeviceClock:
-    """Mixin for the Velodyne sources: the sensor's own stamp of each delivered sweep."""
-
-    device_times: DeviceTimes
-
-    @property
-    def last_device_time(self) -> float | None:
-        """The sensor clock of the newest decoded sweep (seconds past the hour, raw), if any."""
-        return self.device_times.last
-
-    def device_time(self, index: int) -> float | None:
-        """The sensor clock (seconds past the hour, raw) of the sweep delivered as frame `index`."""
-        return self.device_times.get(index)
-
-
 @register_source
-class PcapSource(DeviceClock, SweepFileSource):
+class PcapSource(SweepFileSource):
     """Full sweeps from a pcap of Velodyne data packets (UDP to `port`; other traffic is ignored).
 
     Frame.timestamp is the capture time of the packet that completed the sweep, in seconds
     since the first data packet of the file; Frame.wall_time is that capture time in Unix
-    seconds. `device_time(index)` gives the sensor's own stamp of the sweep.
+    seconds.
     """
 
     modality = Modality.LIDAR
@@ -384,7 +346,6 @@ class PcapSource(DeviceClock, SweepFileSource):
         self.path = Path(config.path)
         self.packets = 0  # data packets read (to `port`), good or bad
         self.model = "unknown"  # the model named by the first good packet's product id
-        self.device_times = DeviceTimes()
         self._decoder_config = vd.Config()
 
     def _prepare(self) -> None:
@@ -419,21 +380,19 @@ class PcapSource(DeviceClock, SweepFileSource):
             yield self._sweep(index, sweep, start)
 
     def _sweep(self, index: int, sweep: Sweep, start: float) -> RawSweep:
-        self.device_times.record(index, sweep.device_time)
         where = f"{self.path} sweep {index}"
         return RawSweep(index, sweep.host_time - start, sweep.points, where, wall_time=sweep.host_time)
 
 
 @register_source
-class VelodyneSource(DeviceClock, LiveSource):
+class VelodyneSource(LiveSource):
     """A live Velodyne sensor: UDP data packets on `host:port`, one Frame per full sweep.
 
     A background thread receives packets, drops malformed ones ("bad_packet": wrong size, or
     a firing block not starting with the flag bytes FF EE) before they reach velodyne-decoder, and pushes
     each completed sweep. Frame.timestamp is `time.monotonic()` when the packet that
     completed the sweep arrived (so the sweep's points were captured during the preceding
-    1 / (rpm / 60) s); `device_time(index)` / `last_device_time` give the sensor's own stamp
-    of that packet, raw seconds past the top of the hour.
+    1 / (rpm / 60) s).
 
     No packet for `timeout_s` counts as a lost device ("device_lost"): the socket is reopened
     on the same port and the partial sweep is dropped.
@@ -448,7 +407,6 @@ class VelodyneSource(DeviceClock, LiveSource):
 
     def __init__(self, config: VelodyneConfig) -> None:
         super().__init__(config)
-        self.device_times = DeviceTimes()
         self._sock: socket.socket | None = None
         self._port = config.port
         self._stream: VelodyneStream | None = None
@@ -501,7 +459,6 @@ class VelodyneSource(DeviceClock, LiveSource):
         points = finite_sweep(self, sweep.points, f"sweep {index}")
         if points is None:
             return None
-        self.device_times.record(index, sweep.device_time)
         return Frame(
             modality=Modality.LIDAR,
             sensor_id=self.sensor_id,

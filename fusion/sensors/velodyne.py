@@ -2,7 +2,7 @@
 
 Decoding (calibration, firing timings, azimuth interpolation) is velodyne-decoder's; this
 module checks packets before they reach it, reads UDP payloads out of pcap captures, and
-turns the decoder's completed sweeps into [N, 4] points plus their two clocks.
+turns the decoder's completed sweeps into [N, 4] points stamped with the host clock.
 
 Data packet layout (VLP-16 / HDL-32E / VLP-32 user manuals): 1206 bytes of UDP payload,
 12 firing blocks of 100 bytes (flag bytes FF EE, i.e. 0xEEFF read little-endian; azimuth
@@ -28,7 +28,6 @@ PACKET_SIZE = vd.PACKET_SIZE  # 1206
 BLOCK_FLAG = 0xEEFF  # bytes FF EE at the start of every firing block
 _BLOCKS = 12
 _BLOCK_SIZE = 100
-_HOUR_S = 3600.0
 
 # Product-id byte (last byte of a data packet) -> model, from the Velodyne user manuals.
 # HDL-64E leaves it unset, so a capture from one is reported as "unknown".
@@ -102,13 +101,10 @@ class Sweep:
 
     Attributes:
         host_time: the host stamp given with the packet that completed the sweep.
-        device_time: the sensor's clock at that packet: seconds past the top of the hour,
-            raw (it wraps to 0 every hour; unwrapping is the synchronizer's job).
         points: [N, 4] float32 x, y, z metres (ROS frame: x forward, y left, z up), intensity.
     """
 
     host_time: float
-    device_time: float
     points: np.ndarray
 
 
@@ -158,9 +154,6 @@ class VelodyneStream:
             return None
         return Sweep(
             host_time=float(stamp.host),
-            # velodyne-decoder puts the packet's top-of-hour stamp into the hour of the host
-            # stamp, which means nothing for a monotonic host clock: keep what the sensor sent.
-            device_time=float(stamp.device) % _HOUR_S,
             points=np.ascontiguousarray(cloud[:, :4], dtype=np.float32),
         )
 
