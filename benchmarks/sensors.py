@@ -54,7 +54,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from fusion.sample import Frame, FusedSample, Modality, Segment
 from fusion.schema import deserialize_sample, frames_to_table, serialize_sample
-from fusion.sensors.base import EndOfStream, Source, make_source
+from fusion.sensors import EndOfStream, Source, make_source
 from fusion.sensors.camera import (
     CameraFileConfig,
     CameraFileSource,

@@ -52,15 +52,8 @@ from fusion.schema import (
     table_to_frames,
     table_to_samples,
 )
-from fusion.sensors.base import (
-    EndOfStream,
-    FileReport,
-    Source,
-    SourceConfig,
-    SourceError,
-    register_probe,
-    register_source,
-)
+from fusion.sensors.registry import FileReport, register_probe, register_source
+from fusion.sensors.source import EndOfStream, Source, SourceConfig, SourceError
 
 MANIFEST = "manifest.json"
 SAMPLES_STEM = "samples"

@@ -24,16 +24,8 @@ from pydantic import Field, Strict, model_validator
 
 from fusion.config import StrictModel
 from fusion.sample import Frame, Modality, Segment
-from fusion.sensors.base import (
-    EndOfStream,
-    FileReport,
-    LiveSource,
-    Source,
-    SourceConfig,
-    SourceError,
-    register_probe,
-    register_source,
-)
+from fusion.sensors.registry import FileReport, register_preprocessor, register_probe, register_source
+from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig, SourceError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 
@@ -374,10 +366,12 @@ class CameraPreprocessConfig(StrictModel):
     normalize: Annotated[Normalize, Strict(False)] = Normalize.UNIT
 
 
+@register_preprocessor
 class CameraPreprocessor:
     """RGB frame -> Segment: values [height * width, 3] float32 (row-major pixels), grid (height, width)."""
 
     modality = Modality.CAMERA
+    config_cls = CameraPreprocessConfig
 
     def __init__(self, config: CameraPreprocessConfig | None = None) -> None:
         self.config = config or CameraPreprocessConfig()

@@ -33,16 +33,8 @@ from pydantic import Field, Strict, field_validator, model_validator
 
 from fusion.config import StrictModel
 from fusion.sample import Frame, Modality, Segment
-from fusion.sensors.base import (
-    EndOfStream,
-    FileReport,
-    LiveSource,
-    Source,
-    SourceConfig,
-    SourceError,
-    register_probe,
-    register_source,
-)
+from fusion.sensors.registry import FileReport, register_preprocessor, register_probe, register_source
+from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig, SourceError
 from fusion.sensors.velodyne import (
     PACKET_SIZE,
     Sweep,
@@ -545,6 +537,7 @@ def farthest_point_indices(xyz: np.ndarray, count: int, start: int) -> np.ndarra
     return np.asarray(picked.colors)[:, 0].astype(np.int64)
 
 
+@register_preprocessor
 class LidarPreprocessor:
     """One sweep -> the model's LiDAR Segment: crop, voxel down-sample, cap, normalize.
 
@@ -560,6 +553,7 @@ class LidarPreprocessor:
     """
 
     modality = Modality.LIDAR
+    config_cls = LidarPreprocessConfig
 
     def __init__(self, config: LidarPreprocessConfig | None = None) -> None:
         self.config = config or LidarPreprocessConfig()

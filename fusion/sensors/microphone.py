@@ -20,16 +20,8 @@ from pydantic import Field, model_validator
 
 from fusion.config import StrictModel
 from fusion.sample import Frame, Modality, Segment
-from fusion.sensors.base import (
-    EndOfStream,
-    FileReport,
-    LiveSource,
-    Source,
-    SourceConfig,
-    SourceError,
-    register_probe,
-    register_source,
-)
+from fusion.sensors.registry import FileReport, register_preprocessor, register_probe, register_source
+from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig, SourceError
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 
@@ -373,6 +365,7 @@ class MicrophonePreprocessConfig(StrictModel):
         return self.n_fft + (self.num_frames - 1) * self.hop_length
 
 
+@register_preprocessor
 class MicrophonePreprocessor:
     """Audio window -> log-mel Segment: values [T * F, 1] float32, row-major over (time, mel); grid (T, F).
 
@@ -385,6 +378,7 @@ class MicrophonePreprocessor:
     """
 
     modality = Modality.MICROPHONE
+    config_cls = MicrophonePreprocessConfig
 
     def __init__(self, config: MicrophonePreprocessConfig | None = None) -> None:
         self.config = cfg = config or MicrophonePreprocessConfig()

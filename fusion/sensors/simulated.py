@@ -26,7 +26,8 @@ import numpy as np
 from pydantic import Field
 
 from fusion.sample import Frame, Modality
-from fusion.sensors.base import EndOfStream, Source, SourceConfig, register_source
+from fusion.sensors.registry import register_source
+from fusion.sensors.source import EndOfStream, Source, SourceConfig
 from fusion.sim.audio import AudioSynth
 from fusion.sim.camera import render_camera
 from fusion.sim.lidar import lidar_rays, scan_lidar

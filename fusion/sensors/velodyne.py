@@ -22,7 +22,7 @@ import dpkt
 import numpy as np
 import velodyne_decoder as vd
 
-from fusion.sensors.base import SourceError
+from fusion.sensors.source import SourceError
 
 PACKET_SIZE = vd.PACKET_SIZE  # 1206
 BLOCK_FLAG = 0xEEFF  # bytes FF EE at the start of every firing block

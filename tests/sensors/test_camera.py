@@ -17,7 +17,7 @@ import yaml
 
 from fusion.config import ConfigError, parse_config
 from fusion.sample import Frame, Modality
-from fusion.sensors.base import EndOfStream, SourceError, make_source
+from fusion.sensors import EndOfStream, SourceError, make_source
 from fusion.sensors.camera import (
     CameraDeviceConfig,
     CameraDeviceSource,

@@ -11,7 +11,7 @@ import pytest
 from fusion.config import ConfigError, parse_config
 from fusion.model.multimodal import collate
 from fusion.sample import Frame, Modality
-from fusion.sensors.base import EndOfStream, SourceError, make_source
+from fusion.sensors import EndOfStream, SourceError, make_source
 from fusion.sensors.lidar import (
     KittiConfig,
     KittiSource,

@@ -19,7 +19,7 @@ import yaml
 
 from fusion.config import ConfigError, parse_config
 from fusion.sample import Frame, Modality
-from fusion.sensors.base import EndOfStream, SourceError
+from fusion.sensors import EndOfStream, SourceError
 from fusion.sensors.microphone import (
     MicrophoneDeviceConfig,
     MicrophoneDeviceSource,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fusion.sample import Modality
-from fusion.sensors.base import EndOfStream, SourceError
+from fusion.sensors import EndOfStream, SourceError
 from fusion.sensors.lidar import PcapConfig, PcapSource, VelodyneConfig, VelodyneSource, probe_pcap
 from fusion.sensors.velodyne import packet_problem, parse_model
 
