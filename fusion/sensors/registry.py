@@ -29,13 +29,14 @@ from fusion.sensors.source import Source, SourceConfig
 # The built-in backends, by what they register. File probes live beside the sources that read
 # the same files, so both come from the source modules.
 SOURCE_MODULES = (
-    "fusion.sensors.camera",
-    "fusion.sensors.microphone",
-    "fusion.sensors.lidar",
+    "fusion.sensors.opencv",
+    "fusion.sensors.audio",
+    "fusion.sensors.pointclouds",
+    "fusion.sensors.velodyne",
     "fusion.sensors.simulated",
     "fusion.recording",
 )
-PREPROCESSOR_MODULES = ("fusion.sensors.camera", "fusion.sensors.microphone", "fusion.sensors.lidar")
+PREPROCESSOR_MODULES = ("fusion.sensors.preprocessors",)
 
 
 @functools.cache
