@@ -10,15 +10,12 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from fusion.recording import (
-    MANIFEST,
+from fusion.recording import MANIFEST, RecordingReader, RecordingWriter, Replayer
+from fusion.recording.source import (
     CameraRecordingSource,
     LidarRecordingSource,
     MicrophoneRecordingSource,
-    RecordingReader,
     RecordingSourceConfig,
-    RecordingWriter,
-    Replayer,
     probe_recording,
     probe_stream_file,
 )

@@ -34,7 +34,7 @@ SOURCE_MODULES = (
     "fusion.sensors.pointclouds",
     "fusion.sensors.velodyne",
     "fusion.sensors.simulated",
-    "fusion.recording",
+    "fusion.recording.source",
 )
 PREPROCESSOR_MODULES = ("fusion.sensors.preprocessors",)
 
