@@ -4,7 +4,6 @@ and `Replayer`, which paces the frames on a clock."""
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from fusion.clock import Pacer, check_speed
 from fusion.recording.manifest import MANIFEST, StreamInfo, load_manifest
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.schema import (
@@ -179,12 +179,12 @@ class RecordingReader:
 
 
 class Replayer:
-    """Replays a recording's frames, paced on a clock.
+    """Replays a recording's frames, paced on a clock (`fusion.clock.Pacer`).
 
     Frame k is yielded no earlier than `start + (t_k - t_0) / speed`, where `start` is the
     clock when the first frame is yielded: `speed` 1.0 is real time, 2.0 twice as fast, None as
     fast as possible. A slow consumer is never caught up by skipping: replay is lossless.
-    Every iteration re-reads the recording and yields the same frames.
+    Every iteration re-reads the recording, yields the same frames, and starts a new clock.
     """
 
     def __init__(
@@ -196,21 +196,14 @@ class Replayer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if speed is not None and not (math.isfinite(speed) and speed > 0):
-            raise ValueError(f"speed must be a positive number or None, got {speed}")
         self.reader = reader
-        self.speed = speed
+        self.speed = check_speed(speed)
         self.sensor_id = sensor_id
         self._clock = clock
         self._sleep = sleep
 
     def __iter__(self) -> Iterator[Frame]:
-        start = t0 = 0.0
-        for k, frame in enumerate(self.reader.frames(self.sensor_id)):
-            if k == 0:
-                start, t0 = self._clock(), frame.timestamp
-            elif self.speed is not None:
-                delay = start + (frame.timestamp - t0) / self.speed - self._clock()
-                if delay > 0:
-                    self._sleep(delay)
+        pacer = Pacer(self.speed, clock=self._clock, sleep=self._sleep)
+        for frame in self.reader.frames(self.sensor_id):
+            pacer.wait(frame.timestamp)
             yield frame
