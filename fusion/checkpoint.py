@@ -127,7 +127,7 @@ def preprocess_mismatches(
     that differs between training and this run: a model fed differently from how it was trained
     predicts garbage without any error, so a pipeline refuses to start on one."""
     from fusion.sample import Modality
-    from fusion.sensors.preprocess import preprocess_settings
+    from fusion.sensors import preprocess_settings
 
     out = []
     for modality in Modality:

@@ -20,10 +20,13 @@ import numpy as np
 
 from fusion.config import StrictModel, parse_config
 from fusion.sample import Frame, FusedSample, Modality, Segment
-from fusion.sensors.camera import CameraPreprocessConfig
-from fusion.sensors.lidar import LidarPreprocessConfig
-from fusion.sensors.microphone import MicrophonePreprocessConfig
-from fusion.sensors.preprocess import Preprocessor, make_preprocessor
+from fusion.sensors import make_preprocessor
+from fusion.sensors.preprocess import (
+    CameraPreprocessConfig,
+    LidarPreprocessConfig,
+    MicrophonePreprocessConfig,
+    Preprocessor,
+)
 from fusion.sync import AlignedSet, SyncConfig, Synchronizer
 
 log = logging.getLogger(__name__)

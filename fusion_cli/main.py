@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from fusion.config import ConfigError, StartError
-from fusion.sensors.base import SourceError
+from fusion.sensors import SourceError
 from fusion_cli import demo, model, monitor, run, sensors, train
 
 
