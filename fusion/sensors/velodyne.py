@@ -56,7 +56,9 @@ class PcapConfig(VelodyneDecoderFields):
 
 class VelodyneConfig(VelodyneDecoderFields):
     backend: Literal["velodyne"] = "velodyne"
-    host: str = "127.0.0.1"  # address to listen on; the sensor's packets are sent to it
+    # Address to listen on. Every interface by default: a Velodyne sends to the sensor host's LAN
+    # address (or broadcast), never to its loopback, so 127.0.0.1 would hear nothing there.
+    host: str = "0.0.0.0"
     port: int = Field(default=2368, ge=0, le=65535)  # 0: any free port (see `address`)
     timeout_s: float = Field(default=1.0, gt=0)  # silence after which the sensor counts as lost
 
