@@ -97,3 +97,14 @@ def header(store: Typestore, version: RosVersion, ns: int, frame_id: str, *, seq
     if version is RosVersion.ROS1:
         return store.types["std_msgs/msg/Header"](seq=seq, stamp=stamp, frame_id=frame_id)
     return store.types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+
+# What `fusion record --format mcap` names a sensor's topic: /<sensor id>/<suffix>.
+TOPIC_SUFFIX = {Modality.CAMERA: "image_raw", Modality.LIDAR: "points", Modality.MICROPHONE: "audio"}
+AUDIO_INFO_SUFFIX = "audio_info"
+
+
+def sensor_topic(sensor_id: str, suffix: str) -> str:
+    """/<sensor id>/<suffix>, with characters a ROS name may not hold replaced by '_'."""
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in sensor_id)
+    return f"/{name}/{suffix}"
