@@ -6,11 +6,11 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from fusion.fuser import Fuser, PreprocessConfig
-from fusion.recording import RecordingReader, RecordingWriter, Replayer
-from fusion.sample import FusedSample, Modality
+from fusion.recording import RecordingReader, Replayer
+from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, SourceConfig, make_source, probe_file
 from fusion.sync import SyncConfig
 
@@ -45,9 +45,16 @@ def open_all(sources: Mapping[str, Source]) -> None:
         raise
 
 
+class FrameWriter(Protocol):
+    """Where `record` writes frames: a `RecordingWriter` (Arrow, Parquet) or an `McapWriter`."""
+
+    def write(self, frame: Frame) -> None: ...
+    def close(self) -> None: ...
+
+
 def record(
     sources: Mapping[str, Source],
-    writer: RecordingWriter,
+    writer: FrameWriter,
     *,
     duration_s: float | None,
     progress: TextIO | None = sys.stderr,

@@ -27,16 +27,23 @@ def cmd_record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fusion.recording import MANIFEST, RecordingWriter
-    from fusion.rigtools import build_sources, open_all, record
+    from fusion.rigtools import FrameWriter, build_sources, open_all, record
 
     rig = _rig(args.config, args.rig)
     sources = build_sources({sid: (s.modality, s.source) for sid, s in rig.sensors.items()}, rig=rig.id)
     out = Path(args.out)
-    if (out / MANIFEST).exists():  # checked before any device is opened
+    # Checked before any device is opened: rosbags writes a ROS 2 bag only to a new folder.
+    if (out / MANIFEST).exists() or (args.format == "mcap" and out.exists()):
         raise FileExistsError(f"{out}: already holds a recording")
     open_all(sources)
     try:
-        writer = RecordingWriter(out, format=args.format)
+        writer: FrameWriter
+        if args.format == "mcap":
+            from fusion.recording.mcap import McapWriter
+
+            writer = McapWriter(out)
+        else:
+            writer = RecordingWriter(out, format=args.format)
     except BaseException:
         for src in sources.values():
             src.close()
@@ -84,16 +91,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `inspect`, `record` and `replay` on the `fusion` parser's subcommands."""
     inspect = sub.add_parser(
         "inspect",
-        help="describe video, audio, point cloud, KITTI, pcap or recording files",
+        help="describe video, audio, point cloud, KITTI, pcap, ROS bag, MCAP or recording files",
         description="Print modality, backend, frame count, time span, rate and shapes of each file.",
     )
-    inspect.add_argument("paths", nargs="+", help="files or folders (KITTI .bin folder, recording directory)")
+    inspect.add_argument(
+        "paths",
+        nargs="+",
+        help="files or folders (KITTI .bin folder, recording directory, ROS 2 bag folder)",
+    )
     inspect.set_defaults(func=cmd_inspect)
 
     rec = sub.add_parser(
         "record",
-        help="record a rig's sensor streams to Arrow IPC or Parquet",
-        description="Read every sensor of a rig (no Ray) and write a recording directory.",
+        help="record a rig's sensor streams to Arrow IPC, Parquet or MCAP",
+        description="Read every sensor of a rig (no Ray) and write a recording directory "
+        "(mcap: a ROS 2 bag folder that Foxglove and the rosbag backend open).",
     )
     rec.add_argument("--config", required=True, help="pipeline YAML whose rig to record")
     rec.add_argument("--rig", default=None, help="rig id (default: the first)")
@@ -101,7 +113,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rec.add_argument(
         "--duration", type=positive, default=None, help="seconds to record (default: until sources end)"
     )
-    rec.add_argument("--format", choices=["arrow", "parquet"], default="arrow", help="stream file format")
+    rec.add_argument(
+        "--format",
+        choices=["arrow", "parquet", "mcap"],
+        default="arrow",
+        help="arrow / parquet: a recording directory; mcap: ROS 2 messages in an MCAP bag folder",
+    )
     rec.set_defaults(func=cmd_record)
 
     rep = sub.add_parser(

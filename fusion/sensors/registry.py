@@ -33,6 +33,7 @@ SOURCE_MODULES = (
     "fusion.sensors.audio",
     "fusion.sensors.pointclouds",
     "fusion.sensors.velodyne",
+    "fusion.sensors.rosbag",
     "fusion.sensors.simulated",
     "fusion.recording.source",
 )
@@ -152,7 +153,9 @@ def probe_file(path: str | Path) -> FileReport:
     for matches, fn in _PROBES:
         if matches(path):
             return fn(path)
-    raise ValueError(f"{path}: not a supported video, audio, point cloud, KITTI folder, pcap or recording")
+    raise ValueError(
+        f"{path}: not a supported video, audio, point cloud, KITTI folder, pcap, ROS bag, MCAP or recording"
+    )
 
 
 # --- preprocessors -------------------------------------------------------------------------

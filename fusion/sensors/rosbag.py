@@ -1,0 +1,343 @@
+"""The `rosbag` backend: one topic of a ROS 1 bag, a ROS 2 bag folder or an MCAP file as a sensor.
+
+```yaml
+source: {backend: rosbag, path: drive.bag, topic: /camera/image_raw}
+```
+
+- camera: sensor_msgs/Image (rgb8, bgr8, mono8, mono16, bayer, yuv422, ...) and
+  sensor_msgs/CompressedImage (JPEG, PNG).
+- lidar: sensor_msgs/PointCloud2 (any field layout) and velodyne_msgs/VelodyneScan
+  (decoded by velodyne-decoder, one sweep per scan message).
+- microphone: audio_common_msgs/AudioDataStamped or AudioData, raw PCM as its AudioInfo topic
+  (or the config) describes it; one frame per message, mixed down to mono.
+
+`Frame.timestamp` is the message's header.stamp (`time: header`, the default) or the time the
+bag logged it (`time: receive`), in seconds; `wall_time` is the same instant (ROS time is Unix
+time). Messages are read lazily, one at a time. Bad input never ends the stream: a message that
+does not decode, has an unsupported encoding or goes back in time is skipped and counted; a bag
+damaged mid-way ends the stream there, counted once ("corrupt_bag"). A missing topic, a type the
+modality cannot read or an unreadable bag fails at `open()`, naming the file and topic.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+import velodyne_decoder as vd
+from pydantic import Field, Strict, field_validator
+
+from fusion.sample import MODALITY_ORDER, Frame, Modality
+from fusion.sensors.bagfile import BagError, BagFile, Topic, bag_kind
+from fusion.sensors.registry import FileReport, register_probe, register_source
+from fusion.sensors.ros_messages import (
+    AudioFormat,
+    MessageError,
+    SampleFormat,
+    audio_format,
+    audio_pcm,
+    cloud_points,
+    compressed_rgb,
+    decode_scan,
+    image_rgb,
+)
+from fusion.sensors.ros_types import (
+    AUDIO_DATA,
+    AUDIO_DATA_STAMPED,
+    AUDIO_INFO,
+    COMPRESSED_IMAGE,
+    HEADERLESS,
+    IMAGE,
+    MODALITY_OF,
+    POINT_CLOUD2,
+    VELODYNE_SCAN,
+    seconds,
+    stamp_ns,
+)
+from fusion.sensors.source import EndOfStream, Source, SourceConfig, SourceError
+from fusion.sensors.sweeps import finite_sweep
+from fusion.sensors.velodyne_packets import decoder_config, parse_model
+
+
+class BagTime(StrEnum):
+    HEADER = "header"  # header.stamp: when the sensor captured it
+    RECEIVE = "receive"  # when the bag logged it
+
+
+class RosbagConfig(SourceConfig):
+    backend: Literal["rosbag"] = "rosbag"
+    path: str  # a ROS 1 .bag, a ROS 2 bag folder (sqlite3 or mcap storage) or a .mcap file
+    topic: str  # the topic to read, e.g. /camera/image_raw
+    time: Annotated[BagTime, Strict(False)] = BagTime.HEADER
+
+
+class RosbagCameraConfig(RosbagConfig):
+    pass
+
+
+class RosbagMicrophoneConfig(RosbagConfig):
+    # The audio_common_msgs/AudioInfo topic; None: `<namespace of topic>/audio_info`, or the
+    # bag's only AudioInfo topic. Not read when `sample_rate` is set.
+    info_topic: str | None = None
+    # Without an AudioInfo in the bag: what the bytes hold.
+    sample_rate: int | None = Field(default=None, gt=0)
+    channels: int = Field(default=1, gt=0)
+    sample_format: Annotated[SampleFormat, Strict(False)] = SampleFormat.S16LE
+
+
+class RosbagLidarConfig(RosbagConfig):
+    # VelodyneScan topics only: the sensor model (None: from the packets) and calibration YAML.
+    model: str | None = None
+    calibration: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        parse_model(value)
+        return value
+
+
+class RosbagSource(Source):
+    """A finite source over one topic: never waits on a clock (pace with the pipeline's replay)."""
+
+    backend = "rosbag"
+    types: ClassVar[frozenset[str]]  # the message types this modality reads
+    config: RosbagConfig
+
+    def __init__(self, config: RosbagConfig) -> None:
+        super().__init__(config)
+        self._bag: BagFile | None = None
+        self._topic: Topic | None = None
+        self._messages: Iterator[tuple[Topic, int, bytes]] | None = None
+        self._deserialize: Any = None
+        self._last_ns = -(2**63)
+        self._index = 0
+
+    def _where(self) -> str:
+        return f"{self.config.path} topic {self.config.topic}"
+
+    def open(self) -> None:
+        try:
+            bag = BagFile(self.config.path).open()
+        except BagError as err:
+            raise SourceError(f"{self.modality.value} {self.sensor_id!r}: {err}") from None
+        try:
+            topic = bag.topic(self.config.topic, types=self.types)
+            if self.config.time is BagTime.HEADER and topic.msgtype in HEADERLESS:
+                raise BagError(
+                    f"{bag.path}: topic {topic.name} is {topic.msgtype}, which has no header.stamp: "
+                    "set `time: receive`"
+                )
+            self._deserialize = bag.deserializer([topic])
+            self._prepare(bag, topic)
+        except (BagError, ValueError) as err:
+            bag.close()
+            raise SourceError(f"{self.modality.value} {self.sensor_id!r}: {err}") from None
+        self._bag, self._topic = bag, topic
+        self._messages = bag.messages([topic])
+
+    def _prepare(self, bag: BagFile, topic: Topic) -> None:
+        """Modality-specific set-up before the first message (ValueError / BagError when impossible)."""
+
+    @abstractmethod
+    def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray | None:
+        """The frame data of one message (None: skipped, already counted); MessageError when it has none."""
+
+    def read(self, timeout: float | None = None) -> Frame:
+        """The next usable message as a Frame; EndOfStream after the last. Never waits."""
+        if self._messages is None or self._topic is None:
+            raise SourceError(f"{self.modality.value}/{self.sensor_id}: read() before open()")
+        while True:
+            try:
+                topic, log_ns, raw = next(self._messages)
+            except StopIteration:
+                raise EndOfStream(f"{self._where()}: end of topic") from None
+            except BagError as err:
+                self.skip("corrupt_bag", str(err))
+                self._messages = iter(())
+                raise EndOfStream(f"{self._where()}: bag ends early") from None
+            frame = self._frame(topic.msgtype, raw, log_ns)
+            if frame is not None:
+                return frame
+
+    def _frame(self, msgtype: str, raw: bytes, log_ns: int) -> Frame | None:
+        index, self._index = self._index, self._index + 1
+        try:
+            msg = self._deserialize(raw, msgtype)
+        except Exception as err:  # rosbags' deserializer on damaged bytes: any error, same meaning
+            self.skip("bad_message", f"{self._where()}: message {index} does not deserialize: {err}")
+            return None
+        ns = log_ns if self.config.time is BagTime.RECEIVE else stamp_ns(msg.header.stamp)  # type: ignore[attr-defined]
+        if ns < self._last_ns:
+            self.skip(
+                "time_backwards", f"{self._where()}: message {index} is stamped before the one before it"
+            )
+            return None
+        stamp = seconds(ns)
+        try:
+            data = self._payload(msgtype, msg, stamp)
+        except MessageError as err:
+            self.skip(err.reason, f"{self._where()}: message {index}: {err}")
+            return None
+        if data is None:
+            return None
+        self._last_ns = ns
+        self.stats.frames += 1
+        return self._make_frame(data, stamp, index)
+
+    def _make_frame(self, data: np.ndarray, stamp: float, index: int) -> Frame:
+        return Frame(
+            modality=self.modality,
+            sensor_id=self.sensor_id,
+            timestamp=stamp,
+            wall_time=stamp,
+            data=data,
+            index=index,
+        )
+
+    def close(self) -> None:
+        self._messages = None
+        bag, self._bag = self._bag, None
+        if bag is not None:
+            bag.close()
+
+
+@register_source
+class RosbagCameraSource(RosbagSource):
+    modality = Modality.CAMERA
+    config_cls = RosbagCameraConfig
+    types = frozenset({IMAGE, COMPRESSED_IMAGE})
+
+    def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray:
+        return compressed_rgb(msg) if msgtype == COMPRESSED_IMAGE else image_rgb(msg)
+
+
+@register_source
+class RosbagLidarSource(RosbagSource):
+    modality = Modality.LIDAR
+    config_cls = RosbagLidarConfig
+    config: RosbagLidarConfig
+    types = frozenset({POINT_CLOUD2, VELODYNE_SCAN})
+
+    def __init__(self, config: RosbagLidarConfig) -> None:
+        super().__init__(config)
+        self._decoder: vd.ScanDecoder | None = None  # VelodyneScan topics only
+
+    def _prepare(self, bag: BagFile, topic: Topic) -> None:
+        if topic.msgtype == VELODYNE_SCAN:
+            self._decoder = vd.ScanDecoder(decoder_config(self.config.model, self.config.calibration))
+
+    def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray | None:
+        if self._decoder is None:
+            points = cloud_points(msg)
+        else:
+            points, problems = decode_scan(self._decoder, msg, stamp_s)
+            for problem in problems:
+                self.skip("bad_packet", f"{self._where()}: {problem}")
+        return finite_sweep(self, points, self._where())
+
+
+@register_source
+class RosbagMicrophoneSource(RosbagSource):
+    modality = Modality.MICROPHONE
+    config_cls = RosbagMicrophoneConfig
+    config: RosbagMicrophoneConfig
+    types = frozenset({AUDIO_DATA, AUDIO_DATA_STAMPED})
+
+    def __init__(self, config: RosbagMicrophoneConfig) -> None:
+        super().__init__(config)
+        self._format: AudioFormat | None = None  # known at open()
+
+    def _prepare(self, bag: BagFile, topic: Topic) -> None:
+        cfg = self.config
+        if cfg.sample_rate is not None:
+            self._format = AudioFormat(cfg.sample_rate, cfg.channels, cfg.sample_format)
+            return
+        info = _info_topic(bag, topic, cfg.info_topic)
+        for _, _, raw in bag.messages([info]):
+            try:
+                self._format = audio_format(bag.deserializer([info])(raw, AUDIO_INFO))
+            except ValueError as err:
+                raise ValueError(f"{bag.path}: {info.name}: {err}") from None
+            return
+        raise ValueError(f"{bag.path}: {info.name} holds no AudioInfo message")
+
+    def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray:
+        assert self._format is not None, "read() before open()"
+        audio = msg.audio if msgtype == AUDIO_DATA_STAMPED else msg
+        return audio_pcm(audio.data, self._format)
+
+    def _make_frame(self, data: np.ndarray, stamp: float, index: int) -> Frame:
+        assert self._format is not None
+        return Frame(
+            modality=Modality.MICROPHONE,
+            sensor_id=self.sensor_id,
+            timestamp=stamp,
+            wall_time=stamp,
+            data=data,
+            sample_rate=float(self._format.sample_rate),
+            index=index,
+        )
+
+
+def _info_topic(bag: BagFile, audio: Topic, name: str | None) -> Topic:
+    """The AudioInfo topic that describes `audio`: named, beside it, or the bag's only one."""
+    if name is not None:
+        return bag.topic(name, types={AUDIO_INFO})
+    infos = [t for t in bag.topics.values() if t.msgtype == AUDIO_INFO]
+    beside = f"{audio.name.rsplit('/', 1)[0]}/audio_info"
+    for topic in infos:
+        if topic.name == beside:
+            return topic
+    if len(infos) == 1:
+        return infos[0]
+    found = ", ".join(t.name for t in infos) or "none"
+    raise ValueError(
+        f"{bag.path}: which AudioInfo describes {audio.name}? (AudioInfo topics: {found}); "
+        "set info_topic, or sample_rate (with channels and sample_format)"
+    )
+
+
+# --------------------------------------------------------------------------- fusion inspect
+
+
+@register_probe(lambda path: bag_kind(path) is not None)
+def probe_bag(path: Path) -> FileReport:
+    """Every topic of a bag: type, message count, rate, and the modality it can feed.
+
+    Counts come from the bag's index; the rate from the log times, read without deserializing.
+    """
+    with BagFile(path) as bag:
+        topics = list(bag.topics.values())
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for topic, log_ns, _ in bag.messages(topics):
+            first.setdefault(topic.name, log_ns)
+            last[topic.name] = log_ns
+    feeds = {t.name: MODALITY_OF.get(t.msgtype) for t in topics}
+    modalities = [m for m in MODALITY_ORDER if m in feeds.values()]
+    if not modalities:
+        listed = ", ".join(f"{t.name} ({t.msgtype})" for t in topics) or "no topics"
+        raise ValueError(f"{path}: no topic of a type fusion reads ({listed})")
+    details: dict[str, Any] = {"format": str(bag.kind)}
+    for t in topics:
+        span = seconds(last.get(t.name, 0) - first.get(t.name, 0))
+        rate = (t.count - 1) / span if t.count > 1 and span > 0 else 0.0
+        modality = feeds[t.name]
+        details[t.name] = f"{t.msgtype}, {t.count} messages, {rate:.2f}/s, " + (
+            f"feeds {modality.value}" if modality else "not a sensor fusion reads"
+        )
+    return FileReport(
+        path=str(path),
+        modality=modalities[0],
+        backend="rosbag",
+        frames=sum(t.count for t in topics),
+        start=seconds(min(first.values(), default=0)),
+        end=seconds(max(last.values(), default=0)),
+        shapes=f"{len(topics)} topics; feeds {', '.join(m.value for m in modalities)}",
+        details=details,
+    )
