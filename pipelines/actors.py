@@ -17,6 +17,21 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError
 
+from fusion.flow.messages import (
+    Collected,
+    Dispatched,
+    Failed,
+    InferFailed,
+    Inferred,
+    Linked,
+    LinkReply,
+    Lost,
+    Predicted,
+    Queued,
+    StreamState,
+    Taken,
+    check_link_reply,
+)
 from fusion.fuser import Fuser, PreprocessConfig
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, SourceConfig, make_source
@@ -25,16 +40,6 @@ from pipelines.local_link import FrameClient, FrameServer, LinkClient, LinkError
 from pipelines.metrics import FuserMetrics, SourceMetrics
 
 log = logging.getLogger(__name__)
-
-
-def _reply_check(message: Any) -> str | None:
-    ok = (
-        isinstance(message, tuple)
-        and len(message) == 3
-        and message[0] in ("prediction", "failed")
-        and isinstance(message[1], int)
-    )
-    return None if ok else f"expected a prediction reply, got {type(message).__name__}"
 
 
 class SensorNotStarted(RuntimeError):
@@ -144,15 +149,15 @@ class SensorActor:
         return frames
 
     @ray.method(num_returns=2)  # type: ignore[misc]  # ray.method is untyped
-    def take(self, max_frames: int, timeout_s: float) -> tuple[tuple[int, float] | None, list[Frame]]:
-        """`read` split for the driver: (how many frames, the newest one's timestamp), or None
-        once the source has ended, and the frames. The driver waits on the first and hands the
+    def take(self, max_frames: int, timeout_s: float) -> tuple[Taken | None, list[Frame]]:
+        """`read` split for the driver: `Taken` (how many frames, the newest one's timestamp), or
+        None once the source has ended, and the frames. The driver waits on the first and hands the
         second to the fuser by reference, so frames go from the sensor to its fuser (on a
         cluster, within the rig's node) without passing through the driver."""
         frames = self.read(max_frames, timeout_s)
         if frames is None:
             return None, []
-        return (len(frames), frames[-1].timestamp if frames else -math.inf), frames
+        return Taken(count=len(frames), newest=frames[-1].timestamp if frames else -math.inf), frames
 
     def stream_to(
         self, fuser: Any, max_frames: int, max_pushes: int, link: tuple[str, str] | None = None
@@ -213,16 +218,16 @@ class SensorActor:
             if client is not None:
                 client.close()
 
-    def stream_state(self) -> dict[str, Any]:
+    def stream_state(self) -> StreamState:
         """Live: whether the stream runs, why it stopped, and what this sensor delivered and discarded."""
-        return {
-            "streaming": self._streamer is not None and self._streamer.is_alive(),
-            "error": self.stream_error,
-            "ended": self.ended,
-            "delivered": self.delivered,
-            "discarded": self.discarded,
-            "newest": self.newest,
-        }
+        return StreamState(
+            streaming=self._streamer is not None and self._streamer.is_alive(),
+            error=self.stream_error,
+            ended=self.ended,
+            delivered=self.delivered,
+            discarded=self.discarded,
+            newest=self.newest,
+        )
 
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -249,16 +254,6 @@ class SensorActor:
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
-
-
-# What `FuserActor.collect` hands the driver, oldest first (live mode):
-#   ("sample", sample, None, None)     fused, found no inference actor with room: the driver's
-#   ("sample", sample, ref, slot)      sent to pool[slot] as a Ray call; `ref` is its prediction
-#   ("linked", sample, slot)           sent to pool[slot] over its local link; the prediction follows
-#   ("prediction", prediction, slot)   a linked sample's prediction
-#   ("lost", sample, slot)             a linked sample whose actor's link broke: to resubmit
-#   ("failed", sample, slot, why)      a linked sample whose batch raised
-Collected = tuple[Any, ...]
 
 
 @ray.remote(concurrency_groups={"collect": 1})  # type: ignore[call-overload]  # untyped in Ray
@@ -349,21 +344,21 @@ class FuserActor:
                 peer=f"inference actor {slot}",
                 on_reply=lambda message: self._on_reply(slot, gen, message),
                 on_closed=lambda reason: self._on_link_closed(slot, gen, reason),
-                check=_reply_check,
+                check=check_link_reply,
             )
         except LinkError as err:
             log.warning("rig %s: %s; samples go as Ray calls", self.fuser.rig, err)
 
-    def _on_reply(self, slot: int, gen: int, message: tuple[str, int, Any]) -> None:
-        kind, seq, payload = message
+    def _on_reply(self, slot: int, gen: int, message: LinkReply) -> None:
         with self._lock:
-            sample = self._linked[slot].pop(seq, None) if gen == self._link_gen[slot] else None
+            sample = self._linked[slot].pop(message.seq, None) if gen == self._link_gen[slot] else None
             if sample is None:
                 return  # given back to the driver when an earlier link broke
-            if kind == "prediction":
-                self._outbox.append(("prediction", payload, slot))
-            else:
-                self._outbox.append(("failed", sample, slot, payload))
+            match message:
+                case Inferred(prediction=prediction):
+                    self._outbox.append(Predicted(prediction=prediction, slot=slot))
+                case InferFailed(why=why):
+                    self._outbox.append(Failed(sample=sample, slot=slot, why=why))
             self._notify()
 
     def _on_link_closed(self, slot: int, gen: int, reason: str) -> None:
@@ -381,7 +376,7 @@ class FuserActor:
             client.close()
         lost = [self._linked[slot][seq] for seq in sorted(self._linked[slot])]
         self._linked[slot] = {}
-        self._outbox.extend(("lost", sample, slot) for sample in lost)
+        self._outbox.extend(Lost(sample=sample, slot=slot) for sample in lost)
         log.warning(
             "rig %s: %s; %d sample(s) back to the driver, Ray calls until the actor listens again",
             self.fuser.rig,
@@ -415,14 +410,14 @@ class FuserActor:
         for sample in samples:
             slot = self._free_slot()
             if slot is None:
-                self._outbox.append(("sample", sample, None, None))
+                self._outbox.append(Queued(sample=sample))
                 self._notify()
                 continue
             sample.stage_times["dispatched"] = time.time()
             client = self._links[slot]
             if client is not None:
                 self._linked[slot][sample.seq] = sample
-                self._outbox.append(("linked", sample, slot))  # its prediction wakes the driver
+                self._outbox.append(Linked(sample=sample, slot=slot))  # its prediction wakes the driver
                 try:
                     client.send(sample)
                 except LinkError as err:
@@ -430,7 +425,7 @@ class FuserActor:
                 continue
             ref = self.pool[slot].infer.remote(sample)
             self._dispatched[slot].append(ref)
-            self._outbox.append(("sample", sample, ref, slot))
+            self._outbox.append(Dispatched(sample=sample, slot=slot, ref=ref))
             self._notify()
 
     def _free_slot(self) -> int | None:
@@ -456,7 +451,7 @@ class FuserActor:
 
     @ray.method(concurrency_group="collect")  # type: ignore[misc]  # ray.method is untyped
     def collect(self, wait_s: float = 0.0) -> list[Collected]:
-        """Live: the outbox, oldest first, emptied (see `Collected`). Waits up to `wait_s` for
+        """Live: the outbox, oldest first, emptied (`fusion.flow.messages.Collected`). Waits up to `wait_s` for
         something the driver must act on: a sample that is not linked, a prediction, a loss."""
         with self._news:
             if not self._wake and wait_s > 0:

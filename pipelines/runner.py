@@ -34,6 +34,24 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, OwnerDiedError, RayActorError
 
 from fusion.config import ConfigError
+from fusion.flow.messages import (
+    Call,
+    CollectCall,
+    Collected,
+    Dispatched,
+    Failed,
+    InferCall,
+    Linked,
+    Lost,
+    Predicted,
+    PushCall,
+    Queued,
+    ReadCall,
+    SensorKey,
+    StreamState,
+    Taken,
+    WatchCall,
+)
 from fusion.sample import FusedSample, Prediction
 from fusion.sensors import make_source
 from fusion.sinks import BackgroundSink, OrderedSink, Sink
@@ -79,6 +97,10 @@ class SensorHandle:
     restarts: int = 0
     watched: float = 0.0  # live: monotonic time the last `stream_state` was sent
     discarded: int = 0  # live: frames dropped while switched off, as the actor last reported
+
+    @property
+    def key(self) -> SensorKey:
+        return (self.rig, self.sensor_id)
 
 
 @dataclass
@@ -163,7 +185,7 @@ class PipelineRunner:
         self.pool: list[InferenceHandle] = []
         self._stop = threading.Event()
         self._own_ray = False
-        self._inflight: dict[Any, tuple[Any, Any]] = {}  # ref -> (kind, payload)
+        self._inflight: dict[Any, Call] = {}  # Ray reference -> the call it answers
 
     # ---- start-up -------------------------------------------------------------------------
     def start(self) -> None:
@@ -389,8 +411,8 @@ class PipelineRunner:
         """Stop reading; let fused samples and in-flight inference finish, up to `timeout` s."""
         end = time.monotonic() + timeout
         if self.config.mode is Mode.LIVE:  # the sensors stop handing frames over; the last are collected
-            for ref, (kind, _) in list(self._inflight.items()):
-                if kind == "watch":
+            for ref, call in list(self._inflight.items()):
+                if isinstance(call, WatchCall):
                     self._inflight.pop(ref)
             try:
                 ray.get([s.actor.stop_stream.remote() for r in self.rigs for s in r.sensors], timeout=timeout)
@@ -401,12 +423,11 @@ class PipelineRunner:
             if self.config.mode is Mode.LIVE:  # predictions of linked samples come by `collect`
                 self._schedule_collects(draining=True)
             self._schedule_inference()
-            waiting = [r for r, (kind, _) in self._inflight.items() if kind != "read"]
+            waiting = [r for r, call in self._inflight.items() if not isinstance(call, ReadCall)]
             if not waiting and not any(r.pending for r in self.rigs):
                 return
             for ref in self._ready(timeout=0.05):
-                kind, _ = self._inflight[ref]
-                if kind == "read":
+                if isinstance(self._inflight[ref], ReadCall):
                     self._inflight.pop(ref)  # frames read after the stop are not fused
                 else:
                     self._complete(ref)
@@ -416,46 +437,48 @@ class PipelineRunner:
 
     def _schedule_reads(self) -> None:
         replay = self.config.mode is Mode.REPLAY
-        busy = {payload[0] for kind, payload in self._inflight.values() if kind == "read"}
+        busy = {c.sensor for c in self._inflight.values() if isinstance(c, ReadCall)}
         for rig in self.rigs:
             active = [s for s in rig.sensors if not s.ended]
             if replay and len(rig.pending) >= self.config.flow.max_pending_samples:
                 continue  # backpressure: stop reading rather than dropping
             slowest = min((s.latest for s in active), default=math.inf)
             for s in active:
-                if id(s) in busy:
+                if s.key in busy:
                     continue
                 if replay and s.latest > slowest + REPLAY_LOOKAHEAD_S:
                     continue  # lockstep: the fuser gets every stream up to the same time
                 ref, frames = s.actor.take.remote(self.config.flow.max_frames_per_read, 0.05)
-                self._inflight[ref] = ("read", (id(s), frames))
+                self._inflight[ref] = ReadCall(sensor=s.key, frames=frames)
 
-    def _sensor(self, key: int) -> SensorHandle:
-        return next(s for r in self.rigs for s in r.sensors if id(s) == key)
+    def _sensor(self, key: SensorKey) -> SensorHandle:
+        return next(s for r in self.rigs for s in r.sensors if s.key == key)
 
     def _rig(self, rid: str) -> RigHandle:
         return next(r for r in self.rigs if r.id == rid)
 
     def _complete(self, ref: Any) -> None:
-        kind, payload = self._inflight.pop(ref)
+        call = self._inflight.pop(ref)
         try:
             result = ray.get(ref)
         except ACTOR_LOST as err:
-            self._recover(kind, payload, err)
+            self._recover(call, err)
             return
         except OwnerDiedError as err:  # a prediction the fuser dispatched, and the fuser died
-            rig = payload[1][0].rig
+            assert isinstance(call, InferCall), call
+            rig = call.batch[0].rig
             raise RuntimeError(f"rig {rig}: fuser actor lost; its alignment state is gone") from err
-        if kind == "read":
-            self._on_frames(self._sensor(payload[0]), result, payload[1])
-        elif kind == "collect":
-            self._on_collected(self._rig(payload[0]), result)
-        elif kind == "watch":
-            self._on_watched(self._sensor(payload[0]), result)
-        elif kind == "push":
-            self._on_pushed(self._rig(payload[0]), ref, result)
-        else:
-            self._on_predictions(payload, result)
+        match call:
+            case ReadCall(sensor=key, frames=frames):
+                self._on_frames(self._sensor(key), result, frames)
+            case CollectCall(rig=rid):
+                self._on_collected(self._rig(rid), result)
+            case WatchCall(sensor=key):
+                self._on_watched(self._sensor(key), result)
+            case PushCall(rig=rid):
+                self._on_pushed(self._rig(rid), ref, result)
+            case InferCall(slot=slot):
+                self._on_predictions(slot, result)
 
     def _schedule_collects(self, force: bool = False, draining: bool = False) -> None:
         """Live: one `collect` always in flight per fuser (a long poll: it returns as soon as the
@@ -463,79 +486,79 @@ class PipelineRunner:
         (a sensor actor that died and was restarted streams again). `force`: a last collect
         that does not wait; `draining`: collects only while a rig awaits linked predictions."""
         now = time.monotonic()
-        busy = {payload[0] for kind, payload in self._inflight.values() if kind in ("collect", "watch")}
+        collecting = {c.rig for c in self._inflight.values() if isinstance(c, CollectCall)}
+        watched = {c.sensor for c in self._inflight.values() if isinstance(c, WatchCall)}
         for rig in self.rigs:
-            if rig.id not in busy and (not draining or rig.linked):
+            if rig.id not in collecting and (not draining or rig.linked):
                 wait = 0.0 if force else COLLECT_WAIT_S
-                self._inflight[rig.fuser.collect.remote(wait)] = ("collect", (rig.id,))
+                self._inflight[rig.fuser.collect.remote(wait)] = CollectCall(rig=rig.id)
             for s in rig.sensors:
-                if not (force or draining) and id(s) not in busy and now - s.watched >= WATCH_EVERY_S:
+                if not (force or draining) and s.key not in watched and now - s.watched >= WATCH_EVERY_S:
                     s.watched = now
-                    self._inflight[s.actor.stream_state.remote()] = ("watch", (id(s),))
+                    self._inflight[s.actor.stream_state.remote()] = WatchCall(sensor=s.key)
 
-    def _on_collected(self, rig: RigHandle, items: list[tuple[Any, ...]]) -> None:
-        """Live: what a fuser did since the last collect (`pipelines.actors.Collected`): samples
+    def _on_collected(self, rig: RigHandle, items: list[Collected]) -> None:
+        """Live: what a fuser did since the last collect (`fusion.flow.messages.Collected`): samples
         it sent to inference itself come with the reference to their prediction, awaited here,
         or were sent over a local link, their predictions following in a later collect; either
         way a sample whose actor dies is resubmitted. Samples that found no room wait here."""
         waiting, lost = [], []
         for item in items:
-            kind = item[0]
-            if kind in ("sample", "linked"):
-                sample, slot = item[1], item[-1]
-                if slot is None:
+            match item:
+                case Queued(sample=sample):
                     waiting.append(sample)
-                    continue
-                handle = self.pool[slot]
-                handle.in_flight += 1
-                self.stats.fuser_dispatched += 1
-                if kind == "sample":
-                    self._inflight[item[2]] = ("infer", (handle, [sample]))
-                else:
+                case Dispatched(sample=sample, slot=slot, ref=ref):
+                    self._fuser_dispatched(sample, slot)
+                    self._inflight[ref] = InferCall(slot=slot, batch=(sample,))
+                case Linked(sample=sample, slot=slot):
+                    self._fuser_dispatched(sample, slot)
                     rig.linked += 1
-                if self.observer is not None:
-                    self.observer.on_sample(sample)
-                continue
-            handle = self.pool[item[2]]
-            rig.linked -= 1
-            if kind == "prediction":
-                self._on_predictions((handle, []), item[1])
-            elif kind == "lost":
-                handle.in_flight -= 1
-                lost.append(item[1])
-            else:
-                raise RuntimeError(f"rig {rig.id}: inference failed on sample {item[1].seq}: {item[3]}")
+                case Predicted(prediction=prediction, slot=slot):
+                    rig.linked -= 1
+                    self._on_predictions(slot, prediction)
+                case Lost(sample=sample, slot=slot):
+                    rig.linked -= 1
+                    self.pool[slot].in_flight -= 1
+                    lost.append(sample)
+                case Failed(sample=sample, why=why):
+                    raise RuntimeError(f"rig {rig.id}: inference failed on sample {sample.seq}: {why}")
         if lost:
             log.warning("inference actor lost; resubmitting %d sample(s) it had over its link", len(lost))
             self.stats.resubmitted += len(lost)
             rig.pending.extendleft(reversed(lost))
         self._on_fused(rig, waiting)
 
-    def _on_watched(self, s: SensorHandle, state: dict[str, Any]) -> None:
-        s.delivered = state["delivered"]
-        s.discarded = state["discarded"]
-        s.latest = state["newest"]
+    def _fuser_dispatched(self, sample: FusedSample, slot: int) -> None:
+        self.pool[slot].in_flight += 1
+        self.stats.fuser_dispatched += 1
+        if self.observer is not None:
+            self.observer.on_sample(sample)
+
+    def _on_watched(self, s: SensorHandle, state: StreamState) -> None:
+        s.delivered = state.delivered
+        s.discarded = state.discarded
+        s.latest = state.newest
         if discarded := sum(x.discarded for r in self.rigs for x in r.sensors):
             self.stats.dropped["sensor_off"] = discarded
-        if state["streaming"] or self._stop.is_set():
+        if state.streaming or self._stop.is_set():
             return
-        if state["ended"]:
+        if state.ended:
             s.ended = True
             return
         # The stream stopped: an error in the device (named), or the actor was restarted.
-        log.warning("sensor %s/%s stopped streaming (%s); restarting it", s.rig, s.sensor_id, state["error"])
-        self._recover("stream", (id(s),), RuntimeError(state["error"] or "actor restarted"))
+        log.warning("sensor %s/%s stopped streaming (%s); restarting it", s.rig, s.sensor_id, state.error)
+        self._restart_sensor(s, RuntimeError(state.error or "actor restarted"))
 
-    def _on_frames(self, s: SensorHandle, read: tuple[int, float] | None, frames: Any) -> None:
-        """A read came back: `read` is (frames, newest timestamp) or None at the end of the
-        stream; `frames` the reference to the frames."""
+    def _on_frames(self, s: SensorHandle, read: Taken | None, frames: Any) -> None:
+        """A read came back: `read` says how many frames, or is None at the end of the stream;
+        `frames` is the reference to the frames."""
         rig = self._rig(s.rig)
         if read is None:
             s.ended = True
-        elif read[0]:
-            count, newest = read
+        elif read.count:
+            count = read.count
             s.delivered += count
-            s.latest = newest
+            s.latest = read.newest
             if (s.rig, s.sensor_id) in self._disabled:
                 self.stats.dropped["sensor_off"] += count
                 self.metrics.frames_dropped(rig=s.rig, modality=s.modality, reason="sensor_off", count=count)
@@ -559,7 +582,7 @@ class PipelineRunner:
         else:
             return
         rig.pushes.append(ref)
-        self._inflight[ref] = ("push", (rig.id,))
+        self._inflight[ref] = PushCall(rig=rig.id)
 
     def _on_pushed(self, rig: RigHandle, ref: Any, samples: list[FusedSample]) -> None:
         """Samples are taken in the order the pushes were sent (replay batches depend on it)."""
@@ -595,19 +618,17 @@ class PipelineRunner:
                     # Fixed batches of consecutive sequence numbers: the same batches every run.
                     if len(rig.pending) < size and not rig.finished:
                         break
-                    batch = [rig.pending.popleft() for _ in range(min(size, len(rig.pending)))]
-                    ref = handle.actor.infer_batch.remote(batch)
-                    self._inflight[ref] = ("infer", (handle, batch))
+                    batch = tuple(rig.pending.popleft() for _ in range(min(size, len(rig.pending))))
+                    ref = handle.actor.infer_batch.remote(list(batch))
                 else:
-                    sample = rig.pending.popleft()
-                    sample.stage_times["dispatched"] = time.time()
-                    ref = handle.actor.infer.remote(sample)
-                    self._inflight[ref] = ("infer", (handle, [sample]))
+                    batch = (rig.pending.popleft(),)
+                    batch[0].stage_times["dispatched"] = time.time()
+                    ref = handle.actor.infer.remote(batch[0])
+                self._inflight[ref] = InferCall(slot=self.pool.index(handle), batch=batch)
                 handle.in_flight += 1
 
-    def _on_predictions(self, payload: tuple[InferenceHandle, list[FusedSample]], result: Any) -> None:
-        handle, _ = payload
-        handle.in_flight -= 1
+    def _on_predictions(self, slot: int, result: Prediction | list[Prediction]) -> None:
+        self.pool[slot].in_flight -= 1
         preds: list[Prediction] = result if isinstance(result, list) else [result]
         for p in preds:
             if self.observer is not None:
@@ -619,45 +640,45 @@ class PipelineRunner:
                 self.stats.latencies.append(p.latency_s)
 
     # ---- faults ---------------------------------------------------------------------------
-    def _recover(self, kind: str, payload: Any, err: Exception) -> None:
-        if kind == "infer":
-            handle, batch = payload
-            handle.in_flight -= 1
-            log.warning(
-                "inference actor lost (%s); resubmitting %d sample(s)", type(err).__name__, len(batch)
-            )
-            self.stats.resubmitted += len(batch)
-            rig = self._rig(batch[0].rig)
-            for sample in reversed(batch):
-                rig.pending.appendleft(sample)
-        elif kind in ("read", "watch", "stream"):
-            s = self._sensor(payload[0])
-            s.restarts += 1
-            self.stats.sensor_restarts += 1
-            if s.restarts > self.config.flow.max_restarts:
-                raise RuntimeError(
-                    f"rig {s.rig} sensor {s.sensor_id}: actor died {s.restarts} times"
-                ) from err
-            live = self.config.mode is Mode.LIVE  # a live device goes on from now: nothing to skip
-            log.warning(
-                "sensor %s/%s lost; %s",
-                s.rig,
-                s.sensor_id,
-                "streaming again" if live else f"resuming after frame {s.delivered}",
-            )
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    ray.get(s.actor.start.remote(resume_from=0 if live else s.delivered), timeout=120)
-                    break
-                except ActorUnavailableError:  # Ray is still restarting it
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            if live:
-                self._stream(self._rig(s.rig), s)
-        else:
-            raise RuntimeError(f"rig {payload[0]}: fuser actor lost; its alignment state is gone") from err
+    def _recover(self, call: Call, err: Exception) -> None:
+        match call:
+            case InferCall(slot=slot, batch=batch):
+                self.pool[slot].in_flight -= 1
+                log.warning(
+                    "inference actor lost (%s); resubmitting %d sample(s)", type(err).__name__, len(batch)
+                )
+                self.stats.resubmitted += len(batch)
+                rig = self._rig(batch[0].rig)
+                for sample in reversed(batch):
+                    rig.pending.appendleft(sample)
+            case ReadCall(sensor=key) | WatchCall(sensor=key):
+                self._restart_sensor(self._sensor(key), err)
+            case PushCall(rig=rid) | CollectCall(rig=rid):
+                raise RuntimeError(f"rig {rid}: fuser actor lost; its alignment state is gone") from err
+
+    def _restart_sensor(self, s: SensorHandle, err: Exception) -> None:
+        s.restarts += 1
+        self.stats.sensor_restarts += 1
+        if s.restarts > self.config.flow.max_restarts:
+            raise RuntimeError(f"rig {s.rig} sensor {s.sensor_id}: actor died {s.restarts} times") from err
+        live = self.config.mode is Mode.LIVE  # a live device goes on from now: nothing to skip
+        log.warning(
+            "sensor %s/%s lost; %s",
+            s.rig,
+            s.sensor_id,
+            "streaming again" if live else f"resuming after frame {s.delivered}",
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                ray.get(s.actor.start.remote(resume_from=0 if live else s.delivered), timeout=120)
+                break
+            except ActorUnavailableError:  # Ray is still restarting it
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        if live:
+            self._stream(self._rig(s.rig), s)
 
     # ---- reporting ------------------------------------------------------------------------
     def _count_sink_drops(self) -> None:
@@ -680,7 +701,7 @@ class PipelineRunner:
         self.metrics.flow(
             buffered_frames=sum(count for r in self.rigs for _, count in r.buffered),
             pending_samples=sum(len(r.pending) for r in self.rigs),
-            in_flight_samples=sum(len(p[1]) for kind, p in self._inflight.values() if kind == "infer")
+            in_flight_samples=sum(len(c.batch) for c in self._inflight.values() if isinstance(c, InferCall))
             + sum(r.linked for r in self.rigs),
             dropped=self.stats.dropped,
             sink_skipped=self.sink.skipped,

@@ -60,6 +60,8 @@ def test_paced_replay_reads_deliver_every_frame_once_and_never_ahead_of_pace():
 def test_take_gives_the_driver_a_count_and_the_fuser_the_frames():
     """`take` is `read` split in two: the driver waits on (count, newest timestamp) and passes
     the frames on by reference."""
+    from fusion.flow.messages import Taken
+
     actor = _sensor({"backend": "simulated", "rate_hz": 20, "width": 32, "height": 24, "duration_s": 0.2})
     got = []
     while True:
@@ -68,7 +70,7 @@ def test_take_gives_the_driver_a_count_and_the_fuser_the_frames():
             assert ray.get(frames) == []
             break
         frames = ray.get(frames)
-        assert ray.get(meta) == (len(frames), frames[-1].timestamp)
+        assert ray.get(meta) == Taken(count=len(frames), newest=frames[-1].timestamp)
         got += [f.index for f in frames]
     assert got == [0, 1, 2, 3]
     ray.kill(actor)
@@ -324,7 +326,9 @@ def test_shipped_replay_config_runs_a_recording_deterministically(tmp_path):
 
     config = load_pipeline_config("configs/pipeline/replay.yaml")
     sensors = {
-        sid: spec.model_copy(update={"source": {**spec.source, "path": str(tmp_path / "rec")}})
+        sid: spec.model_copy(
+            update={"source": spec.source.model_copy(update={"path": str(tmp_path / "rec")})}
+        )
         for sid, spec in config.rigs[0].sensors.items()
     }
     config.rigs[0] = config.rigs[0].model_copy(update={"sensors": sensors})
