@@ -142,7 +142,7 @@ class Dispatcher:
     def plan(self, rigs: Sequence[RigQueue]) -> list[Send]:
         """Every call to make now, rig by rig, each counted as sent: stops when no actor has
         room; a rig whose next batch is not due yet leaves the rest to the following rigs."""
-        sends = []
+        sends: list[Send] = []
         for rig in rigs:
             while rig.pending:
                 slot = self.pool.free_slot()
