@@ -40,8 +40,13 @@ class InferenceActor:
 
     `infer(sample)` is dynamically batched with concurrent calls (max batch size, max wait);
     `infer_batch(samples)` runs exactly the batch given (replay: fixed batches keep results
-    byte-identical from run to run). Both return Predictions; a bad sample gets one with
-    `error` set instead of failing its batch.
+    byte-identical from run to run). Both return Predictions once the model has run (they wait
+    on it, never on other callers beyond the batch's max wait); a bad sample gets one with
+    `error` set instead of failing its batch. `listen` adds a local link for fusers on its node.
+
+    On restart (Ray reconstructs it after it died) the model is loaded again; calls that were in
+    flight fail with an actor error and the driver resubmits their samples, its link closes (the
+    fuser gives back what it held there) and stays closed until `listen` is called again.
     """
 
     def __init__(

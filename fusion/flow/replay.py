@@ -11,18 +11,19 @@ import math
 from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fusion.flow.messages import SensorKey
 from fusion.flow.recovery import SensorProgress
 from fusion.sample import FusedSample
 
 LOOKAHEAD_S = 0.5  # how far a sensor may read ahead of the slowest one of its rig
+S = TypeVar("S", bound=SensorProgress)
 
 
 def lockstep_reads(
-    sensors: Sequence[SensorProgress], *, reading: Collection[SensorKey], lookahead_s: float = LOOKAHEAD_S
-) -> list[SensorProgress]:
+    sensors: Sequence[S], *, reading: Collection[SensorKey], lookahead_s: float = LOOKAHEAD_S
+) -> list[S]:
     """The sensors of one rig to read now: those not ended, not being read (`reading`), and
     not more than `lookahead_s` ahead of the slowest of them (by their newest frame)."""
     active = [s for s in sensors if not s.ended]

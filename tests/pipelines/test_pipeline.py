@@ -21,7 +21,7 @@ def _key(p):
 
 
 def _sensor(source: dict, speed: float | None = None):
-    from pipelines.actors import SensorActor
+    from pipelines.sensor_actor import SensorActor
 
     actor = SensorActor.remote(rig="r", modality="camera", source=source, name="cam", speed=speed)
     ray.get(actor.start.remote())
@@ -79,7 +79,7 @@ def test_take_gives_the_driver_a_count_and_the_fuser_the_frames():
 def test_sensor_side_modules_do_not_load_torch():
     """Ray workers import the module of the actor class they host, and a fuser loads the
     inference actor's class to use its handles: none of that may pull in torch."""
-    code = "import sys, pipelines.actors, pipelines.inference_actor; print('torch' in sys.modules)"
+    code = "import sys, pipelines.sensor_actor, pipelines.fuser_actor, pipelines.inference_actor; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
 
