@@ -9,16 +9,17 @@ DURATION ?= 30
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml scripts/setup-system.sh
+$(STAMP): pyproject.toml deploy/constraints.txt scripts/setup-system.sh
 	scripts/setup-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the local CPU wheel, never a multi-GB CUDA download.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# Every other dependency at the version CI and the images use (deploy/constraints.txt).
+	$(BIN)/pip install --quiet -c deploy/constraints.txt -e '.[dev]'
 	touch $@
 
 $(BSTAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c deploy/constraints.txt -e '.[dev,bench]'
 	touch $@
 
 # The main job: simulated camera, microphone and LiDAR on a local Ray, predictions as JSON lines.

@@ -54,20 +54,16 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from fusion.sample import Frame, FusedSample, Modality, Segment
 from fusion.schema import deserialize_sample, frames_to_table, serialize_sample
-from fusion.sensors.base import EndOfStream, Source, make_source
-from fusion.sensors.camera import (
-    CameraFileConfig,
-    CameraFileSource,
+from fusion.sensors import EndOfStream, Source, make_source
+from fusion.sensors.audio import MicrophoneFileConfig, MicrophoneFileSource
+from fusion.sensors.opencv import CameraFileConfig, CameraFileSource
+from fusion.sensors.pointclouds import KittiConfig, KittiSource
+from fusion.sensors.preprocess import (
     CameraPreprocessConfig,
-    CameraPreprocessor,
-)
-from fusion.sensors.lidar import KittiConfig, KittiSource, LidarPreprocessConfig, LidarPreprocessor
-from fusion.sensors.microphone import (
-    MicrophoneFileConfig,
-    MicrophoneFileSource,
+    LidarPreprocessConfig,
     MicrophonePreprocessConfig,
-    MicrophonePreprocessor,
 )
+from fusion.sensors.preprocessors import CameraPreprocessor, LidarPreprocessor, MicrophonePreprocessor
 
 CAMERA_HZ, AUDIO_TICK_HZ, LIDAR_HZ = 30.0, 10.0, 10.0
 CAMERA_W, CAMERA_H, MODEL_SIDE = 640, 480, 64

@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 _CONFIG_KEY = "fusion.model_config"
 TRAIN_CONFIG_KEY = "fusion.train_config"  # set by `fusion train`: how the weights were trained
-# Shipped checkpoints, by preset name, beside the presets.
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+_PACKAGE = Path(__file__).resolve().parent
+# Shipped checkpoints, by preset name: a wheel carries checkpoints/ as fusion/_checkpoints, a
+# source checkout has it at the repo root.
+_SHIPPED_DIRS = (_PACKAGE / "_checkpoints", _PACKAGE.parent / "checkpoints")
 
 
 class CheckpointError(ValueError):
@@ -92,8 +94,7 @@ def checkpoint_version(path: str | Path) -> str:
 
 
 def shipped_checkpoint(preset: str) -> Path | None:
-    path = SHIPPED_DIR / f"{preset}.safetensors"
-    return path if path.is_file() else None
+    return next((p for d in _SHIPPED_DIRS if (p := d / f"{preset}.safetensors").is_file()), None)
 
 
 def checkpoint_metadata(path: str | Path) -> dict[str, str]:
@@ -126,7 +127,7 @@ def preprocess_mismatches(
     that differs between training and this run: a model fed differently from how it was trained
     predicts garbage without any error, so a pipeline refuses to start on one."""
     from fusion.sample import Modality
-    from fusion.sensors.preprocess import preprocess_settings
+    from fusion.sensors import preprocess_settings
 
     out = []
     for modality in Modality:

@@ -3,11 +3,12 @@
 Example i of a split is episode i of `World(seed=split seed)`, seen at one instant inside the
 episode (drawn from the seed, late enough that the 1 s audio window lies within it): the
 camera frame and the LiDAR sweep at that instant and the microphone's window ending there,
-rendered by the same functions that drive the simulated sources and turned into Segments by
-the same preprocessors (`make_preprocessor`) as the live pipeline. Labels: the class index and
-the object's bounding-box centre in metres (`target_position`; None for 'nothing', which has no
-position). Each row also carries the scene's conditions (`scene` column) for the evaluation's
-breakdowns: day or night, weather, range, signal-to-noise ratio.
+rendered by the same functions that drive the simulated sources and fused into a sample by the
+pipeline's own `fusion.fuser.fuse`, with the same preprocessors (`make_preprocessor`) as the
+live pipeline. Labels: the class index and the object's bounding-box centre in metres
+(`target_position`; None for 'nothing', which has no position). Each row also carries the
+scene's conditions (`scene` column) for the evaluation's breakdowns: day or night, weather,
+range, signal-to-noise ratio.
 
 Layout of an output directory::
 
@@ -38,9 +39,11 @@ from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from fusion.config import ModalityKey, StrictModel
-from fusion.sample import Frame, FusedSample, Modality, Segment
+from fusion.fuser import fuse
+from fusion.sample import Frame, FusedSample, Modality
 from fusion.schema import samples_to_table, table_to_samples
-from fusion.sensors.preprocess import Preprocessor, make_preprocessor
+from fusion.sensors import make_preprocessor
+from fusion.sensors.preprocess import Preprocessor
 from fusion.sim.audio import AudioSynth
 from fusion.sim.camera import render_camera
 from fusion.sim.lidar import lidar_rays, scan_lidar
@@ -209,24 +212,23 @@ class ExampleRenderer:
         """Example `index` as a labelled FusedSample, and its scene record."""
         t = self.instant(index)
         frames, scene = self.frames(index, t)
-        segments: dict[Modality, Segment] = {}
-        for frame in frames:
-            try:
-                segments[frame.modality] = self.preprocessors[frame.modality](frame)
-            except ValueError as err:  # e.g. a sweep with no point in range: the modality is missing
-                key = f"{frame.modality.value}: {str(err).split(':')[0]}"
-                self.errors[key] = self.errors.get(key, 0) + 1
         state = self.world.state(t)
-        sample = FusedSample(
+        sample = fuse(
+            {f.modality: f for f in frames},
+            self.preprocessors,
             seq=index,
             timestamp=t,
-            segments=segments,
             rig=f"sim-{self.seed}",
-            capture_times={f.modality: f.timestamp for f in frames if f.modality in segments},
+            on_error=self._count_error,
             label=state.cls,
             target_position=state.center(),
         )
         return sample, scene
+
+    def _count_error(self, modality: Modality, err: ValueError) -> None:
+        # e.g. a sweep with no point in range: the modality is missing from that example.
+        key = f"{modality.value}: {str(err).split(':')[0]}"
+        self.errors[key] = self.errors.get(key, 0) + 1
 
 
 def samples_table(samples: list[FusedSample], scenes: list[dict[str, Any]]) -> pa.Table:

@@ -1,8 +1,11 @@
 """One rig's fuser: time alignment plus per-modality preprocessing, Frames in, FusedSamples out.
 
-The plain class inside the pipeline's FuserActor. A frame whose preprocessing fails (a LiDAR
-sweep with no point in range, audio at the wrong rate) makes that modality missing for its
-tick, counted under `input_errors[(modality, reason)]`, and the sample goes on without it.
+`fuse` turns one tick's frames into a FusedSample; it is the only way frames become a sample,
+called by the `Fuser` (the plain class inside the pipeline's FuserActor) and by training-data
+generation (`fusion.data`), so a model is trained on exactly what the pipeline feeds it. A frame
+whose preprocessing fails (a LiDAR sweep with no point in range, audio at the wrong rate) makes
+that modality missing for its tick, counted under `input_errors[(modality, reason)]`, and the
+sample goes on without it.
 """
 
 from __future__ import annotations
@@ -10,17 +13,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from fusion.config import StrictModel, parse_config
 from fusion.sample import Frame, FusedSample, Modality, Segment
-from fusion.sensors.camera import CameraPreprocessConfig
-from fusion.sensors.lidar import LidarPreprocessConfig
-from fusion.sensors.microphone import MicrophonePreprocessConfig
-from fusion.sensors.preprocess import Preprocessor, make_preprocessor
+from fusion.sensors import make_preprocessor
+from fusion.sensors.preprocess import (
+    CameraPreprocessConfig,
+    LidarPreprocessConfig,
+    MicrophonePreprocessConfig,
+    Preprocessor,
+)
 from fusion.sync import AlignedSet, SyncConfig, Synchronizer
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,58 @@ def default_sync(modalities: Sequence[Modality]) -> dict[str, Any]:
     if Modality.LIDAR in modalities:
         return {"reference": "lidar"}
     return {"rate_hz": 10.0}
+
+
+def fuse(
+    frames: Mapping[Modality, Frame],
+    preprocessors: Mapping[Modality, Preprocessor],
+    *,
+    seq: int,
+    timestamp: float,
+    rig: str,
+    on_error: Callable[[Modality, ValueError], None],
+    clock: Callable[[], float] | None = None,
+    label: int | None = None,
+    target_position: tuple[float, float, float] | None = None,
+) -> FusedSample:
+    """One tick's frames, each through its modality's preprocessor, as a FusedSample.
+
+    Args:
+        frames: modality -> the tick's frame; `capture_times` keep this order.
+        preprocessors: one for each modality in `frames`.
+        seq, timestamp, rig, label, target_position: copied into the sample.
+        on_error: called with the modality and the ValueError when a preprocessor rejects its
+            frame; the modality is then absent from the sample.
+        clock: the wall clock of the latency trace (`stage_times`: `aligned`, `capture.<m>`,
+            `fused`); None records none, so that generated data does not depend on when it was
+            made.
+    """
+    stage_times: dict[str, float] = {}
+    if clock is not None:
+        stage_times["aligned"] = clock()  # the tick is complete
+    segments: dict[Modality, Segment] = {}
+    capture_times: dict[Modality, float] = {}
+    for m, frame in frames.items():
+        if clock is not None:
+            # When the reading was complete: for an audio window, its last sample.
+            stage_times[f"capture.{m.value}"] = frame.wall_time + (frame.end_time - frame.timestamp)
+        try:
+            segments[m] = preprocessors[m](frame)
+            capture_times[m] = frame.timestamp
+        except ValueError as err:
+            on_error(m, err)
+    if clock is not None:
+        stage_times["fused"] = clock()
+    return FusedSample(
+        seq=seq,
+        timestamp=timestamp,
+        segments=segments,
+        rig=rig,
+        capture_times=capture_times,
+        stage_times=stage_times,
+        label=label,
+        target_position=target_position,
+    )
 
 
 class Fuser:
@@ -120,30 +178,20 @@ class Fuser:
         return [self._fuse(a) for a in self.sync.flush()]
 
     def _fuse(self, aligned: AlignedSet) -> FusedSample:
-        segments: dict[Modality, Segment] = {}
-        stage_times: dict[str, float] = {"aligned": time.time()}  # the tick is complete
-        capture_times: dict[Modality, float] = {}
-        for m, frame in aligned.frames.items():
-            # When the reading was complete: for an audio window, its last sample.
-            stage_times[f"capture.{m.value}"] = frame.wall_time + (frame.end_time - frame.timestamp)
-            try:
-                segments[m] = self.preprocessors[m](frame)
-                capture_times[m] = frame.timestamp
-            except ValueError as err:
-                self._input_error(m, "preprocess", err)
-        for m in self.preprocessors:
-            if m not in segments:
-                self.incomplete[m] += 1
-        stage_times["fused"] = time.time()
-        self.samples += 1
-        return FusedSample(
+        sample = fuse(
+            aligned.frames,
+            self.preprocessors,
             seq=aligned.seq,
             timestamp=aligned.tick,
-            segments=segments,
             rig=self.rig,
-            capture_times=capture_times,
-            stage_times=stage_times,
+            on_error=lambda m, err: self._input_error(m, "preprocess", err),
+            clock=time.time,
         )
+        for m in self.preprocessors:
+            if m not in sample.segments:
+                self.incomplete[m] += 1
+        self.samples += 1
+        return sample
 
     def _input_error(self, m: Modality, reason: str, err: Exception) -> None:
         self.input_errors[(m, reason)] += 1

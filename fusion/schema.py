@@ -4,13 +4,10 @@ One schema serves recording, replay and transport between processes. Every table
 `fusion.schema_version` (`SCHEMA_VERSION`) and `fusion.kind` (`frames` or `samples`) in its
 schema metadata; reading refuses a missing or different version, naming the file.
 
-Tensors use Arrow's canonical `arrow.variable_shape_tensor` extension type (storage
-`struct<data: list<T>, shape: fixed_size_list<int32>[ndim]>`), always, even where every row of
-a batch happens to have the same shape: LiDAR point counts differ from sweep to sweep, and one
-type per column keeps the schema fixed, so batches with different shapes share one file. The
-type is implemented in Arrow C++ (pyarrow 26 registers it) but not exposed in pyarrow's Python
-API, so `variable_shape_tensor()` obtains it by deserializing a schema whose field carries the
-extension name: other Arrow readers see the canonical type.
+Tensors use Arrow's canonical `arrow.variable_shape_tensor` extension type
+(`fusion.arrow_tensor`), always, even where every row of a batch happens to have the same shape:
+LiDAR point counts differ from sweep to sweep, and one type per column keeps the schema fixed,
+so batches with different shapes share one file.
 
 Frames: one table holds frames of one modality (the tensor dtype and rank depend on it:
 camera uint8 [H, W, 3], microphone float32 [n], LiDAR float32 [N, 4]); `fusion.modality` in
@@ -19,15 +16,13 @@ the schema metadata says which. Recordings keep one file per sensor stream.
 FusedSamples: one row per sample; per modality in `MODALITY_ORDER` a nullable struct column
 (null: the modality is absent) with `values`, `positions` (tensors) and `grid`.
 
-Copies: writing concatenates each column's tensors into one buffer (one copy, no per-element
-Python); reading slices that buffer in place (`to_numpy(zero_copy_only=True)`), so arrays read
-from a memory-mapped file are read-only views of the mapping.
+Copies: writing concatenates each column's tensors into one buffer; reading gives read-only
+views of the table's buffers (see `fusion.arrow_tensor`).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from fusion.arrow_tensor import decode_tensors, encode_tensors, variable_shape_tensor
 from fusion.sample import MODALITY_ORDER, Frame, FusedSample, Modality, Segment, parse_modality
 
 SCHEMA_VERSION = 1
@@ -43,9 +39,6 @@ KIND_KEY = b"fusion.kind"
 MODALITY_KEY = b"fusion.modality"
 FRAMES = "frames"
 SAMPLES = "samples"
-
-_TENSOR_NAME = "arrow.variable_shape_tensor"
-_INT32_MAX = np.iinfo(np.int32).max
 
 # Native payload of each modality's Frame: (dtype, dimension names); the rank is len(names).
 FRAME_LAYOUT: dict[Modality, tuple[np.dtype[Any], tuple[str, ...]]] = {
@@ -59,29 +52,6 @@ FRAME_LAYOUT: dict[Modality, tuple[np.dtype[Any], tuple[str, ...]]] = {
 _MODALITY_DICT = pa.array([m.value for m in MODALITY_ORDER], pa.string())
 _MODALITY_TYPE = pa.dictionary(pa.int8(), pa.string())
 _TIMES_TYPE = pa.map_(pa.string(), pa.float64())
-
-
-@functools.cache
-def variable_shape_tensor(value_type: pa.DataType, dim_names: tuple[str, ...]) -> pa.DataType:
-    """The canonical `arrow.variable_shape_tensor` type of rank len(dim_names).
-
-    Raises:
-        RuntimeError: when the installed pyarrow does not know the canonical type.
-    """
-    storage = pa.struct(
-        [pa.field("data", pa.list_(value_type)), pa.field("shape", pa.list_(pa.int32(), len(dim_names)))]
-    )
-    metadata = {
-        b"ARROW:extension:name": _TENSOR_NAME.encode(),
-        b"ARROW:extension:metadata": json.dumps({"dim_names": list(dim_names)}).encode(),
-    }
-    # Arrow C++ resolves registered extension types when it reads a schema; that is the only
-    # route to this type from Python.
-    serialized = pa.schema([pa.field("t", storage, metadata=metadata)]).serialize()
-    tensor_type = ipc.read_schema(serialized).field(0).type
-    if getattr(tensor_type, "extension_name", None) != _TENSOR_NAME:
-        raise RuntimeError(f"pyarrow {pa.__version__} does not provide {_TENSOR_NAME}; upgrade pyarrow")
-    return tensor_type
 
 
 def _metadata(kind: str, **extra: str) -> dict[bytes, bytes]:
@@ -179,86 +149,6 @@ def _check_no_nulls(batch: pa.RecordBatch, names: Sequence[str], *, source: str,
             raise ValueError(f"{source}: column {name!r} row {row}: null where a value is required")
 
 
-# --- tensors -----------------------------------------------------------------------------
-
-
-def _encode_tensors(
-    arrays: Sequence[np.ndarray | None], tensor_type: pa.DataType, *, column: str
-) -> pa.ExtensionArray:
-    """Tensors (None: null row) -> one variable_shape_tensor array over a single data buffer."""
-    value_type = tensor_type.storage_type.field("data").type.value_type
-    dtype = np.dtype(value_type.to_pandas_dtype())
-    ndim = tensor_type.storage_type.field("shape").type.list_size
-    for row, a in enumerate(arrays):
-        if a is not None and (a.dtype != dtype or a.ndim != ndim):
-            raise ValueError(
-                f"column {column!r} row {row}: expected a {ndim}-d {dtype} array, got {a.shape} {a.dtype}"
-            )
-    present = [a for a in arrays if a is not None]
-    if len(present) == 1:
-        flat = present[0].reshape(-1)  # a view when contiguous
-    else:
-        flat = np.concatenate([a.reshape(-1) for a in present]) if present else np.empty(0, dtype)
-    sizes = np.array([0 if a is None else a.size for a in arrays], dtype=np.int64)
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    if offsets[-1] > _INT32_MAX:
-        raise ValueError(
-            f"column {column!r}: {offsets[-1]} values exceed one Arrow list; write smaller batches"
-        )
-    shapes = np.array([(0,) * ndim if a is None else a.shape for a in arrays], dtype=np.int64)
-    shapes = shapes.reshape(len(arrays), ndim)
-    nulls = np.array([a is None for a in arrays], dtype=bool)
-    mask = pa.array(nulls) if nulls.any() else None
-    data = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat), mask=mask)
-    shape = pa.FixedSizeListArray.from_arrays(pa.array(shapes.astype(np.int32).reshape(-1)), ndim)
-    storage = pa.StructArray.from_arrays([data, shape], fields=list(tensor_type.storage_type), mask=mask)
-    return tensor_type.wrap_array(storage)
-
-
-def _decode_tensors(
-    array: pa.Array, valid: np.ndarray, *, column: str, source: str, first_row: int
-) -> list[np.ndarray | None]:
-    """A variable_shape_tensor array -> read-only views of its data buffer (None where not `valid`).
-
-    Args:
-        array: the extension array, n rows.
-        valid: [n] bool, rows that must hold a tensor; the others read as None.
-    """
-    storage = array.storage
-    data, shape = storage.field("data"), storage.field("shape")
-    ndim = shape.type.list_size
-    n = len(array)
-    valid = valid & ~storage.is_null().to_numpy(zero_copy_only=False)
-    where = f"{source}: column {column!r}"
-    bad_null = valid & (
-        data.is_null().to_numpy(zero_copy_only=False) | shape.is_null().to_numpy(zero_copy_only=False)
-    )
-    if bad_null.any():
-        raise ValueError(f"{where} row {first_row + int(np.argmax(bad_null))}: tensor data or shape is null")
-    try:
-        values = data.values.to_numpy(zero_copy_only=True)
-    except pa.ArrowInvalid as err:
-        raise ValueError(f"{where}: tensor elements cannot be read in place ({err})") from None
-    # `.values` of a sliced list ignores the slice, but `.offsets` index into it absolutely.
-    offsets = data.offsets.to_numpy().astype(np.int64)
-    # Null shapes (rows that are not `valid`) read as 0; valid rows were checked above.
-    shapes = shape.values.slice(shape.offset * ndim, n * ndim).fill_null(0).to_numpy()
-    shapes = shapes.astype(np.int64).reshape(n, ndim)
-    lengths = np.diff(offsets)
-    expected = np.prod(shapes, axis=1)
-    broken = valid & (
-        (lengths != expected) | (shapes < 0).any(axis=1) | (offsets[:-1] < 0) | (offsets[1:] > len(values))
-    )
-    if broken.any():
-        row = int(np.argmax(broken))
-        raise ValueError(
-            f"{where} row {first_row + row}: shape {tuple(shapes[row].tolist())} needs "
-            f"{expected[row]} values, the data has {lengths[row]}"
-        )
-    return [values[offsets[i] : offsets[i + 1]].reshape(shapes[i]) if valid[i] else None for i in range(n)]
-
-
 def _batches(table: pa.Table | pa.RecordBatch) -> list[pa.RecordBatch]:
     return [table] if isinstance(table, pa.RecordBatch) else table.to_batches()
 
@@ -290,7 +180,7 @@ def frames_to_table(frames: Sequence[Frame], *, modality: Modality | None = None
         pa.array(np.array([f.wall_time for f in frames], dtype=np.float64)),
         pa.array(np.array([f.index for f in frames], dtype=np.int64)),
         pa.array([f.sample_rate for f in frames], pa.float64()),
-        _encode_tensors([f.data for f in frames], schema.field("data").type, column="data"),
+        encode_tensors([f.data for f in frames], schema.field("data").type, column="data"),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -327,7 +217,7 @@ def _batch_to_frames(
             raise ValueError(
                 f"{source}: column 'modality' row {first_row + row}: {name!r} in a {modality.value} table"
             )
-    data = _decode_tensors(
+    data = decode_tensors(
         batch.column("data"), np.ones(batch.num_rows, bool), column="data", source=source, first_row=first_row
     )
     sensor_ids = batch.column("sensor_id").to_pylist()
@@ -360,12 +250,12 @@ def _batch_to_frames(
 def _segments_column(segments: Sequence[Segment | None], modality: Modality) -> pa.StructArray:
     seg_type = _segment_type()
     name = modality.value
-    values = _encode_tensors(
+    values = encode_tensors(
         [None if s is None else s.values for s in segments],
         seg_type.field("values").type,
         column=f"{name}.values",
     )
-    positions = _encode_tensors(
+    positions = encode_tensors(
         [None if s is None else s.positions for s in segments],
         seg_type.field("positions").type,
         column=f"{name}.positions",
@@ -418,10 +308,10 @@ def _batch_to_segments(
     name = modality.value
     column = batch.column(name)
     present = ~column.is_null().to_numpy(zero_copy_only=False)
-    values = _decode_tensors(
+    values = decode_tensors(
         column.field("values"), present, column=f"{name}.values", source=source, first_row=first_row
     )
-    positions = _decode_tensors(
+    positions = decode_tensors(
         column.field("positions"), present, column=f"{name}.positions", source=source, first_row=first_row
     )
     grids = column.field("grid").to_pylist()

@@ -37,7 +37,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, overload
+from typing import Annotated
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -45,8 +45,6 @@ from pydantic import Field, model_validator
 from fusion.config import ModalityKey, StrictModel
 from fusion.sample import MODALITY_ORDER, Frame, Modality
 
-HOUR_S = 3600.0
-_TOP_OF_HOUR_LIMIT_US = 3_600_000_000
 # Float noise allowed when a time is compared with a tick (k / rate_hz is not exact in binary).
 # Live sources stamp Unix time (~1.8e9 s), where one float64 step is 0.24 us: an audio chunk's
 # end (its start plus 800 / 16000 s) lands a step short of the LiDAR tick it ends at on one
@@ -427,35 +425,3 @@ class Synchronizer:
             unused = stream.remove(gone)
             if unused:
                 self.stats.dropped[(m, DropReason.EVICTED_UNUSED)] += unused
-
-
-@overload
-def unwrap_top_of_hour(raw_us: int, previous: float | None = None) -> float: ...
-@overload
-def unwrap_top_of_hour(raw_us: np.ndarray, previous: float | None = None) -> np.ndarray: ...
-def unwrap_top_of_hour(raw_us: int | np.ndarray, previous: float | None = None) -> float | np.ndarray:
-    """Turn Velodyne "microseconds past the top of the hour" stamps into monotonic seconds.
-
-    Each stamp gets the hour that puts it nearest its predecessor (`previous`, the last value
-    returned, for the first one): a backwards jump of more than half an hour is a wrap (+3600 s),
-    and a packet from just before a wrap that arrives just after it lands before it.
-
-    Args:
-        raw_us: one stamp, or [n] stamps in arrival order, each in [0, 3.6e9).
-        previous: the unwrapped time of the stamp before, or None at the start (hour 0).
-
-    Returns:
-        seconds: a float for one stamp, [n] float64 for an array.
-    """
-    raw = np.asarray(raw_us)
-    bad = np.flatnonzero((raw < 0) | (raw >= _TOP_OF_HOUR_LIMIT_US))
-    if bad.size:
-        raise ValueError(
-            f"Velodyne top-of-hour stamp {raw.reshape(-1)[bad[0]]} us is outside [0, {_TOP_OF_HOUR_LIMIT_US})"
-        )
-    secs = np.atleast_1d(raw).astype(np.float64) * 1e-6
-    if previous is not None:
-        secs = np.unwrap(np.concatenate([[previous], secs]), period=HOUR_S)[1:]
-    else:
-        secs = np.unwrap(secs, period=HOUR_S)
-    return float(secs[0]) if raw.ndim == 0 else secs

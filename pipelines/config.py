@@ -57,7 +57,25 @@ class SensorSpec(StrictModel):
             raise ValidationError.from_exception_data(
                 "source", [{"type": error, "loc": ("backend",), "input": backend}]
             ) from None
-        return config_cls.model_validate(value)
+        return _on_the_driver(config_cls.model_validate(value))
+
+
+# Source fields naming a file or folder. Actors may run on another host, whose working directory
+# is not the driver's: a relative path is resolved here, where the user wrote it.
+_PATH_FIELDS = ("path", "calibration")
+
+
+def _on_the_driver(source: SourceConfig) -> SourceConfig:
+    """`source` with its relative file paths made absolute against the driver's working directory."""
+    update = {
+        name: str(Path(value).resolve())
+        for name in _PATH_FIELDS
+        if isinstance(value := getattr(source, name, None), str)
+        and value
+        and "://" not in value
+        and not Path(value).is_absolute()
+    }
+    return source.model_copy(update=update) if update else source
 
 
 class RigConfig(StrictModel):
@@ -134,9 +152,11 @@ class ModelSpec(StrictModel):
     @field_validator("config", "checkpoint")
     @classmethod
     def _file_exists(cls, path: str | None) -> str | None:
-        if path is not None and not Path(path).is_file():
+        if path is None:
+            return None
+        if not Path(path).is_file():
             raise ValueError(f"no such file: {path}")
-        return path
+        return str(Path(path).resolve())  # inference actors may run where the cwd differs
 
 
 class InferenceConfig(StrictModel):

@@ -36,7 +36,7 @@ from ray.util import metrics as ray_metrics
 from fusion.config import ConfigError
 from fusion.fuser import Fuser
 from fusion.sample import FusedSample, Prediction
-from fusion.sensors.base import SourceStats
+from fusion.sensors import SourceStats
 from fusion.sinks import Sink
 from pipelines.config import MetricsConfig
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 
+from fusion.clock import Pacer
 from fusion.flow.messages import (
     StreamState,
     Taken,
@@ -30,22 +31,6 @@ log = logging.getLogger(__name__)
 
 class SensorNotStarted(RuntimeError):
     """A (restarted) sensor actor was asked for frames before `start`."""
-
-
-class Pacer:
-    """Replay pacing: frame timestamps mapped onto the wall clock at `speed` (None: no waiting)."""
-
-    def __init__(self, speed: float | None) -> None:
-        self.speed = speed
-        self._anchor: tuple[float, float] | None = None  # (first frame time, monotonic at it)
-
-    def delay(self, timestamp: float) -> float:
-        """Seconds until a frame stamped `timestamp` is due (<= 0: now); the first one anchors."""
-        if self.speed is None:
-            return 0.0
-        if self._anchor is None:
-            self._anchor = (timestamp, time.monotonic())
-        return self._anchor[1] + (timestamp - self._anchor[0]) / self.speed - time.monotonic()
 
 
 @ray.remote

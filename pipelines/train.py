@@ -62,9 +62,10 @@ def train_with_ray(
     cpus_per_worker: float = 1.0,
 ) -> TrainResult:
     """Train `config` on `num_workers` Ray Train workers; starts a local Ray unless one is running."""
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from pipelines.cluster import start_ray
 
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -73,8 +74,7 @@ def train_with_ray(
     runs = Path(run_dir or config.run_dir or f"runs/{config.name}").resolve()
     if config.export and not Path(config.export).is_absolute():
         config = config.model_copy(update={"export": str(Path(config.export).resolve())})
-    if not ray.is_initialized():
-        ray.init(address=address)
+    start_ray(None, address)
     trainer = TorchTrainer(
         _worker,
         train_loop_config={

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def fusion(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fusion.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "fusion_cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
 
 
@@ -80,3 +80,42 @@ def test_bad_arguments_fail_with_a_message_not_a_traceback(args, message):
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def _two_rigs():
+    from pipelines.config import load_pipeline_config
+
+    config = load_pipeline_config(ROOT / "configs" / "pipeline" / "sim-local.yaml")
+    first = config.rigs[0]
+    second = first.model_copy(update={"id": "back", "replicas": 2})
+    return config.model_copy(update={"rigs": [first, second]})
+
+
+def test_rig_is_picked_by_config_id_or_by_replica_name_and_a_wrong_one_lists_the_rigs():
+    from fusion.config import ConfigError
+    from fusion_cli.common import pick_rig
+
+    config = _two_rigs()
+    first = config.rigs[0].id
+    assert pick_rig(config, None, path="p.yaml") == (first, config.rigs[0])
+    assert pick_rig(config, "back", path="p.yaml") == ("back", config.rigs[1])
+    assert pick_rig(config, "back-1", path="p.yaml", replicas=True) == ("back-1", config.rigs[1])
+    with pytest.raises(ConfigError, match=rf"--rig 'back-1': not in p.yaml \(rigs: {first}, back\)$"):
+        pick_rig(config, "back-1", path="p.yaml")
+    with pytest.raises(ConfigError, match=rf"\(rigs: {first}, back-0, back-1\)$"):
+        pick_rig(config, "back", path="p.yaml", replicas=True)
+
+
+def test_first_signal_stops_cleanly_and_a_second_interrupts_at_once(capsys):
+    import signal
+
+    from fusion_cli.common import stop_handler
+
+    stops: list[str] = []
+    handle = stop_handler(lambda: stops.append("stop"), who="fusion", doing="stopping, flushing outputs")
+    handle(signal.SIGTERM, None)
+    assert stops == ["stop"]
+    assert capsys.readouterr().err == "\nfusion: SIGTERM: stopping, flushing outputs\n"
+    with pytest.raises(KeyboardInterrupt):
+        handle(signal.SIGINT, None)
+    assert stops == ["stop"]

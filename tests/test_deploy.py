@@ -135,35 +135,135 @@ def _args(steps: list[tuple[str, str]]) -> dict[str, str]:
     return dict(a.split("=", 1) for op, a in steps if op == "ARG" and "=" in a)
 
 
-@pytest.mark.parametrize(
-    ("name", "base", "index"), [("cpu", "python:3.11", "/whl/cpu"), ("cuda", "nvidia/cuda:", "/whl/cu")]
-)
-def test_dockerfile_installs_pinned_torch_and_the_project_and_runs_fusion(name, base, index):
+def _pins() -> dict[str, str]:
+    """name -> version of every `name==version` line in deploy/constraints.txt."""
+    lines = (DEPLOY / "constraints.txt").read_text().splitlines()
+    return dict(ln.split("==", 1) for ln in lines if ln and not ln.startswith("#"))
+
+
+def _resolved(steps: list[tuple[str, str]], text: str) -> str:
+    args = _args(steps)
+    return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], text)
+
+
+@pytest.mark.parametrize(("name", "index"), [("cpu", "/whl/cpu"), ("cuda", "/whl/cu")])
+def test_dockerfile_installs_pinned_torch_and_the_project_and_runs_fusion(name, index):
     path = DEPLOY / "docker" / f"Dockerfile.{name}"
     steps = _instructions(path)
     args = _args(steps)
-    frm = next(a for op, a in steps if op == "FROM")
-    frm = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], frm)
-    assert frm.startswith(base), frm
     runs = [a for op, a in steps if op == "RUN"]
-    torch = next(r for r in runs if '"torch==' in r)
-    torch = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], torch)
+    torch = _resolved(steps, next(r for r in runs if '"torch==' in r))
     assert f'"torch=={_torch_pin()}"' in torch and f"https://download.pytorch.org{index}" in torch, torch
     if name == "cuda":
         assert args["TORCH_CUDA"].startswith("cu")
 
-    # torch first, so the project's install finds the pin satisfied instead of pulling PyPI's build.
     def first(op: str, text: str) -> int:
         return next(i for i, (o, a) in enumerate(steps) if o == op and text in a)
 
-    assert first("RUN", '"torch==') < first("COPY", ". .") < first("RUN", "pip install -e .")
-    # The runtime libraries the project's own setup installs (open3d's libusb, PortAudio).
+    # torch first (the project's install then finds the pin satisfied instead of pulling PyPI's
+    # build), then the dependencies at the locked versions in a layer of their own, then the source.
+    deps = first("RUN", "-c constraints.txt")
+    assert first("RUN", '"torch==') < first("COPY", "deploy/constraints.txt") < deps
+    assert deps < first("COPY", ". .") < first("RUN", "pip install --no-deps -e .")
+    # The runtime libraries the project's own setup installs (open3d's libusb, PortAudio), and
+    # rsync, which the cluster launcher needs to sync files into a node's container.
     apt = next(r for r in runs if "apt-get install" in r)
-    for package in ("libusb-1.0-0", "libportaudio2"):
-        assert package in apt
-    entry = json.loads(next(a for op, a in steps if op == "ENTRYPOINT"))
+    for package in ("libusb-1.0-0", "libportaudio2", "rsync"):
+        assert package in apt.split(), package
+    # A command, not an entrypoint: the launcher's `docker run IMAGE bash` must run bash.
+    assert "ENTRYPOINT" not in [op for op, _ in steps]
     cmd = json.loads(next(a for op, a in steps if op == "CMD"))
-    assert entry + cmd[:1] == ["fusion", "run"]
+    assert cmd[:2] == ["fusion", "run"]
     assert (ROOT / cmd[cmd.index("--config") + 1]).is_file()
     ignore = (path.parent / f"{path.name}.dockerignore").read_text().split()
     assert {".git", ".venv"} <= set(ignore)
+
+
+def test_both_images_start_from_one_python_the_projects():
+    bases = {}
+    for name in ("cpu", "cuda"):
+        steps = _instructions(DEPLOY / "docker" / f"Dockerfile.{name}")
+        bases[name] = _resolved(steps, next(a for op, a in steps if op == "FROM"))
+    # Ray refuses to join nodes whose Python differs: one base for the head and the GPU workers.
+    assert bases["cpu"] == bases["cuda"], bases
+    version = re.fullmatch(r"python:(\d+\.\d+)-slim-\w+", bases["cpu"])
+    assert version, bases
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == f">={version.group(1)}", (requires, bases)
+
+
+def test_ray_is_one_exact_version_everywhere():
+    import ray
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pin = next(d for d in deps if d.startswith("ray[")).split("==")[1]
+    cluster = _yaml(DEPLOY / "kuberay" / "raycluster.yaml")
+    # pyproject, the lock the images and `make` install with, KubeRay's rayVersion, and what the
+    # tests run on: a mismatch anywhere is a cluster whose nodes refuse each other.
+    assert pin == _pins()["ray"] == cluster["spec"]["rayVersion"] == ray.__version__
+    assert "torch" not in _pins()  # per image, from PyTorch's CPU or CUDA index
+
+
+def test_every_ray_process_is_given_the_clusters_token():
+    launcher = _yaml(DEPLOY / "ray" / "cluster.yaml")
+    options = " ".join(launcher["docker"]["run_options"])
+    assert "--env RAY_AUTH_MODE=token" in options
+    token_path = re.search(r"--env RAY_AUTH_TOKEN_PATH=(\S+)", options)
+    assert token_path and token_path.group(1) in launcher["file_mounts"], options
+    _ray_validate(launcher)
+
+    def auth(container: dict[str, Any]) -> dict[str, Any]:
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+    cluster = _yaml(DEPLOY / "kuberay" / "raycluster.yaml")
+    groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
+    job = _yaml(DEPLOY / "kuberay" / "rayjob.yaml")
+    containers = [c for g in groups for c in g["template"]["spec"]["containers"]]
+    containers += job["spec"]["submitterPodTemplate"]["spec"]["containers"]
+    envs = [auth(c) for c in containers]
+    assert all(e["RAY_AUTH_MODE"] == "token" for e in envs), envs
+    secrets = {json.dumps(e["RAY_AUTH_TOKEN"], sort_keys=True) for e in envs}
+    assert len(secrets) == 1 and "secretKeyRef" in next(iter(secrets)), secrets
+
+
+def test_the_wheel_carries_the_shipped_configs_and_checkpoint(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("perceiver_fusion-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "site")
+    assert "fusion/_checkpoints/sensor-small.safetensors" in names
+    assert "fusion/_configs/model/sensor-small.yaml" in names
+    assert {"fusion_cli/main.py", "pipelines/runner.py"} <= names
+    # Installed from the wheel (no checkout beside it), the preset and its weights are found.
+    probe = "from fusion.checkpoint import shipped_checkpoint as s; print(s('sensor-small'))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == str(
+        tmp_path / "site" / "fusion" / "_checkpoints" / "sensor-small.safetensors"
+    )

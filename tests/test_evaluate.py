@@ -5,7 +5,6 @@ import pytest
 import torch
 import yaml
 
-from fusion.cli import main
 from fusion.data import load_split
 from fusion.evaluate import (
     NO_INPUT,
@@ -23,6 +22,7 @@ from fusion.evaluate import (
 from fusion.model import build_model
 from fusion.sample import Modality
 from fusion.train import model_config
+from fusion_cli.main import main
 from tests.test_train import data_dir, tiny_train_config  # noqa: F401  (a fixture and a helper)
 
 

@@ -1,10 +1,17 @@
-"""The plain Fuser behind the FuserActor: warm-up before the first tick."""
+"""The plain Fuser behind the FuserActor: warm-up before the first tick, and the one `fuse` it
+shares with training-data generation."""
+
+from dataclasses import replace
 
 import numpy as np
+import pytest
 
+from fusion.data import ExampleRenderer
 from fusion.fuser import Fuser
 from fusion.sample import Modality
+from fusion.schema import samples_to_table
 from fusion.sensors import make_source
+from tests.test_data import SMALL, small_config
 
 SENSORS = {"cam0": Modality.CAMERA, "mic0": Modality.MICROPHONE, "lidar0": Modality.LIDAR}
 RATES = {"cam0": 30, "mic0": 20, "lidar0": 10}
@@ -43,3 +50,46 @@ def test_warm_up_runs_every_preprocessor_once_and_changes_nothing():
         assert (x.seq, x.timestamp, sorted(x.segments)) == (y.seq, y.timestamp, sorted(y.segments))
         for m in x.segments:
             assert np.array_equal(x.segments[m].values, y.segments[m].values)
+
+
+# A LiDAR crop box above every return: the sweep preprocesses to nothing, so both paths must
+# leave the modality out and count the error.
+NO_LIDAR_POINTS = {**SMALL["preprocess"], "lidar": {"range_m": 50.0, "z_min": 50.0, "z_max": 60.0}}
+
+
+@pytest.mark.parametrize("preprocess", [SMALL["preprocess"], NO_LIDAR_POINTS], ids=["all", "lidar-rejected"])
+def test_a_training_example_is_the_sample_the_pipeline_fuses_from_its_frames(preprocess):
+    config = small_config(preprocess=preprocess)
+    renderer = ExampleRenderer(config, seed=11)
+    for index in (0, 3):
+        trained, _ = renderer.render(index)
+        frames, _ = renderer.frames(index, renderer.instant(index))
+        fuser = Fuser(
+            rig=trained.rig,
+            sensors={f.sensor_id: f.modality for f in frames},
+            preprocess=config.preprocess,
+            lossless=True,
+        )
+        (fused,) = fuser.push(sorted(frames, key=lambda f: f.timestamp)) + fuser.finish()
+        # The pipeline traces latency by the wall clock; generated data has no trace.
+        assert list(fused.stage_times) == [
+            "aligned",
+            "capture.camera",
+            "capture.lidar",
+            "capture.microphone",
+            "fused",
+        ]
+        assert trained.stage_times == {}
+        # Sequence numbers count ticks in the pipeline and examples in a split; labels come from the world.
+        fused = replace(
+            fused,
+            seq=trained.seq,
+            stage_times={},
+            label=trained.label,
+            target_position=trained.target_position,
+        )
+        assert samples_to_table([fused]).equals(samples_to_table([trained]))
+    rejected = preprocess is NO_LIDAR_POINTS
+    assert (Modality.LIDAR in trained.segments) is not rejected
+    assert fuser.input_errors[(Modality.LIDAR, "preprocess")] == rejected
+    assert list(renderer.errors.values()) == ([2] if rejected else [])

@@ -10,21 +10,19 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from fusion.recording import (
-    MANIFEST,
+from fusion.recording import MANIFEST, RecordingReader, RecordingWriter, Replayer
+from fusion.recording.source import (
     CameraRecordingSource,
     LidarRecordingSource,
     MicrophoneRecordingSource,
-    RecordingReader,
     RecordingSourceConfig,
-    RecordingWriter,
-    Replayer,
     probe_recording,
     probe_stream_file,
 )
 from fusion.sample import Frame, FusedSample, Modality, Segment
 from fusion.schema import VERSION_KEY
-from fusion.sensors.base import _REGISTRY, EndOfStream, SourceError
+from fusion.sensors import EndOfStream, SourceError
+from fusion.sensors.registry import source_class
 
 T0 = 4321.123456789012  # recording clock; not representable in float32
 RATE = 16000
@@ -432,9 +430,9 @@ def test_replay_rejects_bad_speed(recording):
 
 
 def test_recording_sources_are_registered():
-    assert _REGISTRY[(Modality.CAMERA, "recording")] is CameraRecordingSource
-    assert _REGISTRY[(Modality.LIDAR, "recording")] is LidarRecordingSource
-    assert _REGISTRY[(Modality.MICROPHONE, "recording")] is MicrophoneRecordingSource
+    assert source_class(Modality.CAMERA, "recording") is CameraRecordingSource
+    assert source_class(Modality.LIDAR, "recording") is LidarRecordingSource
+    assert source_class(Modality.MICROPHONE, "recording") is MicrophoneRecordingSource
 
 
 def test_source_replays_one_stream_then_ends(recording, rig):

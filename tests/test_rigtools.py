@@ -1,7 +1,7 @@
 """`fusion inspect | record | replay` as a user runs them: real subprocesses on files written here
 by real encoders (OpenCV, libsndfile, open3d, numpy, a libpcap writer). Where a second run only
 has to match the first (replay determinism) or time matters (replay pacing), the same code runs
-in this process: `fusion.cli.main` and `fusion.rigtools`.
+in this process: `fusion_cli.main.main` and `fusion.rigtools`.
 
 Every subprocess pays the package's start-up (seconds on a busy machine), so one fixture starts
 them side by side and the tests read their results.
@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fusion.cli import main
 from fusion.recording import RecordingReader
 from fusion.rigtools import inspect_lines, replay_samples
 from fusion.sample import MODALITY_ORDER
+from fusion_cli.main import main
 from tests.sensors.test_lidar import write_o3d
 from tests.sensors.test_velodyne import capture, write_pcap
 
@@ -78,7 +78,7 @@ class Run:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fusion.cli", *args],
+            [sys.executable, "-m", "fusion_cli", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

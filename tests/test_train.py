@@ -7,10 +7,10 @@ import torch
 import yaml
 
 from fusion.checkpoint import load_checkpoint, read_checkpoint
-from fusion.cli import main
 from fusion.config import ConfigError, parse_config
 from fusion.data import generate
 from fusion.train import TrainConfig, Trainer, latest_checkpoint, load_state, lr_at
+from fusion_cli.main import main
 from tests.test_data import SMALL
 
 # A model for the SMALL data's grids: camera 16 x 16, spectrogram 32 x 8, up to 64 points.

@@ -1,20 +1,26 @@
 """Sensors: sources for camera, microphone and LiDAR (live devices, files, network, simulated)
-and their preprocessing into Segments. See `fusion.sensors.base` for the source contract."""
+and their preprocessing into Segments. `fusion.sensors.source` holds the source contract,
+`fusion.sensors.registry` the names configs pick backends, probes and preprocessors by."""
 
-from fusion.sensors.base import (
-    EndOfStream,
+from fusion.sensors.registry import (
     FileReport,
+    backends,
+    make_preprocessor,
+    make_source,
+    preprocess_settings,
+    probe_file,
+    register_preprocessor,
+    register_probe,
+    register_source,
+    source_config_class,
+)
+from fusion.sensors.source import (
+    EndOfStream,
     LiveSource,
     Source,
     SourceConfig,
     SourceError,
     SourceStats,
-    backends,
-    make_source,
-    probe_file,
-    register_probe,
-    register_source,
-    source_config_class,
 )
 
 __all__ = [
@@ -26,8 +32,11 @@ __all__ = [
     "SourceError",
     "SourceStats",
     "backends",
+    "make_preprocessor",
     "make_source",
+    "preprocess_settings",
     "probe_file",
+    "register_preprocessor",
     "register_probe",
     "register_source",
     "source_config_class",

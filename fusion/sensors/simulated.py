@@ -25,8 +25,10 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from fusion.clock import Pacer
 from fusion.sample import Frame, Modality
-from fusion.sensors.base import EndOfStream, Source, SourceConfig, register_source
+from fusion.sensors.registry import register_source
+from fusion.sensors.source import EndOfStream, Source, SourceConfig
 from fusion.sim.audio import AudioSynth
 from fusion.sim.camera import render_camera
 from fusion.sim.lidar import lidar_rays, scan_lidar
@@ -82,6 +84,8 @@ class SimulatedSource(Source):
         # oldest first; a frame stays here until it is handed over.
         self._device: ThreadPoolExecutor | None = None
         self._queue: deque[tuple[int, Future[Frame]]] = deque()
+        # Realtime: frame times are Unix times, so the pacer maps them onto the wall clock as they are.
+        self._pacer = Pacer(1.0, clock=time.time, anchor=(0.0, 0.0))
 
     def open(self) -> None:
         self._origin = 0.0 if self.config.realtime else self.config.start_s
@@ -118,22 +122,22 @@ class SimulatedSource(Source):
         that comes back late does not make the next frame late too, and the rendering fills the
         time the pipeline leaves idle instead of competing with the tick just delivered.
         """
-        deadline = None if timeout is None else time.time() + timeout
+        deadline = None if timeout is None else self._pacer.now() + timeout
         if self.config.realtime and not self._streaming:
             # A device streams from the first read: the reader gets the next frame captured, not a
             # backlog of everything since `open` (which start-up may have left seconds behind).
-            self._index = self.first_index(time.time())
+            self._index = self.first_index(self._pacer.now())
             self._first_time = self.frame_time(self._index)
             self._streaming = True
         elif self.config.realtime:
-            self._overrun(time.time())
+            self._overrun(self._pacer.now())
         index = self._index
         if self._past_end(index):
             raise EndOfStream
         if self.config.realtime:
             due = self.due_time(index)
             frame = self._rendered(index, deadline, due)
-            self._pause_until(due, deadline, due)  # the frame stays queued if this times out
+            self._pause_until(due, deadline)  # the frame stays queued if this times out
             self._queue.popleft()
         else:
             frame = self._make_frame(index, self.frame_time(index))
@@ -161,7 +165,7 @@ class SimulatedSource(Source):
         while self._queue and self._queue[0][0] < first:
             self._queue.popleft()[1].cancel()
         index = self._queue[-1][0] + 1 if self._queue else first
-        horizon = time.time() + self._lead()
+        horizon = self._pacer.now() + self._lead()
         while not self._past_end(index) and (not self._queue or (ahead and self.due_time(index) <= horizon)):
             self._queue.append((index, self._device.submit(self._timed_render, index)))
             index += 1
@@ -179,7 +183,7 @@ class SimulatedSource(Source):
         self._schedule(index, ahead=False)
         assert self._queue and self._queue[0][0] == index
         rendering = self._queue[0][1]
-        wait = None if deadline is None else max(0.0, deadline - time.time())
+        wait = None if deadline is None else max(0.0, deadline - self._pacer.now())
         if not rendering.done():
             if wait == 0.0:
                 raise self._not_due(due)  # a poll: nothing to hand over now
@@ -189,10 +193,10 @@ class SimulatedSource(Source):
         except FutureTimeout:
             raise self._not_due(due) from None
 
-    def _pause_until(self, when: float, deadline: float | None, due: float) -> None:
-        """Sleep until `when` (Unix time); past `deadline`, sleep until it and time out."""
-        now = time.time()
-        if when <= now:
+    def _pause_until(self, due: float, deadline: float | None) -> None:
+        """Sleep until `due` (Unix time); past `deadline`, sleep until it and time out."""
+        now = self._pacer.now()
+        if due <= now:
             return
         if deadline is None or deadline > now:
             # The reader waits now, idle: the device renders ahead meanwhile, not while the frame
@@ -200,15 +204,12 @@ class SimulatedSource(Source):
             # GIL, which a low-priority device thread, once preempted, holds long). A poll
             # (timeout 0) is part of that hand-over.
             self._schedule(self._index)
-        if deadline is not None and when > deadline:
-            if deadline > now:
-                time.sleep(deadline - now)
+        if not self._pacer.wait(due, deadline=deadline):
             raise self._not_due(due)  # a poll (timeout 0) returns at once: no sleep(0), no GIL hand-off
-        time.sleep(when - now)
 
     def _not_due(self, due: float) -> TimeoutError:
         return TimeoutError(
-            f"{self.modality.value}/{self.sensor_id}: next frame due in {due - time.time():.3f} s"
+            f"{self.modality.value}/{self.sensor_id}: next frame due in {self._pacer.delay(due):.3f} s"
         )
 
     def _make_frame(self, index: int, t: float) -> Frame:

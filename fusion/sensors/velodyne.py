@@ -1,212 +1,238 @@
-"""Velodyne packet handling shared by the `pcap` and live `velodyne` LiDAR sources.
+"""Velodyne LiDAR: a pcap capture of data packets (`pcap`) or a live sensor on UDP (`velodyne`).
 
-Decoding (calibration, firing timings, azimuth interpolation) is velodyne-decoder's; this
-module checks packets before they reach it, reads UDP payloads out of pcap captures, and
-turns the decoder's completed sweeps into [N, 4] points plus their two clocks.
-
-Data packet layout (VLP-16 / HDL-32E / VLP-32 user manuals): 1206 bytes of UDP payload,
-12 firing blocks of 100 bytes (flag bytes FF EE, i.e. 0xEEFF read little-endian; azimuth
-uint16 in 0.01 degree; 32 returns of uint16 distance + uint8 intensity), then a uint32
-timestamp in microseconds past the top of the hour, a return-mode byte and a product-id byte.
+Both decode packets with velodyne-decoder (`fusion.sensors.velodyne_packets`) into one Frame
+per full sweep.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-import dpkt
-import numpy as np
 import velodyne_decoder as vd
+from pydantic import Field, field_validator
 
-from fusion.sensors.base import SourceError
-
-PACKET_SIZE = vd.PACKET_SIZE  # 1206
-BLOCK_FLAG = 0xEEFF  # bytes FF EE at the start of every firing block
-_BLOCKS = 12
-_BLOCK_SIZE = 100
-_HOUR_S = 3600.0
-
-# Product-id byte (last byte of a data packet) -> model, from the Velodyne user manuals.
-# HDL-64E leaves it unset, so a capture from one is reported as "unknown".
-PRODUCT_IDS: dict[int, str] = {
-    0x21: "HDL-32E",
-    0x22: "VLP-16",
-    0x23: "VLP-32A/B",
-    0x24: "Puck Hi-Res",
-    0x28: "VLP-32C",
-    0x31: "Velarray",
-    0xA1: "VLS-128",
-}
+from fusion.sample import Frame, Modality
+from fusion.sensors.registry import FileReport, register_probe, register_source
+from fusion.sensors.source import LiveSource, SourceConfig, SourceError
+from fusion.sensors.sweeps import RawSweep, SweepFileSource, finite_sweep
+from fusion.sensors.velodyne_packets import (
+    PACKET_SIZE,
+    Sweep,
+    VelodyneStream,
+    decoder_config,
+    iter_udp,
+    open_pcap,
+    packet_problem,
+    parse_model,
+    product_name,
+)
 
 
-def _model_key(name: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "", name.upper())
+class VelodyneDecoderFields(SourceConfig):
+    """What velodyne-decoder needs to know about the sensor."""
+
+    model: str | None = "VLP-16"  # e.g. VLP-16, HDL-32E, VLP-32C, Puck Hi-Res; None: from the packets
+    calibration: str | None = None  # ROS-style calibration YAML; None: the model's bundled one
+    # Motor speed set on the sensor; a sweep spanning under half a rotation at this speed is
+    # dropped as a fragment ("partial_sweep").
+    rpm: float = Field(default=600.0, ge=300, le=1200)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        parse_model(value)
+        return value
 
 
-# "VLP-16", "vlp16", "HDL-64E S3" and the enum's own names all resolve to a vd.Model.
-_MODELS: dict[str, vd.Model] = {_model_key(m.name): m for m in vd.Model.__members__.values()}
+class PcapConfig(VelodyneDecoderFields):
+    backend: Literal["pcap"] = "pcap"
+    path: str  # a .pcap / .pcapng capture
+    port: int = Field(default=2368, ge=1, le=65535)  # UDP port of the data packets
 
 
-def parse_model(name: str | None) -> vd.Model | None:
-    """The velodyne-decoder model for a name like "VLP-16"; None (detect from packets) for None."""
-    if name is None:
-        return None
-    model = _MODELS.get(_model_key(name))
-    if model is None:
-        known = ", ".join(sorted(vd.Model.__members__))
-        raise ValueError(f"unknown Velodyne model {name!r} (known: {known})")
-    return model
+class VelodyneConfig(VelodyneDecoderFields):
+    backend: Literal["velodyne"] = "velodyne"
+    # Address to listen on. Every interface by default: a Velodyne sends to the sensor host's LAN
+    # address (or broadcast), never to its loopback, so 127.0.0.1 would hear nothing there.
+    host: str = "0.0.0.0"
+    port: int = Field(default=2368, ge=0, le=65535)  # 0: any free port (see `address`)
+    timeout_s: float = Field(default=1.0, gt=0)  # silence after which the sensor counts as lost
 
 
-def decoder_config(model: str | None, calibration: str | None) -> vd.Config:
-    """A velodyne-decoder Config; a calibration file that is missing or unreadable fails naming it."""
-    calib = None
-    if calibration is not None:
-        path = Path(calibration)
-        if not path.is_file():
-            raise SourceError(f"Velodyne calibration file not found: {path}")
+@register_source
+class PcapSource(SweepFileSource):
+    """Full sweeps from a pcap of Velodyne data packets (UDP to `port`; other traffic is ignored).
+
+    Frame.timestamp is the capture time of the packet that completed the sweep, in seconds
+    since the first data packet of the file; Frame.wall_time is that capture time in Unix
+    seconds.
+    """
+
+    modality = Modality.LIDAR
+    backend = "pcap"
+    config_cls = PcapConfig
+    config: PcapConfig
+
+    def __init__(self, config: PcapConfig) -> None:
+        super().__init__(config)
+        self.path = Path(config.path)
+        self.packets = 0  # data packets read (to `port`), good or bad
+        self.model = "unknown"  # the model named by the first good packet's product id
+        self._decoder_config = vd.Config()
+
+    def _prepare(self) -> None:
+        if not self.path.is_file():
+            raise SourceError(f"pcap file not found: {self.path}")
+        self._decoder_config = decoder_config(self.config.model, self.config.calibration)
+        f, _ = open_pcap(self.path)  # not a capture: fail here, naming the file
+        f.close()
+        self.packets = 0
+
+    def _packets(self) -> Iterator[tuple[float, bytes]]:
         try:
-            calib = vd.Calibration.read(str(path))
-        except (RuntimeError, ValueError) as err:
-            raise SourceError(f"{path}: not a Velodyne calibration file: {err}") from None
-    return vd.Config(model=parse_model(model), calibration=calib)
+            yield from iter_udp(self.path, self.config.port)
+        except ValueError as err:  # a capture cut off mid-record: keep what came before
+            self.skip("decode_error", str(err))
+
+    def _sweeps(self) -> Iterator[RawSweep]:
+        stream = VelodyneStream(self._decoder_config, rpm=self.config.rpm, skip=self.skip)
+        start: float | None = None
+        index = 0
+        for stamp, packet in self._packets():
+            self.packets += 1
+            start = stamp if start is None else start
+            if self.model == "unknown" and packet_problem(packet) is None:
+                self.model = product_name(packet)
+            sweep = stream.feed(stamp, packet)
+            if sweep is not None:
+                yield self._sweep(index, sweep, start)
+                index += 1
+        sweep = stream.finish()
+        if sweep is not None and start is not None:
+            yield self._sweep(index, sweep, start)
+
+    def _sweep(self, index: int, sweep: Sweep, start: float) -> RawSweep:
+        where = f"{self.path} sweep {index}"
+        return RawSweep(index, sweep.host_time - start, sweep.points, where, wall_time=sweep.host_time)
 
 
-def packet_problem(packet: bytes) -> str | None:
-    """What is wrong with a data packet, or None when its size and block flags are right.
+@register_source
+class VelodyneSource(LiveSource):
+    """A live Velodyne sensor: UDP data packets on `host:port`, one Frame per full sweep.
 
-    The decoder drops the rest of a packet at the first bad block flag but still lets its
-    azimuth steer sweep splitting, so malformed packets are kept away from it altogether.
-    """
-    if len(packet) != PACKET_SIZE:
-        return f"{len(packet)} bytes, expected {PACKET_SIZE}"
-    flags = np.frombuffer(packet, dtype="<u2", count=_BLOCKS * _BLOCK_SIZE // 2)[:: _BLOCK_SIZE // 2]
-    bad = np.flatnonzero(flags != BLOCK_FLAG)
-    if bad.size:
-        return f"block {bad[0]} starts with 0x{flags[bad[0]]:04X}, expected 0x{BLOCK_FLAG:04X}"
-    return None
+    A background thread receives packets, drops malformed ones ("bad_packet": wrong size, or
+    a firing block not starting with the flag bytes FF EE) before they reach velodyne-decoder, and pushes
+    each completed sweep. Frame.timestamp is `time.monotonic()` when the packet that
+    completed the sweep arrived (so the sweep's points were captured during the preceding
+    1 / (rpm / 60) s).
 
-
-def product_name(packet: bytes) -> str:
-    """The sensor model a data packet says it comes from ("unknown" when the id is not set)."""
-    return PRODUCT_IDS.get(packet[-1], "unknown")
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """One full rotation from the decoder.
-
-    Attributes:
-        host_time: the host stamp given with the packet that completed the sweep.
-        device_time: the sensor's clock at that packet: seconds past the top of the hour,
-            raw (it wraps to 0 every hour; unwrapping is the synchronizer's job).
-        points: [N, 4] float32 x, y, z metres (ROS frame: x forward, y left, z up), intensity.
-    """
-
-    host_time: float
-    device_time: float
-    points: np.ndarray
-
-
-class VelodyneStream:
-    """Raw data packets in, complete sweeps out; velodyne-decoder's StreamDecoder does the decoding.
-
-    Bad input is reported through `skip(reason, detail)` (a Source's) and never raises:
-    "bad_packet" for a wrong size or block flag, "decode_error" when the decoder refuses a
-    sweep (e.g. packets from another model than configured), "partial_sweep" for a sweep
-    spanning under half a rotation at `rpm` (the tail of a capture, or the fragment left by
-    a gap in the stream): a fragment would show the model half a scene.
+    No packet for `timeout_s` counts as a lost device ("device_lost"): the socket is reopened
+    on the same port and the partial sweep is dropped.
     """
 
-    def __init__(self, config: vd.Config, *, rpm: float, skip: Callable[[str, str], None]) -> None:
-        self._config = config
-        self._decoder = vd.StreamDecoder(config)
-        self._min_duration = 0.5 * 60.0 / rpm
-        self._skip = skip
+    modality = Modality.LIDAR
+    backend = "velodyne"
+    config_cls = VelodyneConfig
+    config: VelodyneConfig
 
-    def feed(self, host_time: float, packet: bytes) -> Sweep | None:
-        """Take one packet received at `host_time`; the completed sweep when it ends one. Never blocks."""
-        problem = packet_problem(packet)
-        if problem is not None:
-            self._skip("bad_packet", problem)
-            return None
-        return self._complete(lambda: self._decoder.decode(host_time, packet))
+    poll_s = 0.1  # longest a receive blocks, so close() is noticed promptly
 
-    def finish(self) -> Sweep | None:
-        """The sweep still being assembled at the end of a capture, if it is a full one."""
-        return self._complete(self._decoder.finish)
+    def __init__(self, config: VelodyneConfig) -> None:
+        super().__init__(config)
+        self._sock: socket.socket | None = None
+        self._port = config.port
+        self._stream: VelodyneStream | None = None
+        self._last_packet = 0.0
+        self._index = 0
 
-    def _complete(self, decode: Callable[[], Any]) -> Sweep | None:
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) listened on: the bound port when the config asked for port 0."""
+        return self.config.host, self._port
+
+    def _connect(self) -> None:
+        vd_config = decoder_config(self.config.model, self.config.calibration)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # ~750 packets/s arrive whether or not we keep up: a deep kernel buffer absorbs stalls.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         try:
-            result = decode()
-        except RuntimeError as err:
-            # The decoder raises while decoding a whole sweep and keeps its packets: start over.
-            self._decoder = vd.StreamDecoder(self._config)
-            self._skip("decode_error", str(err))
+            sock.bind((self.config.host, self._port))
+        except OSError as err:
+            sock.close()
+            raise SourceError(
+                f"cannot listen for Velodyne packets on {self.config.host}:{self._port}: {err}"
+            ) from None
+        sock.settimeout(self.poll_s)
+        self._port = sock.getsockname()[1]  # a reconnect keeps the port the sensor sends to
+        self._sock = sock
+        self._stream = VelodyneStream(vd_config, rpm=self.config.rpm, skip=self.skip)
+        self._last_packet = time.monotonic()
+
+    def _capture(self) -> Frame | None:
+        sock, stream = self._sock, self._stream
+        if sock is None or stream is None:
+            raise SourceError(f"Velodyne socket on {self.config.host}:{self._port} is closed")
+        try:
+            packet = sock.recv(2 * PACKET_SIZE)
+        except TimeoutError:
+            silent = time.monotonic() - self._last_packet
+            if silent > self.config.timeout_s:
+                raise SourceError(
+                    f"no Velodyne packet on {self.config.host}:{self._port} for {silent:.1f} s"
+                ) from None
             return None
-        if result is None:
+        now, wall = time.monotonic(), time.time()
+        self._last_packet = now
+        sweep = stream.feed(now, packet)
+        if sweep is None:
             return None
-        stamp, cloud = result  # cloud: [N, 8] x, y, z, intensity, time, column, ring, return_type
-        times = cloud[:, vd.PointField.time]  # seconds from the sweep stamp, device clock
-        duration = float(times.max() - times.min()) if len(cloud) else 0.0
-        if len(cloud) and duration < self._min_duration:
-            self._skip("partial_sweep", f"sweep spans {duration:.3f} s, under half a rotation")
+        index = self._index
+        self._index += 1
+        points = finite_sweep(self, sweep.points, f"sweep {index}")
+        if points is None:
             return None
-        return Sweep(
-            host_time=float(stamp.host),
-            # velodyne-decoder puts the packet's top-of-hour stamp into the hour of the host
-            # stamp, which means nothing for a monotonic host clock: keep what the sensor sent.
-            device_time=float(stamp.device) % _HOUR_S,
-            points=np.ascontiguousarray(cloud[:, :4], dtype=np.float32),
+        return Frame(
+            modality=Modality.LIDAR,
+            sensor_id=self.sensor_id,
+            timestamp=sweep.host_time,
+            wall_time=wall,
+            data=points,
+            index=index,
         )
 
-
-# Link-layer types of pcap captures that carry IPv4 -> how to peel them down to the IP packet.
-_LINK_LAYERS = {
-    dpkt.pcap.DLT_EN10MB: dpkt.ethernet.Ethernet,
-    dpkt.pcap.DLT_LINUX_SLL: dpkt.sll.SLL,
-    dpkt.pcap.DLT_RAW: dpkt.ip.IP,
-    101: dpkt.ip.IP,  # LINKTYPE_RAW as written in files (DLT_RAW's value differs by platform)
-}
+    def _disconnect(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
 
-def open_pcap(path: Path):
-    """A dpkt reader for a pcap or pcapng file; SourceError naming the file when it is neither."""
-    f = path.open("rb")
+@register_probe(lambda p: p.is_file() and p.suffix.lower() in (".pcap", ".pcapng"))
+def probe_pcap(path: Path) -> FileReport:
+    """Sweeps, data packets, sensor model and time span of a Velodyne pcap (decodes it all)."""
+    # The model comes from the packets; the top rpm makes only true fragments count as partial.
+    source = PcapSource(PcapConfig(path=str(path), model=None, rpm=1200.0))
     try:
-        reader = dpkt.pcap.UniversalReader(f)
-    except ValueError as err:
-        f.close()
-        raise SourceError(f"{path}: not a pcap capture: {err}") from None
-    if reader.datalink() not in _LINK_LAYERS:
-        f.close()
-        raise SourceError(f"{path}: unsupported pcap link type {reader.datalink()}")
-    return f, reader
-
-
-def iter_udp(path: Path, port: int) -> Iterator[tuple[float, bytes]]:
-    """(capture time in Unix seconds, UDP payload) of every packet to `port` in a capture.
-
-    Other traffic (ARP, the sensor's position packets on port 8308, ...) is not LiDAR data
-    and is passed over. A capture cut off mid-record ends the iteration with ValueError.
-    """
-    f, reader = open_pcap(path)
-    layer = _LINK_LAYERS[reader.datalink()]
-    with f:
-        try:
-            for stamp, buf in reader:
-                try:
-                    ip = layer(buf)
-                    while not isinstance(ip, dpkt.ip.IP) and hasattr(ip, "data"):
-                        ip = ip.data
-                except dpkt.UnpackError:
-                    continue
-                udp = ip.data if isinstance(ip, dpkt.ip.IP) else None
-                if isinstance(udp, dpkt.udp.UDP) and udp.dport == port:
-                    yield float(stamp), bytes(udp.data)
-        except dpkt.UnpackError as err:
-            raise ValueError(f"{path}: capture ends mid-record: {err}") from None
+        source.open()
+    except SourceError as err:
+        raise ValueError(str(err)) from None
+    stamps = [frame.timestamp for frame in source]
+    source.close()
+    return FileReport(
+        path=str(path),
+        modality=Modality.LIDAR,
+        backend="pcap",
+        frames=len(stamps),
+        start=stamps[0] if stamps else 0.0,
+        end=stamps[-1] if stamps else 0.0,
+        shapes="N x 4 float32",
+        details={
+            "sweeps": len(stamps),
+            "packets": source.packets,
+            "model": source.model,
+            "errors": dict(source.stats.errors),
+        },
+    )

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from fusion.sample import Segment
-from fusion.sensors.camera import IMAGENET_MEAN, IMAGENET_STD, CameraPreprocessConfig, Normalize
+from fusion.sensors.preprocess import IMAGENET_MEAN, IMAGENET_STD, CameraPreprocessConfig, Normalize
 
 VIEW_PX = 320  # side of the camera and bird's-eye views
 CAMERA_HALF_FOV_DEG = 30.0  # drawn on the bird's-eye view as the camera's wedge

@@ -17,9 +17,11 @@ from typing import Any
 
 from fusion.fuser import PreprocessConfig
 from fusion.sample import FusedSample, Modality, Prediction
-from fusion.sensors.camera import CameraPreprocessConfig
-from fusion.sensors.lidar import LidarPreprocessConfig
-from fusion.sensors.microphone import MicrophonePreprocessConfig
+from fusion.sensors.preprocess import (
+    CameraPreprocessConfig,
+    LidarPreprocessConfig,
+    MicrophonePreprocessConfig,
+)
 from pipelines.demo import render
 from pipelines.demo.sources import SensorPlan
 

@@ -180,6 +180,30 @@ def test_replica_sources_are_named_and_watch_their_own_world():
     assert replica_source(named, "cam0", 1).sensor_id == "front"
 
 
+def test_relative_paths_are_resolved_on_the_driver(tmp_path, monkeypatch):
+    # Actors may run on another host, whose working directory is not the driver's.
+    (tmp_path / "rig").mkdir()
+    (tmp_path / "model.yaml").write_text((ROOT / "configs" / "model" / "sensor-small.yaml").read_text())
+    data = _base()
+    _rig(data)["sensors"]["lidar0"] = {
+        "modality": "lidar",
+        "source": {"backend": "pcap", "path": "rig/sweeps.pcap", "calibration": "rig/calib.yaml"},
+    }
+    _rig(data)["sensors"]["cam0"] = {
+        "modality": "camera",
+        "source": {"backend": "file", "path": "/data/a.mp4"},
+    }
+    data["model"] = {"preset": None, "config": "model.yaml"}
+    monkeypatch.chdir(tmp_path)
+    config = PipelineConfig.model_validate(data)
+    lidar = config.rigs[0].sensors["lidar0"].source
+    assert lidar.path == str(tmp_path / "rig" / "sweeps.pcap")  # type: ignore[attr-defined]
+    assert lidar.calibration == str(tmp_path / "rig" / "calib.yaml")  # type: ignore[attr-defined]
+    assert config.rigs[0].sensors["cam0"].source.path == "/data/a.mp4"  # type: ignore[attr-defined]
+    assert config.model.config == str(tmp_path / "model.yaml")
+    assert PipelineConfig.model_validate(config.model_dump(mode="json")) == config
+
+
 def test_every_shipped_pipeline_config_loads():
     paths = sorted((ROOT / "configs" / "pipeline").glob("*.yaml"))
     assert len(paths) >= 3
@@ -194,7 +218,7 @@ def test_fusion_run_exits_on_a_config_error_before_importing_ray_or_torch(tmp_pa
     path.write_text(yaml.safe_dump(data))
     probe = (
         "import sys\n"
-        "from fusion.cli import main\n"
+        "from fusion_cli.main import main\n"
         f"code = main(['run', '--config', {str(path)!r}, '--duration', '1'])\n"
         "print('loaded:', sorted(m for m in ('ray', 'torch') if m in sys.modules))\n"
         "sys.exit(code)\n"

@@ -35,14 +35,15 @@ import yaml
 from fusion.fuser import PreprocessConfig
 from fusion.sample import FusedSample, Modality, Prediction, Segment
 from fusion.sensors import make_source
-from fusion.sensors.camera import CameraPreprocessConfig
+from fusion.sensors.preprocess import CameraPreprocessConfig
 from pipelines.demo import render
 from pipelines.demo.sources import SensorPlan, register, resolve_sources
 from pipelines.demo.state import DemoState
 
 REPO = Path(__file__).resolve().parents[2]
-# The installed command, as users run it (`python -m fusion.cli` would load the CLI module twice).
-FUSION = str(Path(sys.executable).with_name("fusion"))
+# The `fusion` command of this checkout (`fusion_cli/__main__.py` calls what the installed script
+# calls), so the test does not depend on the installed script having been regenerated.
+FUSION = [sys.executable, "-m", "fusion_cli"]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -269,7 +270,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, camera: MjpegCamera) -> Itera
     tmp = tmp_path_factory.mktemp("demo")
     config = demo_config(tmp / "demo.yaml", camera.url)
     stderr = (tmp / "stderr.txt").open("w")
-    cmd = [FUSION, "demo", "--config", str(config), "--port", "0", "--probe-timeout", "1"]
+    cmd = [*FUSION, "demo", "--config", str(config), "--port", "0", "--probe-timeout", "1"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
     lines: list[str] = []
     try:
@@ -317,7 +318,7 @@ def test_start_up_announces_which_sensors_are_simulated(demo: dict[str, Any]) ->
 
 
 def test_a_second_demo_on_the_same_port_fails_naming_the_port(demo: dict[str, Any]) -> None:
-    cmd = [FUSION, "demo", "--port", str(demo["port"])]
+    cmd = [*FUSION, "demo", "--port", str(demo["port"])]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert f"port {demo['port']} on 127.0.0.1 is already in use" in done.stderr, done.stderr

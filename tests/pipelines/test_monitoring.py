@@ -27,6 +27,8 @@ import yaml
 from fusion.config import ConfigError
 from fusion.sample import Prediction
 from fusion.sinks import CallbackSink
+from fusion_cli.main import main as fusion_main
+from fusion_cli.monitor import prometheus_config
 from pipelines import metrics
 from pipelines.config import MetricsConfig, PipelineConfig
 from pipelines.runner import PipelineRunner
@@ -78,6 +80,29 @@ def test_promtool_accepts_the_scrape_config_and_the_rules():
     for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"]):
         done = subprocess.run([_tool("promtool"), *args], cwd=PROM_DIR, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_prometheus_config_command_points_at_the_heads_temp_dir(tmp_path, capsys):
+    temp = tmp_path / "ray-temp"
+    temp.mkdir()
+    out = tmp_path / "elsewhere" / "prometheus.yml"
+    out.parent.mkdir()
+    assert fusion_main(["monitor", "prometheus-config", "--ray-temp-dir", str(temp), "--out", str(out)]) == 0
+    written = yaml.safe_load(out.read_text())
+    files = written["scrape_configs"][0]["file_sd_configs"][0]["files"]
+    assert files == [str(temp / "prom_metrics_service_discovery.json")]
+    assert written["rule_files"] == [str(PROM_DIR / "alerts.yml")]  # absolute: found from anywhere
+    # Otherwise the shipped file, unchanged: its relabeling is what the rules and dashboard expect.
+    shipped = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+    assert (
+        written["scrape_configs"][0]["metric_relabel_configs"]
+        == shipped["scrape_configs"][0]["metric_relabel_configs"]
+    )
+    done = subprocess.run([_tool("promtool"), "check", "config", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    capsys.readouterr()
+    assert fusion_main(["monitor", "prometheus-config", "--ray-temp-dir", str(tmp_path / "nope")]) == 2
+    assert "--ray-temp-dir" in capsys.readouterr().err
 
 
 def test_promtool_unit_tests_show_every_alert_firing_and_not_firing():
@@ -281,13 +306,10 @@ def prometheus(ray_with_metrics) -> Iterator[str]:
     Ray's discovery file and the test's copy of the rules. Yields the server's base URL."""
     discovery, _ = ray_with_metrics
     work = Path(tempfile.mkdtemp(prefix="fusion-prom-"))
-    config = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    job = config["scrape_configs"][0]
-    assert job["file_sd_configs"][0]["files"] == ["/tmp/ray/prom_metrics_service_discovery.json"]
-    job["file_sd_configs"][0]["files"] = [str(discovery)]
     _test_rules(work / "alerts.yml")
-    config["rule_files"] = [str(work / "alerts.yml")]
+    # What `fusion monitor prometheus-config --ray-temp-dir` writes for this Ray's temp dir.
+    config = prometheus_config(discovery.parent, rules=work / "alerts.yml", scrape_interval="1s")
+    assert config["scrape_configs"][0]["file_sd_configs"][0]["files"] == [str(discovery)]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
     proc = subprocess.Popen(

@@ -17,19 +17,18 @@ import yaml
 
 from fusion.config import ConfigError, parse_config
 from fusion.sample import Frame, Modality
-from fusion.sensors.base import EndOfStream, SourceError, make_source
-from fusion.sensors.camera import (
+from fusion.sensors import EndOfStream, SourceError, make_source
+from fusion.sensors.opencv import (
     CameraDeviceConfig,
     CameraDeviceSource,
     CameraFileConfig,
     CameraFileSource,
-    CameraPreprocessConfig,
-    CameraPreprocessor,
     CameraStreamConfig,
     CameraStreamSource,
-    Normalize,
     probe_video,
 )
+from fusion.sensors.preprocess import CameraPreprocessConfig, Normalize
+from fusion.sensors.preprocessors import CameraPreprocessor
 
 FPS = 10.0
 N_FRAMES = 12

@@ -11,19 +11,17 @@ import pytest
 from fusion.config import ConfigError, parse_config
 from fusion.model.multimodal import collate
 from fusion.sample import Frame, Modality
-from fusion.sensors.base import EndOfStream, SourceError, make_source
-from fusion.sensors.lidar import (
+from fusion.sensors import EndOfStream, SourceError, make_source
+from fusion.sensors.pointclouds import (
     KittiConfig,
     KittiSource,
-    LidarPreprocessConfig,
-    LidarPreprocessor,
-    LidarSampling,
     PointCloudFileConfig,
     PointCloudFileSource,
     probe_kitti,
     probe_point_cloud,
-    voxel_down_sample,
 )
+from fusion.sensors.preprocess import LidarPreprocessConfig, LidarSampling
+from fusion.sensors.preprocessors import LidarPreprocessor, voxel_down_sample
 
 
 def cloud(n: int, seed: int = 0) -> np.ndarray:

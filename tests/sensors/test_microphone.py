@@ -19,16 +19,16 @@ import yaml
 
 from fusion.config import ConfigError, parse_config
 from fusion.sample import Frame, Modality
-from fusion.sensors.base import EndOfStream, SourceError
-from fusion.sensors.microphone import (
+from fusion.sensors import EndOfStream, SourceError
+from fusion.sensors.audio import (
     MicrophoneDeviceConfig,
     MicrophoneDeviceSource,
     MicrophoneFileConfig,
     MicrophoneFileSource,
-    MicrophonePreprocessConfig,
-    MicrophonePreprocessor,
     probe_audio,
 )
+from fusion.sensors.preprocess import MicrophonePreprocessConfig
+from fusion.sensors.preprocessors import MicrophonePreprocessor
 
 SR = 16000
 CHUNK = 800  # 0.05 s at 16 kHz

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from fusion.sample import Modality
-from fusion.sensors.base import EndOfStream, SourceError
-from fusion.sensors.lidar import PcapConfig, PcapSource, VelodyneConfig, VelodyneSource, probe_pcap
-from fusion.sensors.velodyne import packet_problem, parse_model
+from fusion.sensors import EndOfStream, SourceError
+from fusion.sensors.velodyne import PcapConfig, PcapSource, VelodyneConfig, VelodyneSource, probe_pcap
+from fusion.sensors.velodyne_packets import packet_problem, parse_model
 
 # Laser id -> elevation, degrees (VLP-16 manual, table 9-1).
 ELEVATIONS = np.array([-15, 1, -13, 3, -11, 5, -9, 7, -7, 9, -5, 11, -3, 13, -1, 15], dtype=np.float64)
@@ -133,12 +133,6 @@ def test_live_source_decodes_sweeps_and_skips_bad_packets() -> None:
     assert before < first.timestamp < second.timestamp < after
     assert source.stats.errors["bad_packet"] == 3
     assert source.stats.frames == 2  # the last 0.3 turn never completes a sweep
-    # Device clock: seconds past the hour of the packet that completed each sweep.
-    device = [source.device_time(0), source.device_time(1)]
-    stamps = np.array([s for s, _ in packets]) * 1e-6
-    assert all(d is not None and np.isclose(stamps, d, atol=1e-6).any() for d in device)
-    assert device[1] - device[0] == pytest.approx(60.0 / RPM, abs=2 * 12 * BLOCK_US * 1e-6)
-    assert source.last_device_time == device[1]
 
 
 def test_live_source_reconnects_after_silence_on_the_same_port() -> None:
@@ -224,8 +218,6 @@ def test_pcap_source_decodes_sweeps_skips_bad_packets_and_other_traffic(tmp_path
     assert frames[0].wall_time == pytest.approx(T0 + frames[0].timestamp)
     assert source.stats.errors == {"bad_packet": 2, "partial_sweep": 1}  # the 0.3 turn at the end
     assert source.packets == len(stamps) + 2
-    device = source.device_time(1)
-    assert device is not None and np.isclose(np.array(stamps) * 1e-6, device, atol=1e-6).any()
 
 
 def test_pcap_source_keeps_sweeps_before_a_truncated_end(tmp_path: Path) -> None:
@@ -277,15 +269,12 @@ def test_probe_pcap_reports_sweeps_packets_and_model(tmp_path: Path) -> None:
     assert report.end - report.start == pytest.approx(2 * 60.0 / RPM, abs=0.005)
 
 
-def test_pcap_device_time_is_raw_seconds_past_the_hour_and_wraps(tmp_path: Path) -> None:
+def test_pcap_frame_clock_does_not_wrap_when_the_sensor_clock_does(tmp_path: Path) -> None:
     packets = vlp16_packets(2.3, start_us=HOUR_US - 150_000)  # the sensor clock wraps after 0.15 s
     path = tmp_path / "wrap.pcap"
     write_pcap(path, [(T0 + (s - packets[0][0]) * 1e-6, udp_frame(p)) for s, p in packets])
     with PcapSource(PcapConfig(path=str(path))) as source:
         frames = list(source)
     assert len(frames) == 2
-    first, second = source.device_time(0), source.device_time(1)
-    assert first is not None and second is not None
-    assert first == pytest.approx(3600.0 - 0.15 + 60.0 / RPM, abs=2 * 12 * BLOCK_US * 1e-6)
-    assert second == pytest.approx(first + 60.0 / RPM - 3600.0, abs=2 * 12 * BLOCK_US * 1e-6)
-    assert frames[1].timestamp > frames[0].timestamp  # the frame clock does not wrap
+    rotation, packet_s = 60.0 / RPM, 12 * BLOCK_US * 1e-6
+    assert frames[1].timestamp - frames[0].timestamp == pytest.approx(rotation, abs=2 * packet_s)

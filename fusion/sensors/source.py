@@ -1,4 +1,4 @@
-"""The sensor interface: one `Source` per sensor kind and backend, chosen by name from a registry.
+"""The sensor interface: one `Source` per sensor kind and backend (see `fusion.sensors.registry`).
 
 Contract, for every source:
 
@@ -13,26 +13,23 @@ Contract, for every source:
 - Bad input never ends a stream: a corrupt frame, packet or file is skipped, counted in
   `stats.errors[reason]`, and logged once per reason with what was wrong.
 
-Backends register themselves with `@register_source`, and configs pick them by
-`(modality, backend)` name: no if/elif dispatch anywhere.
+Backends register themselves with `fusion.sensors.registry.register_source`, and configs pick
+them by `(modality, backend)` name: no if/elif dispatch anywhere.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
-from fusion.config import StrictModel, parse_config
-from fusion.sample import Frame, Modality, parse_modality
+from fusion.config import StrictModel
+from fusion.sample import Frame, Modality
 
 log = logging.getLogger(__name__)
 
@@ -237,114 +234,3 @@ class LiveSource(Source):
             if self._thread is not None:
                 self._thread.join(timeout=5)
                 self._thread = None
-
-
-S = TypeVar("S", bound=type[Source])
-_REGISTRY: dict[tuple[Modality, str], type[Source]] = {}
-
-
-def register_source(cls: S) -> S:
-    """Class decorator: make a Source backend available to configs by (modality, backend)."""
-    key = (cls.modality, cls.backend)
-    if key in _REGISTRY and _REGISTRY[key] is not cls:
-        raise ValueError(f"source backend {cls.modality.value}/{cls.backend} registered twice")
-    _REGISTRY[key] = cls
-    return cls
-
-
-def backends(modality: Modality) -> list[str]:
-    _load_builtin_backends()
-    return sorted(b for m, b in _REGISTRY if m is modality)
-
-
-def _source_class(modality: Modality, backend: object) -> type[Source]:
-    _load_builtin_backends()
-    cls = _REGISTRY.get((modality, str(backend)))
-    if cls is None:
-        known = ", ".join(backends(modality))
-        raise ValueError(f"unknown {modality.value} backend {backend!r} (known: {known})")
-    return cls
-
-
-def source_config_class(modality: Modality | str, backend: str) -> type[SourceConfig]:
-    """The config class of a (modality, backend); ValueError naming the known backends."""
-    return _source_class(parse_modality(modality), backend).config_cls
-
-
-def make_source(
-    modality: Modality | str, config: Mapping[str, Any] | SourceConfig, *, source: str = "sensor"
-) -> Source:
-    """Build the source a config asks for: a mapping is validated here (unknown backends and bad
-    keys fail naming `source`); a SourceConfig must be the backend's own config class."""
-    modality = parse_modality(modality)
-    backend = config.backend if isinstance(config, SourceConfig) else config.get("backend")
-    try:
-        cls = _source_class(modality, backend)
-    except ValueError as err:
-        raise ValueError(f"{source}.backend: {err}") from None
-    if isinstance(config, SourceConfig):
-        if not isinstance(config, cls.config_cls):
-            raise ValueError(
-                f"{source}: a {type(config).__name__} is not a {modality.value}/{backend} config "
-                f"(expected {cls.config_cls.__name__})"
-            )
-        return cls(config)
-    return cls(parse_config(cls.config_cls, dict(config), source=source))
-
-
-@functools.cache
-def _load_builtin_backends() -> None:
-    """Import the built-in backend modules once, so their decorators run."""
-    for name in ("fusion.sensors.camera", "fusion.sensors.microphone", "fusion.sensors.lidar"):
-        importlib.import_module(name)
-    importlib.import_module("fusion.sensors.simulated")
-    importlib.import_module("fusion.recording")
-
-
-@dataclass
-class FileReport:
-    """What `fusion inspect` prints about one file or folder."""
-
-    path: str
-    modality: Modality
-    backend: str
-    frames: int  # video frames, LiDAR sweeps, audio samples, or recorded frames
-    start: float  # first timestamp, seconds
-    end: float  # last timestamp, seconds
-    shapes: str  # e.g. "480x640x3 uint8", "16000 Hz mono", "N x 4 float32"
-    details: dict[str, Any] = field(default_factory=dict)  # point count, bounds, codec, ...
-
-    @property
-    def rate(self) -> float:
-        """Frames per second over the span (0 for a single frame)."""
-        span = self.end - self.start
-        return (self.frames - 1) / span if self.frames > 1 and span > 0 else 0.0
-
-
-Probe = Callable[[Path], FileReport]
-_PROBES: list[tuple[Callable[[Path], bool], Probe]] = []
-
-
-def register_probe(matches: Callable[[Path], bool]) -> Callable[[Probe], Probe]:
-    """Decorator: `probe(path) -> FileReport` for the paths `matches` accepts.
-
-    A probe raises ValueError (or OSError) with what is wrong when the file is unreadable.
-    """
-
-    def deco(fn: Probe) -> Probe:
-        _PROBES.append((matches, fn))
-        return fn
-
-    return deco
-
-
-def probe_file(path: str | Path) -> FileReport:
-    """Describe a supported file; ValueError naming the file when none can read it."""
-    _load_builtin_backends()
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
-    for matches, fn in _PROBES:
-        if matches(path):
-            return fn(path)
-    raise ValueError(f"{path}: not a supported video, audio, point cloud, KITTI folder, pcap or recording")

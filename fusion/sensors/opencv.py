@@ -1,4 +1,4 @@
-"""Camera sources (local device, video file, network stream), the camera preprocessor, the video probe.
+"""Cameras through OpenCV / FFmpeg: a local device, a network stream, a video file, and the video probe.
 
 Every source delivers [H, W, 3] uint8 RGB frames: OpenCV decodes to BGR, and the conversion
 (and the optional resize) happens at capture, once per frame.
@@ -14,26 +14,16 @@ import math
 import threading
 import time
 from abc import abstractmethod
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 import cv2
 import numpy as np
-from pydantic import Field, Strict, model_validator
+from pydantic import Field, model_validator
 
-from fusion.config import StrictModel
-from fusion.sample import Frame, Modality, Segment
-from fusion.sensors.base import (
-    EndOfStream,
-    FileReport,
-    LiveSource,
-    Source,
-    SourceConfig,
-    SourceError,
-    register_probe,
-    register_source,
-)
+from fusion.sample import Frame, Modality
+from fusion.sensors.registry import FileReport, register_probe, register_source
+from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig, SourceError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 
@@ -41,9 +31,6 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 # in the middle. Past this many failures in a row (about 10 s at 25 fps) with no frame count from
 # the container to say more should come, the file is taken to end there.
 MAX_DECODE_ERRORS_IN_A_ROW = 250
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _CaptureConfig(SourceConfig):
@@ -359,45 +346,3 @@ def probe_video(path: Path) -> FileReport:
             "frame_count": "container" if declared > 0 else "decoded",
         },
     )
-
-
-class Normalize(StrEnum):
-    """How camera pixel values are scaled for the model."""
-
-    UNIT = "unit"  # [0, 1]
-    IMAGENET = "imagenet"  # (x - mean) / std with the ImageNet RGB statistics
-
-
-class CameraPreprocessConfig(StrictModel):
-    height: Annotated[int, Field(gt=0)] = 64  # model grid rows
-    width: Annotated[int, Field(gt=0)] = 64  # model grid columns
-    normalize: Annotated[Normalize, Strict(False)] = Normalize.UNIT
-
-
-class CameraPreprocessor:
-    """RGB frame -> Segment: values [height * width, 3] float32 (row-major pixels), grid (height, width)."""
-
-    modality = Modality.CAMERA
-
-    def __init__(self, config: CameraPreprocessConfig | None = None) -> None:
-        self.config = config or CameraPreprocessConfig()
-        # values = pixel * scale + shift, per channel: one fused multiply-add per value.
-        if self.config.normalize is Normalize.IMAGENET:
-            std = np.asarray(IMAGENET_STD, np.float32)
-            self._scale = 1 / (255 * std)
-            self._shift = -np.asarray(IMAGENET_MEAN, np.float32) / std
-        else:
-            self._scale = np.full(3, 1 / 255, np.float32)
-            self._shift = np.zeros(3, np.float32)
-
-    def __call__(self, frame: Frame) -> Segment:
-        if frame.modality is not Modality.CAMERA:
-            raise ValueError(
-                f"camera preprocessor got a {frame.modality.value} frame from {frame.sensor_id!r}"
-            )
-        h, w = self.config.height, self.config.width
-        image = frame.data  # (h0, w0, 3) uint8 RGB
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)  # (h, w, 3)
-        values = image.reshape(h * w, 3).astype(np.float32) * self._scale + self._shift  # (h*w, 3)
-        return Segment(values=values, grid=(h, w))

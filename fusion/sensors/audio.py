@@ -1,4 +1,4 @@
-"""Microphone sources (live PortAudio device, audio file), the log-mel preprocessor, the audio probe.
+"""Microphones: a live input through PortAudio, an audio file through libsndfile, and the audio probe.
 
 Every source delivers mono float32 PCM in [-1, 1] at the configured `sample_rate`, in chunks
 of `chunk_s` seconds; `Frame.timestamp` is the capture time of a chunk's first sample.
@@ -12,34 +12,16 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import librosa
 import numpy as np
 import soundfile as sf
 import soxr
 from pydantic import Field, model_validator
 
-from fusion.config import StrictModel
-from fusion.sample import Frame, Modality, Segment
-from fusion.sensors.base import (
-    EndOfStream,
-    FileReport,
-    LiveSource,
-    Source,
-    SourceConfig,
-    SourceError,
-    register_probe,
-    register_source,
-)
+from fusion.sample import Frame, Modality
+from fusion.sensors.registry import FileReport, register_probe, register_source
+from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig, SourceError
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
-
-# Log-mel scaling: power_to_db floors at amin = 1e-10 (-100 dB, digital silence) and a full-scale
-# tone puts about +20 dB in its mel band, so (dB + 40) / 60 maps that span onto [-1, 1]; louder
-# broadband input can exceed 1 slightly.
-DB_AMIN = 1e-10
-DB_TOP = 80.0
-DB_CENTER = -40.0
-DB_HALF_RANGE = 60.0
 
 
 class _AudioConfig(SourceConfig):
@@ -326,99 +308,3 @@ def probe_audio(path: Path) -> FileReport:
         shapes=f"{info.samplerate} Hz {layout}, {duration:.2f} s",
         details=details,
     )
-
-
-class MicrophonePreprocessConfig(StrictModel):
-    sample_rate: Annotated[int, Field(gt=0)] = 16000  # frames must arrive at this rate
-    window_s: Annotated[float, Field(gt=0)] = 1.0  # audio per fusion window
-    n_fft: Annotated[int, Field(gt=0)] = 512
-    # 31 ms. With n_fft 512 and no centre padding, a 1 s window at 16 kHz gives exactly 32 frames
-    # (1 + (16000 - 512) // 496), the sensor-small model's microphone grid of 32 x 32.
-    hop_length: Annotated[int, Field(gt=0)] = 496
-    n_mels: Annotated[int, Field(gt=0)] = 32
-    fmin: Annotated[float, Field(ge=0)] = 20.0
-    fmax: Annotated[float, Field(gt=0)] | None = None  # None: sample_rate / 2
-    frames: Annotated[int, Field(gt=0)] | None = None  # time frames T; None: as many as window_s holds
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MicrophonePreprocessConfig:
-        nyquist = self.sample_rate / 2
-        top = nyquist if self.fmax is None else self.fmax
-        if top > nyquist:
-            raise ValueError(
-                f"fmax={self.fmax} is above the Nyquist frequency {nyquist} of sample_rate={self.sample_rate}"
-            )
-        if self.fmin >= top:
-            raise ValueError(f"fmin={self.fmin} must be below fmax={top}")
-        if self.frames is None and self.window_samples < self.n_fft:
-            raise ValueError(
-                f"window_s={self.window_s} holds {self.window_samples} samples, fewer than n_fft={self.n_fft}"
-            )
-        return self
-
-    @property
-    def window_samples(self) -> int:
-        return round(self.window_s * self.sample_rate)
-
-    @property
-    def num_frames(self) -> int:
-        """T, the spectrogram frames per window (STFT without centre padding)."""
-        if self.frames is not None:
-            return self.frames
-        return 1 + (self.window_samples - self.n_fft) // self.hop_length
-
-    @property
-    def span_samples(self) -> int:
-        """The newest samples the T frames cover exactly: n_fft + (T - 1) * hop_length."""
-        return self.n_fft + (self.num_frames - 1) * self.hop_length
-
-
-class MicrophonePreprocessor:
-    """Audio window -> log-mel Segment: values [T * F, 1] float32, row-major over (time, mel); grid (T, F).
-
-    The STFT runs without centre padding (`center=False`) so that every frame holds real samples
-    of the window and T is exact: the spectrogram covers the newest `span_samples` of the window
-    (at the defaults 15888 of 16000). A shorter window is zero-padded at the start (missing audio
-    is silence), a longer one loses its oldest samples. Power is converted with
-    `librosa.power_to_db(ref=1.0, amin=1e-10, top_db=80)` and scaled by (dB + 40) / 60, so
-    -100 dB maps to -1 and +20 dB (about a full-scale tone) to +1.
-    """
-
-    modality = Modality.MICROPHONE
-
-    def __init__(self, config: MicrophonePreprocessConfig | None = None) -> None:
-        self.config = cfg = config or MicrophonePreprocessConfig()
-        self._mel_basis = librosa.filters.mel(
-            sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
-        )  # (F, n_fft // 2 + 1), built once
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return (self.config.num_frames, self.config.n_mels)
-
-    def __call__(self, frame: Frame) -> Segment:
-        cfg = self.config
-        if frame.modality is not Modality.MICROPHONE:
-            raise ValueError(
-                f"microphone preprocessor got a {frame.modality.value} frame from {frame.sensor_id!r}"
-            )
-        if frame.sample_rate != cfg.sample_rate:
-            raise ValueError(
-                f"microphone frame from {frame.sensor_id!r} is at {frame.sample_rate} Hz, "
-                f"the preprocessor expects {cfg.sample_rate} Hz"
-            )
-        audio = self._fit(frame.data)  # (span,)
-        spec = librosa.stft(
-            audio, n_fft=cfg.n_fft, hop_length=cfg.hop_length, center=False
-        )  # (n_fft//2+1, T)
-        mel = self._mel_basis @ (np.abs(spec) ** 2)  # (F, T)
-        db = librosa.power_to_db(mel, ref=1.0, amin=DB_AMIN, top_db=DB_TOP)  # (F, T)
-        values = ((db.T - DB_CENTER) / DB_HALF_RANGE).astype(np.float32)  # (T, F)
-        return Segment(values=values.reshape(-1, 1), grid=self.grid)
-
-    def _fit(self, audio: np.ndarray) -> np.ndarray:
-        """Exactly `span_samples`: the newest samples, zero-padded at the start when too few."""
-        span = self.config.span_samples
-        if len(audio) >= span:
-            return audio[len(audio) - span :]
-        return np.concatenate([np.zeros(span - len(audio), np.float32), audio])

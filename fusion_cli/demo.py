@@ -12,24 +12,21 @@ import argparse
 import errno
 import json
 import logging
-import signal
 import socket
 import sys
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from fusion.config import ConfigError
-from fusion.sinks import CallbackSink
-from pipelines.config import Mode, PipelineConfig, load_pipeline_config, rig_ids
+from fusion.config import ConfigError, StartError
+from fusion_cli.common import install, pick_rig, positive, stop_handler
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from pipelines.config import PipelineConfig
+
 SETUP_HOOK = "pipelines.demo.sources.register"  # every Ray worker learns the demo's sources
 
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port, or a StartError naming the port when it cannot be had."""
-    from fusion.config import StartError
-
     try:
         return socket.create_server((host, port))
     except OSError as err:
@@ -39,17 +36,6 @@ def bind(host: str, port: int) -> socket.socket:
                 "stop that program or pick another port with --port"
             ) from None
         raise StartError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
-
-
-def _watched_rig(config: PipelineConfig, wanted: str | None) -> tuple[str, str]:
-    """(rig id as the pipeline names it, its config's id): the rig the page shows."""
-    ids = [(rid, rig.id) for rig in config.rigs for rid in rig_ids(rig)]
-    if wanted is None:
-        return ids[0]
-    for rid, base in ids:
-        if rid == wanted:
-            return rid, base
-    raise ConfigError(f"--rig {wanted!r}: no such rig (rigs: {', '.join(r for r, _ in ids)})")
 
 
 def _metrics_url() -> str | None:
@@ -64,16 +50,18 @@ def _metrics_url() -> str | None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from pipelines.config import Mode, load_pipeline_config
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_pipeline_config(args.config)
     if config.mode is not Mode.LIVE:
         raise ConfigError(
             f"{args.config}: mode: {config.mode.value}: the demo shows live sensors; use mode: live"
         )
-    rig, base_rig = _watched_rig(config, args.rig)
+    rig, base = pick_rig(config, args.rig, path=args.config, replicas=True)
     sock = bind(args.host, args.port)  # before the slow imports: a taken port is reported at once
     try:
-        return _serve_and_run(args, config, rig=rig, base_rig=base_rig, sock=sock)
+        return _serve_and_run(args, config, rig=rig, base_rig=base.id, sock=sock)
     finally:
         sock.close()
 
@@ -83,11 +71,11 @@ def _serve_and_run(
 ) -> int:
     import ray
 
-    from fusion.config import StartError
+    from fusion.sinks import CallbackSink
+    from pipelines.cluster import start_ray
     from pipelines.demo.server import DemoServer
     from pipelines.demo.sources import resolve_sources
     from pipelines.demo.state import DemoState
-    from pipelines.metrics import ray_init_options
     from pipelines.runner import PipelineRunner, PipelineStartError
 
     config, plans = resolve_sources(config, probe_s=args.probe_timeout)
@@ -113,18 +101,12 @@ def _serve_and_run(
     try:
         host, port = sock.getsockname()[:2]
         say(f"serving http://{host}:{port}/ (rig {rig}; Ctrl-C to stop)")
-        stop = _stop_handler(runner)
-        _install(stop)
+        stop = stop_handler(runner.stop, who="fusion demo")
+        install(stop)
         try:
             # As the runner would start it (metrics export included), plus the demo's sources.
-            ray.init(
-                address=args.address,
-                log_to_driver=True,
-                configure_logging=False,
-                runtime_env={"worker_process_setup_hook": SETUP_HOOK},
-                **ray_init_options(config.metrics, args.address),
-            )
-            _install(stop)  # ray.init put in a SIGTERM handler that exits without cleaning up
+            start_ray(config.metrics, args.address, runtime_env={"worker_process_setup_hook": SETUP_HOOK})
+            install(stop)  # ray.init put in a SIGTERM handler that exits without cleaning up
             runner.start()
         except PipelineStartError as err:
             raise StartError(str(err)) from None
@@ -144,20 +126,24 @@ def say(message: str) -> None:
     print(f"fusion demo: {message}", flush=True)
 
 
-def _stop_handler(runner: Any) -> Callable[[int, Any], None]:
-    """First Ctrl-C or SIGTERM: stop cleanly (actors closed, Ray shut down); a second one: at once."""
-    stopping: list[int] = []
-
-    def stop(signum: int, _frame: Any) -> None:
-        if stopping:
-            raise KeyboardInterrupt
-        stopping.append(signum)
-        print(f"\nfusion demo: {signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
-        runner.stop()
-
-    return stop
-
-
-def _install(handler: Callable[[int, Any], None]) -> None:
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `demo` on the `fusion` parser's subcommands."""
+    demo = sub.add_parser(
+        "demo",
+        help="live web page of every sensor and the fused prediction",
+        description="Run the pipeline on live devices (the simulated world stands in for any that is "
+        "absent) and serve a page that shows every sensor and the prediction as they update.",
+    )
+    demo.add_argument("--config", default="configs/pipeline/live.yaml", help="pipeline YAML (mode: live)")
+    demo.add_argument("--port", type=int, default=8000, help="port of the page (default 8000; 0: any free)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    demo.add_argument("--rig", default=None, help="rig to show (default: the first)")
+    demo.add_argument("--address", default=None, help="Ray cluster address to join (default: a local Ray)")
+    demo.add_argument("--metrics-url", default=None, help="metrics link on the page (default: Ray's, here)")
+    demo.add_argument(
+        "--probe-timeout",
+        type=positive,
+        default=3.0,
+        help="seconds a device has to give its first frame before the simulated world stands in (default 3)",
+    )
+    demo.set_defaults(func=run_demo)

@@ -1,0 +1,199 @@
+"""The `recording` source backend (one recorded stream replayed as a sensor) and the probes that
+describe a recording directory or one of its stream files for `fusion inspect`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from fusion.recording.manifest import MANIFEST, SUFFIX
+from fusion.recording.reader import RecordingReader, StreamFile
+from fusion.sample import MODALITY_ORDER, Frame, Modality
+from fusion.schema import FRAMES, check_schema, schema_modality, table_to_frames
+from fusion.sensors.registry import FileReport, register_probe, register_source
+from fusion.sensors.source import EndOfStream, Source, SourceConfig, SourceError
+
+
+class RecordingSourceConfig(SourceConfig):
+    """Replay one stream of a recording as a sensor.
+
+    `sensor_id` picks the stream; empty: the recording's only stream of this modality.
+    """
+
+    path: str  # the recording directory (holds manifest.json)
+
+
+class RecordingSource(Source):
+    """A finite source over one recorded stream: never waits on a clock (pace with `Replayer`).
+
+    A corrupt batch is skipped and counted under `stats.errors["corrupt_batch"]`; the
+    stream goes on with the next batch.
+    """
+
+    backend = "recording"
+    config_cls = RecordingSourceConfig
+
+    def __init__(self, config: SourceConfig) -> None:
+        super().__init__(config)
+        assert isinstance(config, RecordingSourceConfig)
+        self.config: RecordingSourceConfig = config
+        self._frames: Iterator[Frame] | None = None
+
+    def open(self) -> None:
+        where = f"{self.modality.value} recording {self.config.path}"
+        try:
+            reader = RecordingReader(self.config.path)
+        except (OSError, ValueError) as err:
+            raise SourceError(f"{where}: {err}") from None
+        streams = {sid: s for sid, s in reader.sensors.items() if s.modality is self.modality}
+        if self.config.sensor_id:
+            if self.config.sensor_id not in streams:
+                raise SourceError(
+                    f"{where}: no {self.modality.value} stream {self.config.sensor_id!r} "
+                    f"(recorded {self.modality.value}: {', '.join(sorted(streams)) or 'none'})"
+                )
+            stream_id = self.config.sensor_id
+        elif len(streams) == 1:
+            (stream_id,) = streams
+        else:
+            raise SourceError(
+                f"{where}: set sensor_id to one of the recorded {self.modality.value} streams: "
+                f"{', '.join(sorted(streams)) or 'none'}"
+            )
+        self.sensor_id = stream_id
+        self._frames = reader.frames(stream_id, on_error=lambda msg: self.skip("corrupt_batch", msg))
+
+    def read(self, timeout: float | None = None) -> Frame:
+        """The next recorded frame; never blocks on a clock. EndOfStream after the last."""
+        if self._frames is None:
+            raise SourceError(f"{self.modality.value}/{self.sensor_id}: read() before open()")
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            raise EndOfStream(f"{self.modality.value}/{self.sensor_id}: end of recording") from None
+        self.stats.frames += 1
+        return frame
+
+    def close(self) -> None:
+        if isinstance(self._frames, Generator):
+            self._frames.close()  # releases the memory map
+        self._frames = None
+
+
+# The registry is keyed by (modality, backend): one small class per modality.
+@register_source
+class CameraRecordingSource(RecordingSource):
+    modality = Modality.CAMERA
+
+
+@register_source
+class LidarRecordingSource(RecordingSource):
+    modality = Modality.LIDAR
+
+
+@register_source
+class MicrophoneRecordingSource(RecordingSource):
+    modality = Modality.MICROPHONE
+
+
+def _shape_text(frame: Frame) -> str:
+    if frame.modality is Modality.MICROPHONE:
+        return f"{frame.sample_rate:g} Hz mono"
+    if frame.modality is Modality.LIDAR:
+        return "N x 4 float32"
+    return "x".join(map(str, frame.data.shape)) + f" {frame.data.dtype}"
+
+
+def _is_recording(path: Path) -> bool:
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+@register_probe(_is_recording)
+def probe_recording(path: Path) -> FileReport:
+    """A recording directory, reported by its main stream (first in MODALITY_ORDER, then by id)."""
+    reader = RecordingReader(path)
+    if not reader.sensors:
+        return _probe_samples(path, reader)
+    main = min(reader.sensors, key=lambda sid: (MODALITY_ORDER.index(reader.sensors[sid].modality), sid))
+    info = reader.sensors[main]
+    first = next(iter(reader.frames(main)))
+    samples = reader.manifest.samples
+    return FileReport(
+        path=str(path),
+        modality=info.modality,
+        backend="recording",
+        frames=info.frames,
+        start=info.start,
+        end=info.end,
+        shapes=_shape_text(first),
+        details={
+            "format": reader.manifest.format,
+            "schema_version": reader.manifest.schema_version,
+            "sensor_id": main,
+            "sensors": {sid: s.model_dump(mode="json") for sid, s in reader.sensors.items()},
+            "samples": 0 if samples is None else samples.count,
+        },
+    )
+
+
+def _probe_samples(path: Path, reader: RecordingReader) -> FileReport:
+    """A recording of fused samples only (what `fusion replay --out` writes)."""
+    info = reader.manifest.samples
+    if info is None:
+        raise ValueError(f"{path}: the recording holds neither sensor streams nor fused samples")
+    first = next(iter(reader.samples()), None)
+    segments = {} if first is None else first.segments
+    present = [m for m in MODALITY_ORDER if m in segments]
+    shapes = ", ".join(
+        f"{m.value} {'x'.join(map(str, segments[m].grid or (segments[m].num_rows,)))}" for m in present
+    )
+    return FileReport(
+        path=str(path),
+        modality=present[0] if present else MODALITY_ORDER[0],
+        backend="recording (fused samples)",
+        frames=info.count,
+        start=info.start,
+        end=info.end,
+        shapes=f"FusedSample: {shapes or 'no modality'}",
+        details={"format": reader.manifest.format, "schema_version": reader.manifest.schema_version},
+    )
+
+
+def _is_stream_file(path: Path) -> bool:
+    return path.is_file() and path.suffix in SUFFIX.values()
+
+
+@register_probe(_is_stream_file)
+def probe_stream_file(path: Path) -> FileReport:
+    """One recorded sensor stream file (`.arrow` or `.parquet`)."""
+    with StreamFile(path) as stream:
+        check_schema(stream.schema, FRAMES, source=str(path))
+        modality = schema_modality(stream.schema, source=str(path))
+        first: Frame | None = None
+        sensor_ids: set[str] = set()
+        frames, start, end = 0, math.inf, -math.inf
+        for i in range(stream.num_batches):
+            batch = stream.read(i)
+            if batch.num_rows == 0:
+                continue
+            if first is None:
+                first = table_to_frames(batch.slice(0, 1), source=f"{path} batch {i}")[0]
+            times = pc.min_max(batch.column("timestamp"))
+            start, end = min(start, times["min"].as_py()), max(end, times["max"].as_py())
+            sensor_ids.update(pc.unique(batch.column("sensor_id")).to_pylist())
+            frames += batch.num_rows
+    if first is None:
+        raise ValueError(f"{path}: the stream holds no frames")
+    return FileReport(
+        path=str(path),
+        modality=modality,
+        backend="recording",
+        frames=frames,
+        start=start,
+        end=end,
+        shapes=_shape_text(first),
+        details={"sensor_ids": sorted(sensor_ids), "format": path.suffix[1:]},
+    )

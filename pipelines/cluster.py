@@ -1,0 +1,31 @@
+"""Connecting a process to Ray: the one place a command starts a local Ray or joins a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from pipelines.config import MetricsConfig
+from pipelines.metrics import ray_init_options
+
+
+def start_ray(metrics: MetricsConfig | None, address: str | None, **init: Any) -> bool:
+    """Start a local Ray, or join the cluster at `address` (or RAY_ADDRESS).
+
+    `metrics`: the pipeline's export settings, so that Prometheus can scrape a new local Ray
+    (`ray_init_options`); the pipeline's commands configure logging themselves, so Ray leaves
+    it alone. None for work that exports no pipeline metrics (training), which keeps Ray's own
+    logging: Ray Train reports through it. `init`: further `ray.init` arguments (the demo's
+    worker setup hook).
+
+    Returns True when it connected, so the caller owns the connection and shuts it down; False,
+    doing nothing, when this process is already connected (a test's Ray, or a caller's).
+    """
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {}
+    if metrics is not None:
+        options = {"configure_logging": False, **ray_init_options(metrics, address)}
+    ray.init(address=address, log_to_driver=True, **options, **init)
+    return True

@@ -1,0 +1,58 @@
+"""The one registry of sources, probes and preprocessors: lookups, errors, and lazy loading."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fusion.sample import Modality
+from fusion.sensors import backends, make_preprocessor, make_source, source_config_class
+from fusion.sensors.registry import PREPROCESSOR_MODULES, SOURCE_MODULES, register_preprocessor
+
+# Libraries only a backend needs: importing the registry must load none of them.
+BACKEND_LIBRARIES = ("cv2", "open3d", "librosa", "soundfile", "velodyne_decoder", "dpkt", "pyarrow")
+
+
+def test_importing_the_registry_loads_no_backend() -> None:
+    """Backends import the registry, never the reverse at import time: no cycle, and a process
+    that only validates configs or preprocesses loads no device or file library."""
+    backend_modules = (*SOURCE_MODULES, *PREPROCESSOR_MODULES, *BACKEND_LIBRARIES)
+    code = (
+        "import sys, fusion.sensors, fusion.sensors.registry\n"
+        f"loaded = [m for m in {backend_modules!r} if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_backends_and_config_classes_by_modality() -> None:
+    assert {"file", "device", "stream", "simulated", "recording"} <= set(backends(Modality.CAMERA))
+    assert {"pointcloud", "kitti", "pcap", "velodyne"} <= set(backends(Modality.LIDAR))
+    assert source_config_class("lidar", "kitti").__name__ == "KittiConfig"
+    with pytest.raises(ValueError, match=r"unknown lidar backend 'radar' \(known: .*kitti"):
+        source_config_class("lidar", "radar")
+
+
+def test_make_source_names_the_key_of_an_unknown_backend() -> None:
+    with pytest.raises(ValueError, match=r"^rig\.cam0\.source\.backend: unknown camera backend 'x'"):
+        make_source("camera", {"backend": "x"}, source="rig.cam0.source")
+
+
+def test_make_preprocessor_validates_its_config() -> None:
+    lidar = make_preprocessor(Modality.LIDAR, {"max_points": 8})
+    assert lidar.modality is Modality.LIDAR
+    camera_config = make_preprocessor(Modality.CAMERA, {}).config  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"is not a LidarPreprocessConfig"):
+        make_preprocessor(Modality.LIDAR, camera_config)
+
+
+def test_a_second_preprocessor_for_a_modality_is_refused() -> None:
+    camera = type(make_preprocessor(Modality.CAMERA, {}))
+
+    class Other(camera):  # type: ignore[misc, valid-type]
+        pass
+
+    with pytest.raises(ValueError, match="camera preprocessor registered twice"):
+        register_preprocessor(Other)

@@ -1,0 +1,117 @@
+"""The layering docs/architecture.md describes, checked on the source rather than trusted.
+
+`fusion/` (the library) imports neither Ray nor the packages built on it, not even inside a
+function; `pipelines/` (the Ray shells) does not import the command line above it. And every
+relative link in the README and docs/ leads to a file inside this repository.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# package -> the top-level modules it must never import
+FORBIDDEN = {
+    "fusion": {"ray", "pipelines", "fusion_cli"},
+    "pipelines": {"fusion_cli"},
+}
+
+
+def imported_modules(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, module) for every import anywhere in the tree: top level, in functions, in
+    `if TYPE_CHECKING:`, and `importlib.import_module("...")` / `__import__("...")` with a
+    literal name. Relative imports stay inside their package and are not reported."""
+    for node in ast.walk(tree):
+        match node:
+            case ast.Import(names=names):
+                yield from ((node.lineno, alias.name) for alias in names)
+            case ast.ImportFrom(module=str(module), level=0):
+                yield node.lineno, module
+            case ast.Call(
+                func=ast.Attribute(attr="import_module") | ast.Name(id="__import__"),
+                args=[ast.Constant(value=str(module)), *_],
+            ):
+                yield node.lineno, module
+
+
+def offenders(package: str) -> list[str]:
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for line, module in imported_modules(tree):
+            if module.split(".")[0] in FORBIDDEN[package]:
+                found.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_nothing_above_it(package):
+    assert offenders(package) == [], f"{package}/ must not import {sorted(FORBIDDEN[package])}"
+
+
+def test_import_scan_sees_nested_and_dynamic_imports():
+    source = (
+        "import os\n"
+        "def f():\n"
+        "    import ray.util\n"
+        "    from pipelines.config import X\n"
+        "    from . import sibling\n"
+        "    importlib.import_module('fusion_cli.main')\n"
+    )
+    assert list(imported_modules(ast.parse(source))) == [
+        (1, "os"),
+        (3, "ray.util"),
+        (4, "pipelines.config"),
+        (6, "fusion_cli.main"),
+    ]
+
+
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+# [text](target) and ![alt](target), an optional "title" after the target; [label]: target
+INLINE = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE = re.compile(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE)
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def relative_links(text: str) -> list[str]:
+    """Link targets that name a file: no URL scheme, no bare #anchor; fragments dropped.
+    Fenced code blocks are skipped (their brackets are code, not links)."""
+    text = FENCE.sub("", text)
+    targets = INLINE.findall(text) + REFERENCE.findall(text)
+    return [t.split("#")[0] for t in targets if not SCHEME.match(t) and not t.startswith("#")]
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def broken_links(doc: Path) -> list[str]:
+    broken = []
+    for target in relative_links(doc.read_text()):
+        path = (doc.parent / target).resolve()
+        if not path.is_relative_to(ROOT):
+            broken.append(f"{target} (outside the repository)")
+        elif not path.exists():
+            broken.append(f"{target} (no such file)")
+    return broken
+
+
+@pytest.mark.parametrize("doc", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_lead_to_files_in_the_repository(doc):
+    assert broken_links(doc) == []
+
+
+def test_link_scan_finds_inline_image_and_reference_links_outside_code():
+    text = (
+        'See [design](../shared/DESIGN.md) and ![plot](img/a.png "A plot").\n'
+        "[web](https://example.org) [here](#layout) [part](docs/x.md#part)\n"
+        "```\n[not a link](nowhere.md)\n```\n"
+        "[ref]: <docs/y.md>\n"
+    )
+    assert relative_links(text) == ["../shared/DESIGN.md", "img/a.png", "docs/x.md", "docs/y.md"]

@@ -1,0 +1,80 @@
+"""The one Pacer: timestamps mapped onto a clock at a speed, on a fake clock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fusion.clock import Pacer
+
+
+class FakeClock:
+    """A clock that moves only when slept on (or when a test moves it)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0, "a pacer never sleeps for nothing"
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_the_first_item_anchors_and_the_rest_keep_their_spacing_at_speed() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    stamps = [7.0, 7.5, 7.5, 9.0]
+    handed = []
+    for t in stamps:
+        assert pacer.wait(t)
+        handed.append(clock.now)
+    assert handed == pytest.approx([100.0, 100.25, 100.25, 101.0])
+    assert len(clock.sleeps) == 2  # equal timestamps do not sleep again
+
+
+def test_a_consumer_behind_schedule_is_not_slept_and_nothing_is_skipped() -> None:
+    clock = FakeClock()
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    pacer.wait(0.0)
+    clock.now += 5.0
+    assert pacer.delay(1.0) == pytest.approx(-4.0)
+    assert pacer.wait(1.0) and pacer.wait(2.0)
+    assert clock.sleeps == []
+
+
+def test_without_a_speed_everything_is_due_at_once() -> None:
+    clock = FakeClock()
+    pacer = Pacer(None, clock=clock, sleep=clock.sleep)
+    assert pacer.delay(1e9) == 0.0 and pacer.due(1e9) == -math.inf
+    assert pacer.wait(0.0) and pacer.wait(1e9)
+    assert clock.sleeps == []
+
+
+def test_a_fixed_anchor_takes_timestamps_as_times_on_the_clock() -> None:
+    clock = FakeClock(now=1000.0)
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep, anchor=(0.0, 0.0))
+    assert pacer.due(1000.4) == 1000.4
+    assert pacer.wait(1000.4)
+    assert clock.now == pytest.approx(1000.4)
+
+
+def test_a_deadline_before_the_item_is_due_sleeps_only_until_the_deadline() -> None:
+    clock = FakeClock(now=10.0)
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep, anchor=(0.0, 0.0))
+    assert not pacer.wait(12.0, deadline=11.0)
+    assert clock.now == pytest.approx(11.0)
+    assert not pacer.wait(12.0, deadline=10.5)  # a deadline already passed: a poll, no sleep
+    assert clock.sleeps == [pytest.approx(1.0)]
+    assert pacer.wait(12.0, deadline=12.0)
+    assert clock.now == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize("speed", [0.0, -1.0, math.inf, math.nan])
+def test_a_speed_that_is_not_a_positive_number_is_refused(speed: float) -> None:
+    with pytest.raises(ValueError, match="speed must be a positive number or None"):
+        Pacer(speed)
