@@ -90,8 +90,14 @@ class PipelineRunner:
         self.stats = RunStats()
         self.rigs: list[RigHandle] = []
         self.pool: list[InferenceHandle] = []
-        self.inference = InferencePool(slots=1, max_in_flight=config.flow.max_in_flight_batches)
-        self._dispatcher = Dispatcher(pool=self.inference, planner=BatchPlanner(size=1, fixed=False))
+        # Calls in flight at each inference actor, and which batches go where (`fusion.flow`).
+        self.inference = InferencePool(
+            slots=config.inference.actors, max_in_flight=config.flow.max_in_flight_batches
+        )
+        self._dispatcher = Dispatcher(
+            pool=self.inference,
+            planner=BatchPlanner(size=config.inference.max_batch_size, fixed=self.driver.lossless),
+        )
         self._stop = threading.Event()
         self._own_ray = False
         self.inflight: dict[Any, Call] = {}  # Ray reference -> the call it answers
@@ -111,13 +117,6 @@ class PipelineRunner:
         check_resources(self.config)
         try:
             self._start_inference()
-            self.inference = InferencePool(
-                slots=len(self.pool), max_in_flight=self.config.flow.max_in_flight_batches
-            )
-            self._dispatcher = Dispatcher(
-                pool=self.inference,
-                planner=BatchPlanner(size=self.config.inference.max_batch_size, fixed=self.driver.lossless),
-            )
             self._start_rigs()
         except BaseException as err:
             self._kill_actors()
