@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from fusion.batching import DynamicBatcher
+from fusion.flow.messages import InferFailed, Inferred, LinkReply
 from fusion.sample import FusedSample, Prediction
 from pipelines.local_link import LinkError, LinkServer, Reply
 from pipelines.metrics import InferenceMetrics
@@ -39,8 +40,13 @@ class InferenceActor:
 
     `infer(sample)` is dynamically batched with concurrent calls (max batch size, max wait);
     `infer_batch(samples)` runs exactly the batch given (replay: fixed batches keep results
-    byte-identical from run to run). Both return Predictions; a bad sample gets one with
-    `error` set instead of failing its batch.
+    byte-identical from run to run). Both return Predictions once the model has run (they wait
+    on it, never on other callers beyond the batch's max wait); a bad sample gets one with
+    `error` set instead of failing its batch. `listen` adds a local link for fusers on its node.
+
+    On restart (Ray reconstructs it after it died) the model is loaded again; calls that were in
+    flight fail with an actor error and the driver resubmits their samples, its link closes (the
+    fuser gives back what it held there) and stays closed until `listen` is called again.
     """
 
     def __init__(
@@ -64,8 +70,8 @@ class InferenceActor:
     async def listen(self) -> tuple[str, str]:
         """Live: open the local link for fusers on this node; returns (node id, socket path).
 
-        A fuser writes a FusedSample to it, and gets back on the same connection
-        `("prediction", seq, Prediction)`, or `("failed", seq, why)` if the batch raised. The
+        A fuser writes a FusedSample to it, and gets back on the same connection `Inferred`,
+        or `InferFailed` if the batch raised (`fusion.flow.messages`). The
         sample joins the same dynamic batches as `infer` calls."""
         if self._server is None:
             self._loop = asyncio.get_running_loop()
@@ -79,9 +85,9 @@ class InferenceActor:
 
         def answer(done: Any) -> None:
             try:
-                message: tuple[str, int, Any] = ("prediction", sample.seq, done.result())
+                message: LinkReply = Inferred(seq=sample.seq, prediction=done.result())
             except Exception as err:
-                message = ("failed", sample.seq, f"{type(err).__name__}: {err}")
+                message = InferFailed(seq=sample.seq, why=f"{type(err).__name__}: {err}")
             try:
                 reply(message)
             except LinkError as err:  # the fuser is gone: it resubmits nothing, as it died too
