@@ -34,11 +34,12 @@ from fusion.flow.recovery import TooManyRestarts
 from fusion.flow.replay import PushWindow
 from fusion.sample import FusedSample, Prediction
 from fusion.sinks import BackgroundSink, OrderedSink, Sink
+from pipelines.cluster import start_ray
 from pipelines.config import PipelineConfig, replica_source
 from pipelines.drivers import DRIVERS, MAX_PUSHES
 from pipelines.fuser_actor import FuserActor
 from pipelines.inference_actor import InferenceActor
-from pipelines.metrics import DriverMetrics, InstrumentedSink, ray_init_options
+from pipelines.metrics import DriverMetrics, InstrumentedSink
 from pipelines.preflight import PipelineStartError, check_resources, expand_rigs, gpus_per_actor, validate
 from pipelines.run_state import InferenceHandle, RigHandle, RunStats, SensorHandle
 from pipelines.sensor_actor import SensorActor, SensorNotStarted
@@ -106,13 +107,7 @@ class PipelineRunner:
     def start(self) -> None:
         """Validate, connect to Ray, start every actor; any problem fails here, naming its key."""
         validate(self.config)
-        if not ray.is_initialized():
-            ray.init(
-                address=self.address,
-                log_to_driver=True,
-                configure_logging=False,
-                **ray_init_options(self.config.metrics, self.address),
-            )
+        if start_ray(self.config.metrics, self.address):
             self._own_ray = True
         check_resources(self.config)
         try:

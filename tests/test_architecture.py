@@ -72,6 +72,20 @@ def test_import_scan_sees_nested_and_dynamic_imports():
     ]
 
 
+# A module past this holds more than one idea: split it along its seams (docs/architecture.md).
+MAX_MODULE_LINES = 450
+
+
+@pytest.mark.parametrize("package", ["fusion", "pipelines", "fusion_cli"])
+def test_no_module_is_over_the_line_limit(package):
+    too_long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert too_long == {}, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+
+
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 # [text](target) and ![alt](target), an optional "title" after the target; [label]: target
 INLINE = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
