@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
@@ -27,5 +28,9 @@ def start_ray(metrics: MetricsConfig | None, address: str | None, **init: Any) -
     options: dict[str, Any] = {}
     if metrics is not None:
         options = {"configure_logging": False, **ray_init_options(metrics, address)}
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # Ray's own default joins the newest Ray already running on this machine (another
+        # user's, another run's): without --address, a run starts its own, as documented.
+        address = "local"
     ray.init(address=address, log_to_driver=True, **options, **init)
     return True

@@ -194,6 +194,9 @@ class FlowConfig(StrictModel):
     # Ray CPU reservations: sensors mostly wait on devices or clocks, fusers preprocess.
     sensor_num_cpus: float = Field(default=0.05, ge=0)
     fuser_num_cpus: float = Field(default=0.1, ge=0)
+    # Start-up: when the cluster lacks resources the actors need, ask its autoscaler for them
+    # and wait this long for nodes to join before failing; 0: fail at once.
+    wait_for_nodes_s: float = Field(default=0.0, ge=0)
 
 
 class MetricsConfig(StrictModel):

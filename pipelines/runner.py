@@ -40,7 +40,15 @@ from pipelines.drivers import DRIVERS, MAX_PUSHES
 from pipelines.fuser_actor import FuserActor
 from pipelines.inference_actor import InferenceActor
 from pipelines.metrics import DriverMetrics, InstrumentedSink
-from pipelines.preflight import PipelineStartError, check_resources, expand_rigs, gpus_per_actor, validate
+from pipelines.preflight import (
+    PipelineStartError,
+    check_resources,
+    expand_rigs,
+    gpus_per_actor,
+    inference_placement,
+    live_line,
+    validate,
+)
 from pipelines.run_state import InferenceHandle, RigHandle, RunStats, SensorHandle
 from pipelines.sensor_actor import SensorActor, SensorNotStarted
 
@@ -109,7 +117,7 @@ class PipelineRunner:
         validate(self.config)
         if start_ray(self.config.metrics, self.address):
             self._own_ray = True
-        check_resources(self.config)
+        check_resources(self.config, progress=live_line if self.show_status else None)
         try:
             self._start_inference()
             self._start_rigs()
@@ -124,12 +132,12 @@ class PipelineRunner:
         inf = self.config.inference
         gpus = gpus_per_actor(self.config)
         device = inf.device if inf.device != "auto" or gpus > 0 else "cpu"
-        for _ in range(inf.actors):
+        for strategy in inference_placement(self.config):
             actor = InferenceActor.options(  # type: ignore[attr-defined]  # added by @ray.remote
                 num_gpus=gpus,
                 num_cpus=inf.num_cpus,
                 resources=dict(inf.resources),
-                scheduling_strategy="SPREAD",
+                scheduling_strategy=strategy,
                 max_restarts=inf.max_restarts,
                 max_concurrency=4 * self.config.inference.max_batch_size,
             ).remote(

@@ -194,7 +194,7 @@ def test_ray_train_with_two_cpu_workers(data_dir, tmp_path):
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         config = tiny_train_config(tmp_path, epochs=1, export=str(tmp_path / "ray.safetensors"))
         result = train_with_ray(config, num_workers=2, data_dir=data_dir, run_dir=tmp_path / "run")

@@ -67,6 +67,6 @@ def run_pipeline(config: PipelineConfig, on_prediction=None) -> tuple[list[Predi
 def local_ray():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()

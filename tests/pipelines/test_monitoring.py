@@ -260,6 +260,7 @@ def ray_with_metrics() -> Iterator[tuple[Path, int]]:
     port = _free_port()
     try:
         ray.init(
+            address="local",
             num_cpus=4,
             configure_logging=False,
             _temp_dir=str(temp),

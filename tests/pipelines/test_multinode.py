@@ -73,3 +73,60 @@ def test_losing_the_worker_node_mid_run_recovers_on_the_head(two_nodes):
         "an inference actor must have been on the worker"
     )
     assert [_key(p) for p in preds] == [_key(p) for p in reference]
+
+
+def test_inference_keeps_off_the_pinned_sensor_host(two_nodes):
+    # The rig pins its actors to the head (sensor_host); the pool asks for nothing special, and
+    # a model on a sensor host's CPUs would starve its sensors: it goes to the other node.
+    cluster, _ = two_nodes
+    spare = cluster.add_node(num_cpus=2)  # the earlier test may have removed the worker
+    config = _config()
+    config.rigs[0] = config.rigs[0].model_copy(update={"resources": {"sensor_host": 0.01}})
+    placed = {}
+
+    def record_placement(p, runner):
+        placed.setdefault("inference", {h.info["node_id"] for h in runner.pool})
+
+    try:
+        preds, _, _ = run_pipeline(config, on_prediction=record_placement)
+    finally:
+        cluster.remove_node(spare)
+    assert preds and placed["inference"]
+    assert cluster.head_node.node_id not in placed["inference"], placed
+
+
+def test_start_waits_for_the_node_a_rig_needs(two_nodes):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    cluster, _ = two_nodes
+    config = _config()
+    config.rigs[0] = config.rigs[0].model_copy(update={"resources": {"late_host": 0.01}})
+    config = config.model_copy(update={"flow": config.flow.model_copy(update={"wait_for_nodes_s": 90.0})})
+    # The node an autoscaler would bring: a real `ray start` joining a few seconds after the run
+    # asked for it.
+    ray_cli = shutil.which("ray") or os.path.join(os.path.dirname(os.sys.executable), "ray")
+    join = (
+        f"sleep 3; exec {ray_cli} start --address={cluster.address} --num-cpus=1 "
+        "--resources='{\"late_host\": 1}' --disable-usage-stats --block"
+    )
+    node = subprocess.Popen(["sh", "-c", join], start_new_session=True, stdout=subprocess.DEVNULL)
+    started = time.monotonic()
+    placed = {}
+
+    def record_placement(p, runner):
+        placed.setdefault("sensors", {ray.get(s.actor.node_id.remote()) for s in runner.rigs[0].sensors})
+        placed.setdefault(
+            "late", {n["NodeID"] for n in ray.nodes() if n["Alive"] and "late_host" in n["Resources"]}
+        )
+
+    try:
+        preds, _, _ = run_pipeline(config, on_prediction=record_placement)
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        node.wait(timeout=60)
+    assert time.monotonic() - started >= 3.0
+    assert preds and len(placed["late"]) == 1 and placed["sensors"] == placed["late"]

@@ -278,12 +278,13 @@ def test_live_mode_with_a_slow_sink_drops_at_the_sink_and_keeps_the_sensors_fres
         (
             lambda c: c["rigs"][0].update(resources={"lidar_host": 1}),
             ConfigError,
-            r"rigs\[0\]\.resources\.lidar_host: 1\.0 per actor requested, the cluster has 0",
+            r"rigs\[0\]\.resources\.lidar_host: one of rig \w+'s sensors needs \{CPU: 0\.05, lidar_host: 1\}; "
+            r"no node has that",
         ),
         (
             lambda c: c["inference"].update(num_gpus=1),
             ConfigError,
-            r"inference\.num_gpus: 1\.0 per actor requested, the cluster has 0",
+            r"inference\.num_gpus: one of the inference actors needs \{CPU: [\d.]+, GPU: 1\}; no node has that",
         ),
         (  # the shipped checkpoint records its training preprocessing
             lambda c: c["rigs"][0]["preprocess"]["camera"].update(normalize="unit"),
