@@ -121,9 +121,9 @@ class Host:
     ) -> subprocess.CompletedProcess[str]:
         return self.run([sys.executable, "-c", code], env=env, timeout=timeout)
 
-    def pids(self, pattern: str) -> list[int]:
-        """PIDs (as this host numbers them) of the processes whose command line matches."""
-        done = self.run(["pgrep", "-f", pattern], timeout=30)
+    def pids(self, name: str) -> list[int]:
+        """PIDs (as this host numbers them) of the processes called exactly `name` (`raylet`)."""
+        done = self.run(["pgrep", "-x", name], timeout=30)
         return [int(p) for p in done.stdout.split()]
 
     def kill(self, pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
@@ -165,6 +165,9 @@ class Hosts:
 
     def __getitem__(self, index: int) -> Host:
         return self.hosts[index]
+
+    def at(self, ip: str) -> Host:
+        return next(h for h in self.hosts if h.ip == ip)
 
     def __enter__(self) -> Hosts:
         self.check()

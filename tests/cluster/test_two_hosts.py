@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.cluster.conftest import replay_of, sim_local, write_config
 from tests.cluster.hosts import Hosts
-from tests.cluster.ray_cluster import RayCluster, node_env, predictions
+from tests.cluster.ray_cluster import RAY, RayCluster, Run, node_env, predictions
 
 LIVE_S = "12"  # long enough for the sensors to stream past start-up on two busy cores
 ACTORS = ("SensorActor", "FuserActor", "InferenceActor")
@@ -97,3 +97,65 @@ def test_replay_across_hosts_predicts_what_one_node_predicts(hosts: Hosts, clust
     expected = predictions(alone)
     assert len(expected) > 20
     assert predictions(across) == expected
+
+
+def test_ray_job_submit_through_the_heads_dashboard(hosts: Hosts, cluster: RayCluster) -> None:
+    config = write_config(hosts, "job.yaml", sim_local(placed=True))
+    # The job's driver runs on the head, given the cluster's address by Ray (RAY_ADDRESS).
+    done = hosts[0].run(
+        [
+            RAY,
+            "job",
+            "submit",
+            f"--address={cluster.dashboard}",
+            "--",
+            "python",
+            "-m",
+            "fusion_cli",
+            "run",
+            "--config",
+            str(config),
+            "--duration",
+            "6",
+            "--quiet",
+        ],
+        env=node_env(hosts[0]),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "succeeded" in done.stdout
+    job = Run(done.returncode, "", done.stdout, 0.0)  # the job's logs: its stdout and stderr, tailed
+    assert job.summary["predictions"] > 0
+    assert job.summary["inference_transport"] == {"sim": ["ray"]}
+
+
+def test_a_driver_without_the_token_is_refused_with_a_clear_message(
+    hosts: Hosts, cluster: RayCluster
+) -> None:
+    config = write_config(hosts, "no-token.yaml", sim_local(placed=True))
+    nowhere = hosts.shared / "home-without-token"
+    nowhere.mkdir(exist_ok=True)
+    # A user on the head who was never given the token: no RAY_AUTH_* and no ~/.ray/auth_token.
+    env = {
+        "HOME": str(nowhere),
+        "RAY_max_direct_call_object_size": node_env(hosts[0])["RAY_max_direct_call_object_size"],
+    }
+
+    run = cluster.fusion(
+        "run",
+        "--config",
+        str(config),
+        "--address",
+        cluster.address,
+        "--duration",
+        "5",
+        "--quiet",
+        env=env,
+        timeout=60,  # a hang guard: refusing must not wait out Ray's connection retries forever
+    )
+
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr, run.stderr[-4000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("fusion: error:"), last
+    assert cluster.address in last and "token" in last and "RAY_AUTH_MODE=token" in last, last
