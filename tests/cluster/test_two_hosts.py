@@ -7,7 +7,10 @@ the sensor host down.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.conftest import replay_of, sim_local, write_config
 from tests.cluster.hosts import Hosts
@@ -159,3 +162,115 @@ def test_a_driver_without_the_token_is_refused_with_a_clear_message(
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("fusion: error:"), last
     assert cluster.address in last and "token" in last and "RAY_AUTH_MODE=token" in last, last
+
+
+def _start_live(
+    hosts: Hosts, cluster: RayCluster, name: str, duration: str
+) -> tuple[subprocess.Popen[str], Path]:
+    """A live run in the background on the head; its predictions go to a file as they come."""
+    config = write_config(hosts, f"{name}.yaml", sim_local(placed=True))
+    out = hosts.shared / f"{name}.jsonl"
+    proc = hosts[0].popen(
+        [
+            "python",
+            "-m",
+            "fusion_cli",
+            "run",
+            "--config",
+            str(config),
+            "--address",
+            cluster.address,
+            "--duration",
+            duration,
+            "--output",
+            str(out),
+            "--quiet",
+        ],
+        env=node_env(hosts[0]),
+    )
+    return proc, out
+
+
+def _wait_for_predictions(proc: subprocess.Popen[str], out: Path, count: int) -> int:
+    """Block until the run has written `count` predictions: it is well under way."""
+    deadline = time.monotonic() + 180  # a hang guard for start-up on a busy machine
+    while True:
+        written = len(out.read_text().splitlines()) if out.exists() else 0
+        if written >= count:
+            return written
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"the run never got to {count} predictions:\n{err[-4000:]}")
+        time.sleep(0.2)
+
+
+def _finish(proc: subprocess.Popen[str], within: float) -> Run:
+    started = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"the run had not ended {within:.0f} s later:\n{err[-4000:]}") from None
+    return Run(proc.returncode, out, err, time.monotonic() - started)
+
+
+def _kill_one(hosts: Hosts, cluster: RayCluster, actor_class: str, before: set[str]) -> dict[str, Any]:
+    """Kill the process of this run's `actor_class` actor (SIGKILL, on its own host), as a crash would."""
+    victim = next(
+        a for a in cluster.actors(actor_class)[actor_class] if a["id"] not in before and a["state"] == "ALIVE"
+    )
+    hosts.at(cluster.node_ip(victim["node"])).kill(victim["pid"])
+    return victim
+
+
+def _restarts(cluster: RayCluster, actor_class: str, actor_id: str) -> int:
+    return next(a["restarts"] for a in cluster.actors(actor_class)[actor_class] if a["id"] == actor_id)
+
+
+def test_a_sensor_killed_mid_run_is_restarted_and_counted(hosts: Hosts, cluster: RayCluster) -> None:
+    before = {a["id"] for a in cluster.actors("SensorActor")["SensorActor"]}
+    proc, out = _start_live(hosts, cluster, "kill-sensor", duration="15")
+    at_kill = _wait_for_predictions(proc, out, 10)
+
+    victim = _kill_one(hosts, cluster, "SensorActor", before)
+    run = _finish(proc, within=120)
+
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert _restarts(cluster, "SensorActor", victim["id"]) == 1  # Ray saw the crash and restarted it
+    assert run.summary["sensor_restarts"] == 1
+    assert run.summary["predictions"] > at_kill
+
+
+def test_an_inference_actor_killed_mid_run_is_restarted_and_counted(
+    hosts: Hosts, cluster: RayCluster
+) -> None:
+    before = {a["id"] for a in cluster.actors("InferenceActor")["InferenceActor"]}
+    proc, out = _start_live(hosts, cluster, "kill-inference", duration="15")
+    at_kill = _wait_for_predictions(proc, out, 10)
+
+    victim = _kill_one(hosts, cluster, "InferenceActor", before)
+    run = _finish(proc, within=120)
+
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert _restarts(cluster, "InferenceActor", victim["id"]) == 1
+    assert run.summary["predictions"] > at_kill
+    assert run.summary.get("inference_restarts") == 1, f"the summary must count the restart: {run.summary}"
+
+
+def test_losing_the_sensor_host_ends_the_run_promptly_naming_the_node(
+    hosts: Hosts, cluster: RayCluster
+) -> None:
+    """Last in the module: host 1's node is gone for good, with the rig that only it could run."""
+    proc, out = _start_live(hosts, cluster, "lose-node", duration="600")
+    at_kill = _wait_for_predictions(proc, out, 10)
+    lost_ip, lost_id = hosts[1].ip, cluster.nodes[hosts[1].ip]
+
+    (raylet,) = hosts[1].pids("raylet")
+    hosts[1].kill(raylet)  # the node is lost: its workers, the rig's sensors and fuser, die with it
+    run = _finish(proc, within=90)  # Ray declares the node dead within ~15 s; then the run must end
+
+    assert "Traceback" not in run.stderr, run.stderr[-4000:]
+    assert lost_ip in run.stderr or lost_id in run.stderr, run.stderr[-4000:]
+    assert run.summary["predictions"] >= at_kill  # the summary is flushed, with what was predicted
