@@ -38,6 +38,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     install(stop_handler(runner.stop, who="fusion", doing="stopping, flushing outputs"))
     summary = runner.run()
     print("\n" + json.dumps({"summary": summary}, default=str), file=sys.stderr)
+    if summary.get("ended"):  # a node lost with actors nothing else can run: the run ended early
+        print(f"fusion: error: {summary['ended']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import ray
 
+from fusion.config import StartError
 from pipelines.config import MetricsConfig
 from pipelines.metrics import ray_init_options
 
@@ -32,5 +33,24 @@ def start_ray(metrics: MetricsConfig | None, address: str | None, **init: Any) -
         # Ray's own default joins the newest Ray already running on this machine (another
         # user's, another run's): without --address, a run starts its own, as documented.
         address = "local"
-    ray.init(address=address, log_to_driver=True, **options, **init)
+    try:
+        ray.init(address=address, log_to_driver=True, **options, **init)
+    except Exception as err:
+        if _auth_refused(err):
+            raise StartError(
+                f"the Ray cluster at {address} refused this process: it requires token "
+                "authentication and no valid token was given. Set RAY_AUTH_MODE=token and "
+                "RAY_AUTH_TOKEN_PATH=<the cluster's token file> (or RAY_AUTH_TOKEN), as on its "
+                "nodes (docs/deploy.md, Token authentication)"
+            ) from None
+        raise
     return True
+
+
+def _auth_refused(err: BaseException | None) -> bool:
+    """Whether Ray's connection error was, somewhere down its cause chain, a refused token."""
+    while err is not None:
+        if isinstance(err, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False

@@ -186,6 +186,7 @@ class LiveDriver(Driver):
                 case Lost(sample=sample, slot=slot):
                     rig.linked -= 1
                     r.inference.answered(slot)
+                    r.restarts.lost(slot)
                     lost.append(sample)
                 case Failed(sample=sample, why=why):
                     raise RuntimeError(f"rig {rig.id}: inference failed on sample {sample.seq}: {why}")

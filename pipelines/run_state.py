@@ -47,6 +47,8 @@ class RunStats:
     resubmitted: int = 0
     fuser_dispatched: int = 0  # live: samples the fusers sent straight to inference
     sensor_restarts: int = 0
+    inference_restarts: int = 0  # new processes seen behind inference actors (faults.RestartCounter)
+    ended: str | None = None  # why the run ended early (a node lost), for the summary
     max_pending: int = 0  # the most fused samples ever waiting in one rig: bounded by the config
     transport: dict[str, str] = field(default_factory=dict)  # live: "rig/sensor" -> socket | ray
     inference_transport: dict[str, list[str]] = field(default_factory=dict)  # live: rig -> per actor
@@ -82,8 +84,9 @@ class RunStats:
             "sensor_transport": dict(self.transport),
             "inference_transport": dict(self.inference_transport),
             "sensor_restarts": self.sensor_restarts,
+            "inference_restarts": self.inference_restarts,
             "max_pending_samples": self.max_pending,
             "model_version": info.get("model_version"),
             "device": info.get("device"),
             "inference_threads": info.get("torch_threads"),
-        }
+        } | ({"ended": self.ended} if self.ended else {})

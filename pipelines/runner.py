@@ -29,11 +29,11 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, OwnerDiedError, RayActorError
 
 from fusion.flow.dispatch import BatchPlanner, Dispatcher, InferencePool, PendingQueue, RigQueue
-from fusion.flow.messages import Call, CollectCall, InferCall, PushCall, ReadCall, SensorKey, WatchCall
-from fusion.flow.recovery import TooManyRestarts
+from fusion.flow.messages import Call, InferCall, ReadCall, SensorKey
 from fusion.flow.replay import PushWindow
 from fusion.sample import FusedSample, Prediction
 from fusion.sinks import BackgroundSink, OrderedSink, Sink
+from pipelines import faults
 from pipelines.cluster import start_ray
 from pipelines.config import PipelineConfig, replica_source
 from pipelines.drivers import DRIVERS, MAX_PUSHES
@@ -117,6 +117,7 @@ class PipelineRunner:
         validate(self.config)
         if start_ray(self.config.metrics, self.address):
             self._own_ray = True
+        self.node_watch = faults.NodeWatch()
         check_resources(self.config, progress=live_line if self.show_status else None)
         try:
             self._start_inference()
@@ -150,6 +151,7 @@ class PipelineRunner:
         infos = ray.get([h.actor.info.remote() for h in self.pool], timeout=600)
         for h, info in zip(self.pool, infos, strict=True):
             h.info = info
+        self.restarts = faults.RestartCounter(self)
         if not self.driver.lossless and self.config.flow.local_link:
             links = ray.get([h.actor.listen.remote() for h in self.pool], timeout=120)
             for h, link in zip(self.pool, links, strict=True):
@@ -238,18 +240,24 @@ class PipelineRunner:
         self.stats.started = time.monotonic()
         deadline = time.monotonic() + self.config.duration_s if self.config.duration_s else math.inf
         last_status = time.monotonic()
-        while not self.driver.done():
-            if self._stop.is_set() or time.monotonic() >= deadline:
-                break
-            self.driver.schedule()
-            self._dispatch()
-            for ref in self._ready(timeout=0.05):
-                self._complete(ref)
-            if time.monotonic() - last_status >= 1.0:
-                self._export_metrics()
-                if self.show_status:
-                    self._print_status()
-                last_status = time.monotonic()
+        try:
+            while not self.driver.done():
+                if self._stop.is_set() or time.monotonic() >= deadline:
+                    break
+                self.driver.schedule()
+                self._dispatch()
+                for ref in self._ready(timeout=0.05):
+                    self._complete(ref)
+                if time.monotonic() - last_status >= 1.0:
+                    self._export_metrics()
+                    if self.show_status:
+                        self._print_status()
+                    last_status = time.monotonic()
+        except faults.NodeLost as lost:  # what was predicted is kept; the summary says why it ended
+            log.error("%s: ending the run", lost)
+            self.stats.ended = str(lost)
+            self._abandon(lost.rig)
+            return self._shutdown()
         self._drain(timeout=10.0)
         return self._shutdown()
 
@@ -296,9 +304,7 @@ class PipelineRunner:
             return
         except OwnerDiedError as err:  # a prediction the fuser dispatched, and the fuser died
             assert isinstance(call, InferCall), call
-            raise RuntimeError(
-                f"rig {call.batch[0].rig}: fuser actor lost; its alignment state is gone"
-            ) from err
+            faults.fuser_lost(self, call.batch[0].rig, err)
         match call:
             case InferCall(slot=slot):
                 self.on_predictions(slot, result)
@@ -335,47 +341,22 @@ class PipelineRunner:
                 self.stats.predictions += 1
                 self.stats.latencies.append(p.latency_s)
 
-    # ---- faults ---------------------------------------------------------------------------
+    # ---- faults (pipelines/faults.py) ------------------------------------------------------
     def _recover(self, call: Call, err: Exception) -> None:
-        match call:
-            case InferCall(slot=slot, batch=batch):
-                self.inference.answered(slot)
-                log.warning(
-                    "inference actor lost (%s); resubmitting %d sample(s)", type(err).__name__, len(batch)
-                )
-                self.stats.resubmitted += len(batch)
-                self.rig(batch[0].rig).pending.requeue(batch)
-            case ReadCall(sensor=key) | WatchCall(sensor=key):
-                self.restart_sensor(self.sensor(key), err)
-            case PushCall(rig=rid) | CollectCall(rig=rid):
-                raise RuntimeError(f"rig {rid}: fuser actor lost; its alignment state is gone") from err
+        faults.recover(self, call, err)
 
     def restart_sensor(self, s: SensorHandle, err: Exception) -> None:
-        """Its actor died or its stream stopped: Ray restarts the actor; reopen its source where
-        the mode says (`SensorProgress.restart`), waiting up to 120 s for the new actor."""
-        self.stats.sensor_restarts += 1
-        live = not self.driver.lossless
-        try:
-            resume_from = s.restart(live=live, max_restarts=self.config.flow.max_restarts)
-        except TooManyRestarts as too_many:
-            raise too_many from err
-        log.warning(
-            "sensor %s/%s lost (%s); %s",
-            s.rig,
-            s.sensor_id,
-            type(err).__name__,
-            "streaming again" if live else f"resuming after frame {resume_from}",
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                ray.get(s.actor.start.remote(resume_from=resume_from), timeout=120)
-                break
-            except ActorUnavailableError:  # Ray is still restarting it
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        self.driver.resume(s)
+        faults.restart_sensor(self, s, err)
+
+    def rig_resources(self, rid: str) -> dict[str, float]:
+        return next(dict(rig.resources) for r, rig, _ in expand_rigs(self.config) if r == rid)
+
+    def _abandon(self, rid: str) -> None:
+        """Rig `rid` has nowhere to run: its actors are killed for good, so nothing waits on them."""
+        for rig in self.rigs:
+            if rig.id == rid:
+                for actor in [rig.fuser, *(s.actor for s in rig.sensors)]:
+                    ray.kill(actor, no_restart=True)
 
     # ---- reporting ------------------------------------------------------------------------
     def _count_sink_drops(self) -> None:
@@ -389,6 +370,7 @@ class PipelineRunner:
     def _export_metrics(self) -> None:
         """Queue depths, samples in flight and the driver's drop counts, for Prometheus."""
         self._count_sink_drops()
+        self.stats.inference_restarts = self.restarts.poll()
         self.metrics.flow(
             buffered_frames=sum(r.window.buffered_frames for r in self.rigs),
             pending_samples=sum(len(r.pending) for r in self.rigs),
@@ -429,6 +411,7 @@ class PipelineRunner:
                 ray.get(h.actor.close.remote(), timeout=10)
             except Exception as err:
                 log.debug("close inference actor: %s", err)
+        self.stats.inference_restarts = self.restarts.poll(timeout=5.0)
         summary = self.summary()
         summary["fusers"] = fusers
         self._kill_actors()
