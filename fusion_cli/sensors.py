@@ -27,7 +27,14 @@ def cmd_record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fusion.recording import MANIFEST, RecordingWriter
-    from fusion.rigtools import FrameWriter, build_sources, open_all, record
+    from fusion.rigtools import (
+        FrameWriter,
+        SpanWriter,
+        build_sources,
+        open_all,
+        record,
+        write_simulated_truth,
+    )
 
     rig = _rig(args.config, args.rig)
     sources = build_sources({sid: (s.modality, s.source) for sid, s in rig.sensors.items()}, rig=rig.id)
@@ -48,11 +55,15 @@ def cmd_record(args: argparse.Namespace) -> int:
         for src in sources.values():
             src.close()
         raise
-    counts = record(sources, writer, duration_s=args.duration)
+    span = SpanWriter(writer)
+    counts = record(sources, span, duration_s=args.duration)
     print(
         f"recorded {sum(counts.values())} frames to {args.out}: "
         + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
+    labels = write_simulated_truth(sources, span, out)
+    if labels is not None:
+        print(f"ground truth of the simulated world: {labels}")
     return 0
 
 
