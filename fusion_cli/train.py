@@ -69,6 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fusion.train import Trainer, load_train_config
 
     config = load_train_config(args.config)
+    if args.init and args.num_workers:
+        raise ValueError("--init runs in this process only; leave out --num-workers")
     if args.num_workers:
         from pipelines.train import train_with_ray
 
@@ -81,7 +83,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             address=args.address,
         )
     else:
-        trainer = Trainer(config, data_dir=args.data, run_dir=args.run_dir, progress=not args.quiet)
+        trainer = Trainer(
+            config, data_dir=args.data, run_dir=args.run_dir, init=args.init, progress=not args.quiet
+        )
+        if trainer.initialized is not None:
+            print(trainer.initialized.describe(args.init), file=sys.stderr)
         result = trainer.run(resume=args.resume)
     val = "" if result.val_accuracy is None else f", validation accuracy {100 * result.val_accuracy:.1f}%"
     print(
@@ -191,6 +197,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--address", default=None, help="with --num-workers: Ray cluster to join (default: local)"
+    )
+    train.add_argument(
+        "--init",
+        default=None,
+        help="start from this checkpoint's weights (fine-tuning); with another class list "
+        "(the config's `classes`) the classifier is re-initialized and the rest kept",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
