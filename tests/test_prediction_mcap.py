@@ -59,6 +59,7 @@ def test_predictions_read_back_from_the_file(tmp_path: Path) -> None:
     assert len(got) == 3
     by_seq = {(m.header.frame_id, m.seq): (topic, ns, m) for topic, ns, m in got}
     topic, ns, first = by_seq[("car", 0)]
+    assert topic == "/fusion/car/prediction"
     expected = prediction("car", 0, position=None)
     assert ns == round(expected.timestamp * 1e9)
     assert (first.header.stamp.sec, first.header.stamp.nanosec) == divmod(ns, 1_000_000_000)
