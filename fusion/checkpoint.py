@@ -108,6 +108,17 @@ def checkpoint_metadata(path: str | Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
 
 
+def checkpoint_model_config(path: str | Path) -> ModelConfig:
+    """The model config a checkpoint holds, without reading its tensors."""
+    raw = checkpoint_metadata(path).get(_CONFIG_KEY)
+    if raw is None:
+        raise CheckpointError(f"{path}: no model config in the metadata (key {_CONFIG_KEY!r})")
+    try:
+        return parse_config(ModelConfig, json.loads(raw), source=f"{path} metadata")
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: model config is not JSON ({err})") from None
+
+
 def trained_preprocess(path: str | Path) -> dict[str, dict[str, Any]] | None:
     """Per modality, the preprocessor settings the weights were trained with (None: not recorded)."""
     raw = checkpoint_metadata(path).get(TRAIN_CONFIG_KEY)

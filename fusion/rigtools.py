@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from fusion.fuser import Fuser, PreprocessConfig
+from fusion.labels import LABELS_FILE, write_labels
 from fusion.recording import RecordingReader, Replayer
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, SourceConfig, make_source, probe_file
@@ -90,6 +91,50 @@ def record(
         if progress:
             print(file=progress)
     return counts
+
+
+class SpanWriter:
+    """A FrameWriter in front of another that notes the time span of what went through it."""
+
+    def __init__(self, writer: FrameWriter) -> None:
+        self.writer = writer
+        self.start = float("inf")
+        self.end = float("-inf")
+
+    def write(self, frame: Frame) -> None:
+        self.writer.write(frame)
+        self.start = min(self.start, frame.timestamp)
+        self.end = max(self.end, frame.end_time)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_simulated_truth(sources: Mapping[str, Source], span: SpanWriter, directory: Path) -> Path | None:
+    """When every source is simulated in one world on one clock, write that world's ground truth
+    over the recorded span as `directory/labels.csv` (see `fusion.sim.truth`); else None."""
+    from fusion.sensors.simulated import SimulatedSource
+    from fusion.sim.truth import ground_truth
+    from fusion.sim.world import World
+
+    sims = [s for s in sources.values() if isinstance(s, SimulatedSource)]
+    if not sims or len(sims) != len(sources) or span.end < span.start:
+        return None
+    clocks = {
+        (s.config.world.model_dump_json(), s.config.realtime, None if s.config.realtime else s.config.start_s)
+        for s in sims
+    }
+    if len(clocks) != 1:
+        return None
+    config = sims[0].config
+    segments = ground_truth(
+        World(config.world),
+        start=span.start,
+        end=span.end,
+        rate_hz=max(s.config.rate_hz for s in sims),
+        origin=0.0 if config.realtime else config.start_s,
+    )
+    return write_labels(directory / LABELS_FILE, segments)
 
 
 def replay_samples(

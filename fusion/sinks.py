@@ -105,13 +105,18 @@ class CallbackSink(Sink):
         self._fn(prediction)
 
 
-def open_sink(spec: str) -> Sink:
-    """`-` (JSON lines to stdout), `PATH.jsonl` or `PATH.parquet`."""
+def open_sink(spec: str, *, class_names: list[str] | None = None) -> Sink:
+    """`-` (JSON lines to stdout), `PATH.jsonl`, `PATH.parquet` or `PATH.mcap` (ROS 2 messages,
+    which also carry `class_names`, the names of the probabilities)."""
     if spec == "-" or spec.endswith(".jsonl"):
         return JsonlSink(spec)
     if spec.endswith(".parquet"):
         return ParquetSink(spec)
-    raise ValueError(f"--output {spec!r}: expected '-', a .jsonl path or a .parquet path")
+    if spec.endswith(".mcap"):
+        from fusion.recording.mcap import McapPredictionSink  # rosbags loads only when asked for
+
+        return McapPredictionSink(spec, class_names=class_names)
+    raise ValueError(f"--output {spec!r}: expected '-', a .jsonl, a .parquet or a .mcap path")
 
 
 class OrderedSink(Sink):

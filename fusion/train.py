@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,19 +36,19 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from fusion.checkpoint import TRAIN_CONFIG_KEY, CheckpointError, read_checkpoint, save_checkpoint
 from fusion.config import ConfigError, StrictModel, load_config
 from fusion.data import DataConfig, load_split
+from fusion.finetune import InitReport, init_from_checkpoint
 from fusion.model import ModelConfig, Perceiver, build_model, collate, preset_config
 from fusion.sample import FusedSample
+from fusion.train_state import STEP_KEY, atomic_write, latest_checkpoint, load_state, save_state
 
 log = logging.getLogger(__name__)
 
-_STEP_KEY = "fusion.train_step"
 _CONFIG_KEY = TRAIN_CONFIG_KEY
 
 
@@ -58,6 +57,7 @@ class TrainConfig(StrictModel):
 
     name: str
     model: str  # a preset name (configs/model/<name>.yaml) or a path to a model YAML
+    classes: list[str] | None = Field(default=None, min_length=1)  # the class names; None: the model's
     data: DataConfig
     seed: int = 0
     batch_size: int = Field(default=32, ge=1)
@@ -102,7 +102,10 @@ def model_config(config: TrainConfig) -> ModelConfig:
         base = load_config(ModelConfig, config.model)
     else:
         base = preset_config(config.model)
-    return base.model_copy(update={"modality_dropout": config.modality_dropout})
+    update: dict[str, Any] = {"modality_dropout": config.modality_dropout}
+    if config.classes is not None:
+        update |= {"num_classes": len(config.classes), "class_names": list(config.classes)}
+    return base.model_copy(update=update)
 
 
 def lr_at(config: TrainConfig, step: int, total: int) -> float:
@@ -158,62 +161,6 @@ def _param_groups(model: Perceiver, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.chmod(tmp, 0o644)  # safetensors writes owner-only files; a shipped model is for everyone
-    os.replace(tmp, path)
-
-
-def save_state(optimizer: torch.optim.Optimizer, path: Path, *, step: int) -> None:
-    """The optimizer's moments and step counters as safetensors (param_groups in the metadata)."""
-    state = optimizer.state_dict()
-    tensors = {
-        f"{idx}.{key}": value.detach().contiguous().cpu() if torch.is_tensor(value) else torch.tensor(value)
-        for idx, entry in state["state"].items()
-        for key, value in entry.items()
-    }
-    groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
-    _atomic(
-        path,
-        lambda p: save_file(
-            tensors, str(p), metadata={_STEP_KEY: str(step), "param_groups": json.dumps(groups)}
-        ),
-    )
-
-
-def load_state(optimizer: torch.optim.Optimizer, path: Path) -> int:
-    """Restore the optimizer from `save_state`'s file; returns the step."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        tensors = load_file(str(path))
-    except Exception as err:  # safetensors raises several types for a damaged file
-        raise CheckpointError(f"{path}: not a valid optimizer state file ({err})") from None
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    ordered = {idx: state[idx] for idx in sorted(state)}
-    optimizer.load_state_dict({"state": ordered, "param_groups": json.loads(meta["param_groups"])})
-    return int(meta[_STEP_KEY])
-
-
-def latest_checkpoint(run_dir: Path) -> tuple[Path, Path] | None:
-    """(model file, state file) of the newest complete checkpoint in `run_dir`, or None."""
-    states = sorted(run_dir.glob("step-*.state.safetensors"))
-    for state in reversed(states):
-        model = state.with_name(state.name.replace(".state", ""))
-        if model.is_file():
-            return model, state
-    return None
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -241,8 +188,10 @@ class Trainer:
         *,
         data_dir: str | Path | None = None,
         run_dir: str | Path | None = None,
+        init: str | Path | None = None,
         progress: bool = True,
     ) -> None:
+        """`init`: a checkpoint to start from (`fusion.finetune`) instead of random weights."""
         self.config = config
         self.data_dir = Path(data_dir or config.data.dir)
         self.run_dir = Path(run_dir or config.run_dir or f"runs/{config.name}")
@@ -262,12 +211,22 @@ class Trainer:
                 f"{self.data_dir}/train has {len(self.train)} samples, fewer than batch_size {config.batch_size}"
             )
         self.val = load_split(self.data_dir, "val", limit=config.val_samples) if config.val_every else None
+        classes = model_config(config).num_classes
+        if (top := int(self.train.labels.max())) >= classes:
+            raise ConfigError(
+                f"{self.data_dir}/train has label {top}, the model {classes} classes: data and the "
+                "train config's `classes` (or its model's) disagree"
+            )
         self.steps_per_epoch = len(self.train) // config.batch_size
         total = self.steps_per_epoch * config.epochs
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
         torch.manual_seed(config.seed)
         self.model = build_model(model_config(config))
-        self._init_position_head()
+        self.initialized: InitReport | None = (
+            init_from_checkpoint(self.model, init) if init is not None else None
+        )
+        if init is None:
+            self._init_position_head()
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.model, config.weight_decay),
             lr=config.lr,
@@ -408,8 +367,8 @@ class Trainer:
         """Write checkpoint `step` (model, then optimizer state) and prune old ones."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         model_path = self.run_dir / f"step-{step:07d}.safetensors"
-        extra = {_STEP_KEY: str(step), _CONFIG_KEY: self.config.model_dump_json()}
-        _atomic(model_path, lambda p: save_checkpoint(self.model, p, extra=extra))
+        extra = {STEP_KEY: str(step), _CONFIG_KEY: self.config.model_dump_json()}
+        atomic_write(model_path, lambda p: save_checkpoint(self.model, p, extra=extra))
         save_state(self.optimizer, model_path.with_name(model_path.stem + ".state.safetensors"), step=step)
         states = sorted(self.run_dir.glob("step-*.state.safetensors"))
         for old in states[: -self.config.keep_checkpoints]:
@@ -420,13 +379,13 @@ class Trainer:
     def export(self, path: Path, *, val_acc: float | None, samples_per_s: float) -> Path:
         """The final model, for shipping: weights and model config, plus how it was trained."""
         extra = {
-            _STEP_KEY: str(self.total_steps),
+            STEP_KEY: str(self.total_steps),
             _CONFIG_KEY: self.config.model_dump_json(),
             "fusion.train_samples_per_s": f"{samples_per_s:.2f}",
         }
         if val_acc is not None:
             extra["fusion.val_accuracy"] = f"{val_acc:.4f}"
-        _atomic(path, lambda p: save_checkpoint(self.model, p, extra=extra))
+        atomic_write(path, lambda p: save_checkpoint(self.model, p, extra=extra))
         log.info("exported %s", path)
         return path
 

@@ -28,7 +28,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if args.speed is not None:
         updates["speed"] = args.speed
     config = config.model_copy(update=updates)
-    sink = open_sink(config.output)
+    names = None
+    if config.output.endswith(".mcap"):  # its messages name the classes of the probabilities
+        from pipelines.models import class_names
+
+        names = class_names(config.model.model_dump())
+    sink = open_sink(config.output, class_names=names)
     runner = PipelineRunner(config, sink, address=args.address, status=not args.quiet)
     try:
         runner.start()
@@ -56,7 +61,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--address", default=None, help="Ray cluster address to join (default: start a local Ray)"
     )
     run.add_argument("--duration", type=positive, default=None, help="stop after this many seconds")
-    run.add_argument("--output", default=None, help="'-' (JSON lines to stdout), PATH.jsonl or PATH.parquet")
+    run.add_argument(
+        "--output",
+        default=None,
+        help="'-' (JSON lines to stdout), PATH.jsonl, PATH.parquet or PATH.mcap (ROS 2 messages, "
+        "fusion_msgs/msg/Prediction, on the sensors' clock: open it beside the recording in Foxglove)",
+    )
     run.add_argument(
         "--speed",
         type=positive,

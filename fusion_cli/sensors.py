@@ -8,7 +8,8 @@ import sys
 from fusion_cli.common import non_negative, pick_rig, positive
 
 
-def _rig(path: str, wanted: str | None):
+def config_rig(path: str, wanted: str | None):
+    """The rig `wanted` (default: the first) of a pipeline YAML."""
     from pipelines.config import load_pipeline_config
 
     return pick_rig(load_pipeline_config(path), wanted, path=path)[1]
@@ -27,9 +28,16 @@ def cmd_record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fusion.recording import MANIFEST, RecordingWriter
-    from fusion.rigtools import FrameWriter, build_sources, open_all, record
+    from fusion.rigtools import (
+        FrameWriter,
+        SpanWriter,
+        build_sources,
+        open_all,
+        record,
+        write_simulated_truth,
+    )
 
-    rig = _rig(args.config, args.rig)
+    rig = config_rig(args.config, args.rig)
     sources = build_sources({sid: (s.modality, s.source) for sid, s in rig.sensors.items()}, rig=rig.id)
     out = Path(args.out)
     # Checked before any device is opened: rosbags writes a ROS 2 bag only to a new folder.
@@ -48,11 +56,15 @@ def cmd_record(args: argparse.Namespace) -> int:
         for src in sources.values():
             src.close()
         raise
-    counts = record(sources, writer, duration_s=args.duration)
+    span = SpanWriter(writer)
+    counts = record(sources, span, duration_s=args.duration)
     print(
         f"recorded {sum(counts.values())} frames to {args.out}: "
         + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
+    labels = write_simulated_truth(sources, span, out)
+    if labels is not None:
+        print(f"ground truth of the simulated world: {labels}")
     return 0
 
 
@@ -63,7 +75,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     sync, preprocess = None, None
     if args.config:
-        rig = _rig(args.config, args.rig)
+        rig = config_rig(args.config, args.rig)
         sync, preprocess = rig.sync, rig.preprocess
     speed = None if args.speed == 0 else args.speed
     writer = None

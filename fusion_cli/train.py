@@ -24,10 +24,53 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_from_recording(args: argparse.Namespace) -> int:
+    from fusion.labelled import from_recording
+    from fusion.labels import LABELS_FILE, ClassMap, read_labels
+
+    sync, preprocess = None, None
+    if args.config:
+        from fusion_cli.sensors import config_rig
+
+        rig = config_rig(args.config, args.rig)
+        sync, preprocess = rig.sync, rig.preprocess
+    labels_path = args.labels or str(Path(args.recording) / LABELS_FILE)
+    if args.classes:
+        classes = ClassMap([n.strip() for n in args.classes.split(",")], args.map or "")
+        labels = read_labels(labels_path, classes=sorted(classes.known()))
+    elif args.map:
+        raise ValueError("--map needs --classes: the class list it maps onto")
+    else:
+        labels = read_labels(labels_path)
+        classes = ClassMap(sorted(labels.names))
+    report = from_recording(
+        args.recording,
+        labels,
+        classes,
+        args.out,
+        split=args.split,
+        shard_size=args.shard_size,
+        sync=sync,
+        preprocess=preprocess,
+    )
+    shown = ", ".join(f"{k} {v}" for k, v in report.per_class.items())
+    print(
+        f"wrote {report.samples} samples ({shown}) to {Path(args.out) / args.split} in {report.seconds:.1f} s "
+        f"({report.realtime_factor:.1f}x real time over {report.recording_s:.1f} s of recording)"
+    )
+    for reason, n in sorted(report.skipped.items()):
+        print(f"  skipped {n} samples: {reason}", file=sys.stderr)
+    for reason, n in sorted(report.input_errors.items()):
+        print(f"  modality missing in {n} samples: {reason}", file=sys.stderr)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fusion.train import Trainer, load_train_config
 
     config = load_train_config(args.config)
+    if args.init and args.num_workers:
+        raise ValueError("--init runs in this process only; leave out --num-workers")
     if args.num_workers:
         from pipelines.train import train_with_ray
 
@@ -40,7 +83,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             address=args.address,
         )
     else:
-        trainer = Trainer(config, data_dir=args.data, run_dir=args.run_dir, progress=not args.quiet)
+        trainer = Trainer(
+            config, data_dir=args.data, run_dir=args.run_dir, init=args.init, progress=not args.quiet
+        )
+        if trainer.initialized is not None:
+            print(trainer.initialized.describe(args.init), file=sys.stderr)
         result = trainer.run(resume=args.resume)
     val = "" if result.val_accuracy is None else f", validation accuracy {100 * result.val_accuracy:.1f}%"
     print(
@@ -104,6 +151,32 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_data_generate)
 
+    rec = dsub.add_parser(
+        "from-recording",
+        help="labelled FusedSamples from a recording and a labels CSV, as Parquet shards",
+        description="Replay a recording through the rig's fuser (sync and preprocessing of --config) "
+        "and label each sample by its tick time from a labels CSV (start,end,label[,x,y,z]); the shards "
+        "are those of `fusion data generate`. Samples outside every label segment are skipped and counted.",
+    )
+    rec.add_argument("--recording", required=True, help="recording directory (fusion record)")
+    rec.add_argument("--labels", default=None, help="labels CSV (default: labels.csv in the recording)")
+    rec.add_argument("--out", required=True, help="output data directory")
+    rec.add_argument("--split", default="train", help="split to write (default: train)")
+    rec.add_argument(
+        "--classes",
+        default=None,
+        help="class list, comma-separated, e.g. none,person,vehicle (default: the labels')",
+    )
+    rec.add_argument(
+        "--map",
+        default=None,
+        help="label=class pairs, comma-separated, for labels not in --classes (e.g. car=vehicle,pedestrian=person)",
+    )
+    rec.add_argument("--config", default=None, help="pipeline YAML whose rig's sync and preprocess to use")
+    rec.add_argument("--rig", default=None, help="rig id in --config (default: the first)")
+    rec.add_argument("--shard-size", type=int, default=500, help="samples per shard (default: 500)")
+    rec.set_defaults(func=cmd_data_from_recording)
+
     train = sub.add_parser(
         "train",
         help="train a model on generated data",
@@ -124,6 +197,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--address", default=None, help="with --num-workers: Ray cluster to join (default: local)"
+    )
+    train.add_argument(
+        "--init",
+        default=None,
+        help="start from this checkpoint's weights (fine-tuning); with another class list "
+        "(the config's `classes`) the classifier is re-initialized and the rest kept",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)

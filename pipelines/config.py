@@ -220,7 +220,7 @@ class PipelineConfig(StrictModel):
     inference: InferenceConfig = InferenceConfig()
     flow: FlowConfig = FlowConfig()
     metrics: MetricsConfig = MetricsConfig()
-    output: str = "-"  # '-', PATH.jsonl or PATH.parquet
+    output: str = "-"  # '-', PATH.jsonl, PATH.parquet or PATH.mcap
 
     @model_validator(mode="after")
     def _unique_rig_ids(self) -> PipelineConfig:

@@ -10,6 +10,7 @@ import torch
 
 from fusion.checkpoint import (
     checkpoint_metadata,
+    checkpoint_model_config,
     checkpoint_version,
     load_checkpoint,
     preprocess_mismatches,
@@ -70,6 +71,19 @@ def check_preprocess(spec: dict[str, Any], rigs: list[tuple[str, dict[str, dict[
             f"model checkpoint {checkpoint} was trained on differently preprocessed inputs; "
             "set these as in training: " + "; ".join(problems)
         )
+
+
+def class_names(spec: dict[str, Any]) -> list[str]:
+    """The names of the classes the model of a `ModelSpec` mapping predicts (its checkpoint's, else
+    its config's; numbers when it names none), read without loading weights."""
+    checkpoint = resolve_checkpoint(spec)
+    if checkpoint is not None:
+        config = checkpoint_model_config(checkpoint)
+    elif spec.get("preset") is not None:
+        config = preset_config(spec["preset"])
+    else:
+        config = load_config(ModelConfig, spec["config"])
+    return config.class_names or [str(i) for i in range(config.num_classes)]
 
 
 def load_model(spec: dict[str, Any]) -> tuple[Perceiver, str]:

@@ -361,7 +361,10 @@ def test_inspect_lines_of_good_files_are_all_ok(cli: Cli) -> None:
 
 def test_record_writes_every_frame_of_every_sensor(cli: Cli) -> None:
     res = cli["record"]
-    assert res.stdout.strip() == f"recorded 60 frames to {cli.recording}: cam0 30, mic0 20, lidar0 10"
+    assert res.stdout.strip().splitlines() == [
+        f"recorded 60 frames to {cli.recording}: cam0 30, mic0 20, lidar0 10",
+        f"ground truth of the simulated world: {cli.recording / 'labels.csv'}",  # all simulated
+    ]
     reader = RecordingReader(cli.recording)
     assert {sid: info.frames for sid, info in reader.sensors.items()} == RECORDED
     assert [f.index for f in reader.frames("mic0")] == list(range(20))  # none lost or repeated

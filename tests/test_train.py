@@ -9,7 +9,8 @@ import yaml
 from fusion.checkpoint import load_checkpoint, read_checkpoint
 from fusion.config import ConfigError, parse_config
 from fusion.data import generate
-from fusion.train import TrainConfig, Trainer, latest_checkpoint, load_state, lr_at
+from fusion.train import TrainConfig, Trainer, lr_at
+from fusion.train_state import latest_checkpoint, load_state
 from fusion_cli.main import main
 from tests.test_data import SMALL
 

@@ -1,0 +1,188 @@
+"""Training data from a labelled recording: `fusion data from-recording`.
+
+The recording's frames go through a lossless `fusion.fuser.Fuser` with the rig's sync and
+preprocessing, the pipeline's own path, so a model is trained on what it will be fed. Each fused
+sample takes the label of the segment covering its tick time (`fusion.labels`), mapped onto the
+class list by a `ClassMap`; its `target_position` is the segment's x, y, z (None without one).
+The shards are those of `fusion data generate` (`fusion.data`): the FusedSample schema plus
+the `scene` column, of which a recording knows only the object's range (from the position);
+the other conditions are null. `fusion train` and `fusion eval` read them unchanged.
+
+Samples whose tick lies in no label segment are skipped and counted (`unlabelled`), also when
+the class list has a 'nothing' class: a gap in a labels file is time nobody looked at, not time
+known to be empty, so a labeller marks empty time with a segment of its own. Samples with no
+usable modality at all are skipped and counted too (`no_input`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from fusion.data import MANIFEST, samples_table
+from fusion.fuser import Fuser, PreprocessConfig
+from fusion.labels import ClassMap, Labels
+from fusion.recording import RecordingReader
+from fusion.sample import FusedSample, Modality
+from fusion.sync import SyncConfig
+
+
+@dataclass
+class FromRecordingReport:
+    samples: int  # written
+    skipped: Counter[str]  # reason -> samples left out
+    per_class: dict[str, int]
+    recording_s: float  # the span of the recording's frames
+    seconds: float  # wall time
+    input_errors: dict[str, int]  # from the fuser: frames that could not be preprocessed
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.recording_s / self.seconds if self.seconds > 0 else math.nan
+
+
+def labelled_samples(
+    recording: str | Path,
+    labels: Labels,
+    classes: ClassMap,
+    *,
+    skipped: Counter[str],
+    sync: SyncConfig | Mapping[str, Any] | None = None,
+    preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
+    fuser_stats: dict[str, Any] | None = None,
+) -> Iterator[FusedSample]:
+    """The recording's FusedSamples that a label covers, labelled, in tick order.
+
+    `skipped` counts the others by reason; `fuser_stats`, when given, receives the fuser's
+    counts at the end. Every label of `labels` must be known to `classes` (checked first).
+    """
+    unknown = labels.names - classes.known()
+    if unknown:
+        raise ValueError(
+            f"{labels.source}: labels {sorted(unknown)} map to none of the classes {classes.classes}"
+        )
+    reader = RecordingReader(recording)
+    if not reader.sensors:
+        raise ValueError(f"{recording}: no sensor streams (a recording of fused samples only?)")
+    rig = Path(recording).name or "recording"
+    fuser = Fuser(
+        rig=rig,
+        sensors={sid: info.modality for sid, info in reader.sensors.items()},
+        sync=sync,
+        preprocess=preprocess,
+        lossless=True,
+    )
+
+    def ticks() -> Iterator[FusedSample]:
+        for frame in reader.frames():
+            yield from fuser.push([frame])
+        yield from fuser.finish()
+
+    for sample in ticks():
+        segment = labels.at(sample.timestamp)
+        if segment is None:
+            skipped["unlabelled"] += 1
+        elif not sample.segments:
+            skipped["no_input"] += 1
+        else:
+            # No stage times: the data must not depend on when it was made (as generated data).
+            yield dataclasses.replace(
+                sample, stage_times={}, label=classes.index(segment.label), target_position=segment.position
+            )
+    if fuser_stats is not None:
+        fuser_stats.update(fuser.stats_dict())
+
+
+def scene_record(sample: FusedSample) -> dict[str, Any]:
+    """The `scene` column of a recorded sample: only the range is known (from the label's position)."""
+    pos = sample.target_position
+    return {"distance_m": math.hypot(pos[0], pos[1]) if pos is not None else math.nan, "snr_db": math.nan}
+
+
+def from_recording(
+    recording: str | Path,
+    labels: Labels,
+    classes: ClassMap,
+    out: str | Path,
+    *,
+    split: str = "train",
+    shard_size: int = 500,
+    sync: SyncConfig | Mapping[str, Any] | None = None,
+    preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
+) -> FromRecordingReport:
+    """Write the labelled samples of `recording` as `out/<split>/part-NNNNN.parquet` shards."""
+    folder = Path(out) / split
+    if any(folder.glob("part-*.parquet")):
+        raise FileExistsError(f"{folder}: already holds shards; write to another --out or --split")
+    folder.mkdir(parents=True, exist_ok=True)
+    skipped: Counter[str] = Counter()
+    per_class: Counter[str] = Counter()
+    stats: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    batch: list[FusedSample] = []
+    written = shards = 0
+    stream = labelled_samples(
+        recording, labels, classes, skipped=skipped, sync=sync, preprocess=preprocess, fuser_stats=stats
+    )
+    for sample in stream:
+        assert sample.label is not None  # labelled_samples labels every sample it yields
+        per_class[classes.classes[sample.label]] += 1
+        batch.append(sample)
+        if len(batch) == shard_size:
+            _write_shard(folder / f"part-{shards:05d}.parquet", batch)
+            written, shards, batch = written + len(batch), shards + 1, []
+    if batch:
+        _write_shard(folder / f"part-{shards:05d}.parquet", batch)
+        written += len(batch)
+    reader = RecordingReader(recording)
+    span = max(i.end for i in reader.sensors.values()) - min(i.start for i in reader.sensors.values())
+    report = FromRecordingReport(
+        samples=written,
+        skipped=skipped,
+        per_class={c: per_class[c] for c in classes.classes},
+        recording_s=span,
+        seconds=time.perf_counter() - t0,
+        input_errors=stats.get("input_errors", {}),
+    )
+    _write_manifest(
+        Path(out), split, recording=Path(recording), labels=labels, classes=classes, report=report
+    )
+    return report
+
+
+def _write_shard(path: Path, samples: list[FusedSample]) -> None:
+    table = samples_table(samples, [scene_record(s) for s in samples])
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def _write_manifest(
+    out: Path, split: str, *, recording: Path, labels: Labels, classes: ClassMap, report: FromRecordingReport
+) -> None:
+    path = out / MANIFEST
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest.setdefault("splits", {})[split] = report.samples
+    manifest.setdefault("recordings", {})[split] = {
+        "recording": str(recording),
+        "labels": labels.source,
+        "classes": classes.classes,
+        "class_map": classes.mapping,
+        "samples": report.samples,
+        "skipped": dict(report.skipped),
+        "per_class": report.per_class,
+        "input_errors": report.input_errors,
+        "recording_s": round(report.recording_s, 3),
+        "seconds": round(report.seconds, 2),
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")

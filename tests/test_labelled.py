@@ -1,0 +1,113 @@
+"""`fusion data from-recording`: a labelled sim recording becomes the shards `fusion train` reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from fusion.data import DataConfig, ExampleRenderer, load_split, samples_table
+from fusion.labels import LABELS_FILE, read_labels, write_labels
+from fusion.sim import CLASS_NAMES, World, WorldConfig
+from fusion_cli.main import main
+
+SEED, SECONDS = 7, 8.0  # episode 0: a pedestrian, episode 1: nothing
+PREPROCESS = {"camera": {"height": 16, "width": 16}, "lidar": {"range_m": 50.0, "max_points": 256}}
+RIG_YAML = f"""\
+mode: replay
+rigs:
+  - id: sim
+    sensors:
+      cam0:
+        modality: camera
+        source: {{backend: simulated, rate_hz: 10, width: 64, height: 48, duration_s: {SECONDS}, world: {{seed: {SEED}}}}}
+      mic0:
+        modality: microphone
+        source: {{backend: simulated, rate_hz: 20, duration_s: {SECONDS}, world: {{seed: {SEED}}}}}
+      lidar0:
+        modality: lidar
+        source: {{backend: simulated, rate_hz: 10, duration_s: {SECONDS}, world: {{seed: {SEED}}}}}
+    sync: {{reference: lidar, slop_s: {{camera: 0.05, lidar: 0.06}}, audio_window_s: 1.0}}
+    preprocess:
+      camera: {{height: 16, width: 16}}
+      lidar: {{range_m: 50.0, max_points: 256}}
+"""
+THREE = ["none", "person", "vehicle"]
+MAP = "nothing=none,pedestrian=person,cyclist=person,car=vehicle,truck=vehicle,emergency_vehicle=vehicle,motorcycle=vehicle"
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("labelled")
+    config = d / "rig.yaml"
+    config.write_text(RIG_YAML)
+    assert main(["record", "--config", str(config), "--out", str(d / "rec")]) == 0
+    return config, d / "rec"
+
+
+def from_recording(recording: Path, config: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "data", "from-recording", "--recording", str(recording), "--config", str(config),
+            "--out", str(out), "--classes", ",".join(THREE), "--map", MAP, *extra,
+        ]
+    )  # fmt: skip
+
+
+def test_samples_are_labelled_with_the_world_at_their_tick(
+    recorded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, recording = recorded
+    assert from_recording(recording, config, tmp_path / "data") == 0
+    data = load_split(tmp_path / "data", "train")
+    world = World(WorldConfig(seed=SEED))
+    three = {"nothing": 0, "pedestrian": 1, "cyclist": 1}
+    assert len(data) == round(SECONDS * 10)  # one per LiDAR sweep: every tick is labelled
+    for sample in data.samples:
+        state = world.state(sample.timestamp)
+        assert sample.label == three.get(CLASS_NAMES[state.cls], 2)
+        assert sample.target_position == state.center()
+        assert sample.stage_times == {}
+    assert {s.label for s in data.samples} == {0, 1}
+
+
+def test_shards_have_the_schema_of_generated_data(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    config, recording = recorded
+    assert from_recording(recording, config, tmp_path / "data") == 0
+    recorded_table = pq.read_table(tmp_path / "data" / "train" / "part-00000.parquet")
+    renderer = ExampleRenderer(
+        DataConfig(splits={"train": {"seed": 1, "samples": 1}}, preprocess=PREPROCESS), seed=1
+    )
+    sample, scene = renderer.render(0)
+    pq.write_table(samples_table([sample], [scene]), tmp_path / "generated.parquet")  # as a shard is
+    generated = pq.read_table(tmp_path / "generated.parquet")
+    assert recorded_table.schema.equals(generated.schema, check_metadata=True)
+
+
+def test_unlabelled_ticks_are_skipped_and_counted(
+    recorded: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, recording = recorded
+    truth = read_labels(recording / LABELS_FILE)
+    kept = [s for s in truth.segments if s.end <= SECONDS / 2]  # the second half has no labels
+    labels = write_labels(tmp_path / "half.csv", kept)
+    assert from_recording(recording, config, tmp_path / "data", "--labels", str(labels)) == 0
+    expected = sum(1 for k in range(round(SECONDS * 10)) if k / 10 < kept[-1].end)
+    assert len(load_split(tmp_path / "data", "train")) == expected
+    assert f"skipped {round(SECONDS * 10) - expected} samples: unlabelled" in capsys.readouterr().err
+
+
+def test_bad_labels_fail_with_one_line_naming_file_and_line(
+    recorded: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, recording = recorded
+    bad = tmp_path / "bad.csv"
+    bad.write_text("start,end,label\n0,1,nothing\n1,2,zebra\n")
+    assert from_recording(recording, config, tmp_path / "data", "--labels", str(bad)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"fusion: error: {bad}:3: unknown label 'zebra'") and "\n" not in err
+    # Without --map, the sim's classes are unknown to the 3-class list: the first row says so.
+    assert main(["data", "from-recording", "--recording", str(recording), "--out", str(tmp_path / "x"),
+                 "--classes", "none,person,vehicle"]) == 2  # fmt: skip
+    assert f"{recording / LABELS_FILE}:2: unknown label" in capsys.readouterr().err
