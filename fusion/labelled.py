@@ -1,6 +1,7 @@
 """Training data from a labelled recording: `fusion data from-recording`.
 
-The recording's frames go through a lossless `fusion.fuser.Fuser` with the rig's sync and
+The frames, of a fusion recording or of any finite sources a rig config names (ROS bags,
+media files), go through a lossless `fusion.fuser.Fuser` with the rig's sync and
 preprocessing, the pipeline's own path, so a model is trained on what it will be fed. Each fused
 sample takes the label of the segment covering its tick time (`fusion.labels`), mapped onto the
 class list by a `ClassMap`; its `target_position` is the segment's x, y, z (None without one).
@@ -17,6 +18,7 @@ usable modality at all are skipped and counted too (`no_input`).
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import math
 import os
@@ -33,7 +35,9 @@ from fusion.data import MANIFEST, samples_table
 from fusion.fuser import Fuser, PreprocessConfig
 from fusion.labels import ClassMap, Labels
 from fusion.recording import RecordingReader
-from fusion.sample import FusedSample, Modality
+from fusion.sample import Frame, FusedSample, Modality
+from fusion.sensors import EndOfStream, Source
+from fusion.sensors.source import LiveSource
 from fusion.sync import SyncConfig
 
 
@@ -51,8 +55,61 @@ class FromRecordingReport:
         return self.recording_s / self.seconds if self.seconds > 0 else math.nan
 
 
+@dataclass
+class Frames:
+    """A rig's frames in timestamp order, the modality of each sensor, and the span they cover."""
+
+    rig: str
+    sensors: dict[str, Modality]
+    stream: Iterator[Frame]
+    start: float = math.inf
+    end: float = -math.inf
+
+    @classmethod
+    def of_recording(cls, recording: str | Path) -> Frames:
+        reader = RecordingReader(recording)
+        if not reader.sensors:
+            raise ValueError(f"{recording}: no sensor streams (a recording of fused samples only?)")
+        sensors = {sid: info.modality for sid, info in reader.sensors.items()}
+        return cls(rig=Path(recording).name or "recording", sensors=sensors, stream=reader.frames())
+
+    @classmethod
+    def of_sources(cls, rig: str, sources: Mapping[str, Source]) -> Frames:
+        """Frames of finite sources (files, bags, recordings), opened and merged by timestamp;
+        each is closed when it ends. A live device never ends: refused."""
+        live = [sid for sid, src in sources.items() if isinstance(src, LiveSource)]
+        if live:
+            raise ValueError(f"rig {rig}: sensors {live} are live devices; label files or bags, not devices")
+        sensors = {sid: src.modality for sid, src in sources.items()}
+        streams = [_until_end(src) for _, src in sorted(sources.items())]
+        merged = heapq.merge(*streams, key=lambda f: (f.timestamp, f.sensor_id, f.index))
+        return cls(rig=rig, sensors=sensors, stream=merged)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for frame in self.stream:
+            self.start = min(self.start, frame.timestamp)
+            self.end = max(self.end, frame.end_time)
+            yield frame
+
+    @property
+    def span_s(self) -> float:
+        return self.end - self.start if self.end >= self.start else 0.0
+
+
+def _until_end(source: Source) -> Iterator[Frame]:
+    source.open()
+    try:
+        while True:
+            try:
+                yield source.read(timeout=None)
+            except EndOfStream:
+                return
+    finally:
+        source.close()
+
+
 def labelled_samples(
-    recording: str | Path,
+    frames: Frames,
     labels: Labels,
     classes: ClassMap,
     *,
@@ -61,7 +118,7 @@ def labelled_samples(
     preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
     fuser_stats: dict[str, Any] | None = None,
 ) -> Iterator[FusedSample]:
-    """The recording's FusedSamples that a label covers, labelled, in tick order.
+    """The FusedSamples of `frames` that a label covers, labelled, in tick order.
 
     `skipped` counts the others by reason; `fuser_stats`, when given, receives the fuser's
     counts at the end. Every label of `labels` must be known to `classes` (checked first).
@@ -71,20 +128,10 @@ def labelled_samples(
         raise ValueError(
             f"{labels.source}: labels {sorted(unknown)} map to none of the classes {classes.classes}"
         )
-    reader = RecordingReader(recording)
-    if not reader.sensors:
-        raise ValueError(f"{recording}: no sensor streams (a recording of fused samples only?)")
-    rig = Path(recording).name or "recording"
-    fuser = Fuser(
-        rig=rig,
-        sensors={sid: info.modality for sid, info in reader.sensors.items()},
-        sync=sync,
-        preprocess=preprocess,
-        lossless=True,
-    )
+    fuser = Fuser(rig=frames.rig, sensors=frames.sensors, sync=sync, preprocess=preprocess, lossless=True)
 
     def ticks() -> Iterator[FusedSample]:
-        for frame in reader.frames():
+        for frame in frames:
             yield from fuser.push([frame])
         yield from fuser.finish()
 
@@ -110,7 +157,7 @@ def scene_record(sample: FusedSample) -> dict[str, Any]:
 
 
 def from_recording(
-    recording: str | Path,
+    recording: str | Path | Frames,
     labels: Labels,
     classes: ClassMap,
     out: str | Path,
@@ -120,7 +167,9 @@ def from_recording(
     sync: SyncConfig | Mapping[str, Any] | None = None,
     preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
 ) -> FromRecordingReport:
-    """Write the labelled samples of `recording` as `out/<split>/part-NNNNN.parquet` shards."""
+    """Write the labelled samples of `recording` (a recording directory, or `Frames` of a rig's
+    sources) as `out/<split>/part-NNNNN.parquet` shards."""
+    frames = recording if isinstance(recording, Frames) else Frames.of_recording(recording)
     folder = Path(out) / split
     if any(folder.glob("part-*.parquet")):
         raise FileExistsError(f"{folder}: already holds shards; write to another --out or --split")
@@ -132,7 +181,7 @@ def from_recording(
     batch: list[FusedSample] = []
     written = shards = 0
     stream = labelled_samples(
-        recording, labels, classes, skipped=skipped, sync=sync, preprocess=preprocess, fuser_stats=stats
+        frames, labels, classes, skipped=skipped, sync=sync, preprocess=preprocess, fuser_stats=stats
     )
     for sample in stream:
         assert sample.label is not None  # labelled_samples labels every sample it yields
@@ -144,19 +193,16 @@ def from_recording(
     if batch:
         _write_shard(folder / f"part-{shards:05d}.parquet", batch)
         written += len(batch)
-    reader = RecordingReader(recording)
-    span = max(i.end for i in reader.sensors.values()) - min(i.start for i in reader.sensors.values())
     report = FromRecordingReport(
         samples=written,
         skipped=skipped,
         per_class={c: per_class[c] for c in classes.classes},
-        recording_s=span,
+        recording_s=frames.span_s,
         seconds=time.perf_counter() - t0,
         input_errors=stats.get("input_errors", {}),
     )
-    _write_manifest(
-        Path(out), split, recording=Path(recording), labels=labels, classes=classes, report=report
-    )
+    source = str(recording) if not isinstance(recording, Frames) else f"rig {frames.rig}"
+    _write_manifest(Path(out), split, recording=source, labels=labels, classes=classes, report=report)
     return report
 
 
@@ -168,13 +214,13 @@ def _write_shard(path: Path, samples: list[FusedSample]) -> None:
 
 
 def _write_manifest(
-    out: Path, split: str, *, recording: Path, labels: Labels, classes: ClassMap, report: FromRecordingReport
+    out: Path, split: str, *, recording: str, labels: Labels, classes: ClassMap, report: FromRecordingReport
 ) -> None:
     path = out / MANIFEST
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     manifest.setdefault("splits", {})[split] = report.samples
     manifest.setdefault("recordings", {})[split] = {
-        "recording": str(recording),
+        "recording": recording,
         "labels": labels.source,
         "classes": classes.classes,
         "class_map": classes.mapping,

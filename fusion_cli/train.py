@@ -28,12 +28,22 @@ def cmd_data_from_recording(args: argparse.Namespace) -> int:
     from fusion.labelled import from_recording
     from fusion.labels import LABELS_FILE, ClassMap, read_labels
 
-    sync, preprocess = None, None
+    sync, preprocess, frames = None, None, None
     if args.config:
         from fusion_cli.sensors import config_rig
 
         rig = config_rig(args.config, args.rig)
         sync, preprocess = rig.sync, rig.preprocess
+        if args.recording is None:  # the rig's own sources: ROS bags, media files, recordings
+            from fusion.labelled import Frames
+            from fusion.rigtools import build_sources
+
+            specs = {sid: (spec.modality, spec.source) for sid, spec in rig.sensors.items()}
+            frames = Frames.of_sources(rig.id, build_sources(specs, rig=rig.id))
+    if args.recording is None and frames is None:
+        raise ValueError("give --recording DIR, or --config with a rig whose sources to read (e.g. ROS bags)")
+    if args.labels is None and args.recording is None:
+        raise ValueError("--labels is needed when the frames come from --config's sources")
     labels_path = args.labels or str(Path(args.recording) / LABELS_FILE)
     if args.classes:
         classes = ClassMap([n.strip() for n in args.classes.split(",")], args.map or "")
@@ -44,7 +54,7 @@ def cmd_data_from_recording(args: argparse.Namespace) -> int:
         labels = read_labels(labels_path)
         classes = ClassMap(sorted(labels.names))
     report = from_recording(
-        args.recording,
+        frames if frames is not None else args.recording,
         labels,
         classes,
         args.out,
@@ -158,7 +168,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "and label each sample by its tick time from a labels CSV (start,end,label[,x,y,z]); the shards "
         "are those of `fusion data generate`. Samples outside every label segment are skipped and counted.",
     )
-    rec.add_argument("--recording", required=True, help="recording directory (fusion record)")
+    rec.add_argument(
+        "--recording",
+        default=None,
+        help="recording directory (fusion record); default: read the sources of --config's rig "
+        "(ROS bags, media files), which then needs --labels",
+    )
     rec.add_argument("--labels", default=None, help="labels CSV (default: labels.csv in the recording)")
     rec.add_argument("--out", required=True, help="output data directory")
     rec.add_argument("--split", default="train", help="split to write (default: train)")
@@ -172,7 +187,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="label=class pairs, comma-separated, for labels not in --classes (e.g. car=vehicle,pedestrian=person)",
     )
-    rec.add_argument("--config", default=None, help="pipeline YAML whose rig's sync and preprocess to use")
+    rec.add_argument(
+        "--config",
+        default=None,
+        help="pipeline YAML whose rig's sync and preprocess (and, without --recording, sources) to use",
+    )
     rec.add_argument("--rig", default=None, help="rig id in --config (default: the first)")
     rec.add_argument("--shard-size", type=int, default=500, help="samples per shard (default: 500)")
     rec.set_defaults(func=cmd_data_from_recording)

@@ -111,3 +111,54 @@ def test_bad_labels_fail_with_one_line_naming_file_and_line(
     assert main(["data", "from-recording", "--recording", str(recording), "--out", str(tmp_path / "x"),
                  "--classes", "none,person,vehicle"]) == 2  # fmt: skip
     assert f"{recording / LABELS_FILE}:2: unknown label" in capsys.readouterr().err
+
+
+def test_a_ros_bag_is_labelled_straight_from_the_rigs_sources(
+    recorded: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Robot logs are bags: the same session recorded as MCAP, read through a rig of rosbag
+    # sources, gives the samples and labels the Arrow recording of it gives.
+    import numpy as np
+    import yaml
+
+    config, recording = recorded
+    bag = tmp_path / "bag"
+    assert main(["record", "--config", str(config), "--format", "mcap", "--out", str(bag)]) == 0
+    rig = yaml.safe_load(RIG_YAML)
+    topics = {"cam0": "/cam0/image_raw", "mic0": "/mic0/audio", "lidar0": "/lidar0/points"}
+    for sid, spec in rig["rigs"][0]["sensors"].items():
+        spec["source"] = {"backend": "rosbag", "path": str(bag), "topic": topics[sid]}
+    bag_config = tmp_path / "bag.yaml"
+    bag_config.write_text(yaml.safe_dump(rig))
+    labels = str(bag / LABELS_FILE)
+    args = [
+        "--out",
+        str(tmp_path / "from-bag"),
+        "--classes",
+        ",".join(THREE),
+        "--map",
+        MAP,
+        "--labels",
+        labels,
+    ]
+    assert main(["data", "from-recording", "--config", str(bag_config), *args]) == 0
+    assert "samples" in capsys.readouterr().out
+    assert from_recording(recording, config, tmp_path / "from-arrow") == 0
+    from_bag = load_split(tmp_path / "from-bag", "train").samples
+    from_arrow = load_split(tmp_path / "from-arrow", "train").samples
+    assert len(from_bag) == len(from_arrow) == round(SECONDS * 10)
+    for b, a in zip(from_bag, from_arrow, strict=True):
+        assert (b.label, b.target_position, sorted(b.segments)) == (
+            a.label,
+            a.target_position,
+            sorted(a.segments),
+        )
+        assert b.timestamp == pytest.approx(a.timestamp, abs=1e-9)  # a ROS stamp holds whole ns
+        for m in a.segments:
+            np.testing.assert_allclose(b.segments[m].values, a.segments[m].values, rtol=1e-6, atol=1e-6)
+    # Live devices never end: refused, naming them.
+    rig["rigs"][0]["sensors"]["cam0"]["source"] = {"backend": "device", "index": 0}
+    bag_config.write_text(yaml.safe_dump(rig))
+    assert main(["data", "from-recording", "--config", str(bag_config), "--out", str(tmp_path / "x"),
+                 "--labels", labels]) == 2  # fmt: skip
+    assert "live devices" in capsys.readouterr().err
