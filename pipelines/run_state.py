@@ -90,3 +90,23 @@ class RunStats:
             "device": info.get("device"),
             "inference_threads": info.get("torch_threads"),
         } | ({"ended": self.ended} if self.ended else {})
+
+
+MOSTLY_MISSING = 0.5  # as the FusionModalityMissing alert (fusion:objective_max_missing_ratio)
+
+
+def starved_modalities(fusers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per rig and modality missing from most of its fused samples, with why: a rig
+    fusing without a sensor must not pass unnoticed (e.g. too many rigs for a node's cores)."""
+    lines = []
+    for rig, stats in sorted(fusers.items()):
+        samples = stats.get("samples", 0)
+        for modality, missing in sorted(stats.get("incomplete", {}).items()):
+            if samples and missing / samples > MOSTLY_MISSING:
+                why = {k: n for k, n in stats.get("sync_dropped", {}).items() if k.startswith(f"{modality}:")}
+                why |= {
+                    k: n for k, n in stats.get("input_errors", {}).items() if k.startswith(f"{modality}:")
+                }
+                shown = ", ".join(f"{k} {n}" for k, n in sorted(why.items())) or "no frames"
+                lines.append(f"rig {rig}: {modality} missing from {missing} of {samples} samples ({shown})")
+    return lines

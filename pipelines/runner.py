@@ -49,7 +49,7 @@ from pipelines.preflight import (
     live_line,
     validate,
 )
-from pipelines.run_state import InferenceHandle, RigHandle, RunStats, SensorHandle
+from pipelines.run_state import InferenceHandle, RigHandle, RunStats, SensorHandle, starved_modalities
 from pipelines.sensor_actor import SensorActor, SensorNotStarted
 
 log = logging.getLogger(__name__)
@@ -414,6 +414,8 @@ class PipelineRunner:
         self.stats.inference_restarts = self.restarts.poll(timeout=5.0)
         summary = self.summary()
         summary["fusers"] = fusers
+        for line in starved_modalities(fusers):
+            log.warning("%s", line)
         self._kill_actors()
         if self._own_ray:
             ray.shutdown()
