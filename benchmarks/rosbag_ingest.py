@@ -23,7 +23,6 @@ Run: `.venv/bin/python benchmarks/rosbag_ingest.py` (about a minute); writes JSO
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -37,44 +36,30 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.sensors import machine_info, pin_to_one_core  # noqa: E402
-from fusion.recording import RecordingReader, RecordingWriter  # noqa: E402
-from fusion.rigtools import build_sources, open_all, record  # noqa: E402
 from fusion.sample import Frame, Modality  # noqa: E402
 from fusion.sensors import EndOfStream, make_source  # noqa: E402
-from fusion.sensors.ros_types import seconds, to_ns  # noqa: E402
-from tests.sensors.rosbag_fixtures import TOPICS, Kind, write_bag  # noqa: E402
+from tests.sensors.rosbag_fixtures import TOPICS, Kind, record_sim, write_bag  # noqa: E402
 
 RIG = {
-    "cam0": (Modality.CAMERA, {"backend": "simulated", "rate_hz": 30, "width": 320, "height": 240}),
-    "mic0": (Modality.MICROPHONE, {"backend": "simulated", "rate_hz": 20, "sample_rate": 16000}),
-    "lidar0": (Modality.LIDAR, {"backend": "simulated", "rate_hz": 10}),
+    "cam0": {
+        "modality": "camera",
+        "source": {"backend": "simulated", "rate_hz": 30, "width": 320, "height": 240},
+    },
+    "mic0": {
+        "modality": "microphone",
+        "source": {"backend": "simulated", "rate_hz": 20, "sample_rate": 16000},
+    },
+    "lidar0": {"modality": "lidar", "source": {"backend": "simulated", "rate_hz": 10}},
 }
 
 
-def recorded_frames(out: Path, seconds_: float) -> dict[str, list[Frame]]:
-    """The rig's frames for `seconds_` of scene time, on whole nanoseconds, as an Arrow recording."""
-    raw = out.with_name("raw")
-    specs = {sid: (m, {**cfg, "duration_s": seconds_}) for sid, (m, cfg) in RIG.items()}
-    sources = build_sources(specs, rig="sim")
-    open_all(sources)
-    record(sources, RecordingWriter(raw), duration_s=None, progress=None)
-    frames: dict[str, list[Frame]] = {}
-    writer = RecordingWriter(out)
-    for frame in RecordingReader(raw).frames():
-        t = seconds(to_ns(frame.timestamp))
-        frame = dataclasses.replace(frame, timestamp=t, wall_time=t)
-        writer.write(frame)
-        frames.setdefault(frame.sensor_id, []).append(frame)
-    writer.close()
-    return frames
-
-
 def source_configs(kind: str, path: Path) -> dict[str, tuple[Modality, dict[str, Any]]]:
+    modalities = {sid: Modality(spec["modality"]) for sid, spec in RIG.items()}
     if kind == "arrow":
-        return {sid: (m, {"backend": "recording", "path": str(path)}) for sid, (m, _) in RIG.items()}
+        return {sid: (m, {"backend": "recording", "path": str(path)}) for sid, m in modalities.items()}
     return {
         sid: (m, {"backend": "rosbag", "path": str(path), "topic": TOPICS[sid]})
-        for sid, (m, _) in RIG.items()
+        for sid, m in modalities.items()
     }
 
 
@@ -118,7 +103,7 @@ def main() -> int:
     cpu = pin_to_one_core(args.cpu)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        frames = recorded_frames(d / "arrow", args.seconds)
+        frames = record_sim(d / "arrow", args.seconds, RIG)
         span = max(f.end_time for fs in frames.values() for f in fs) - min(
             f.timestamp for fs in frames.values() for f in fs
         )

@@ -7,22 +7,7 @@ import math
 import pytest
 
 from fusion.clock import Pacer
-
-
-class FakeClock:
-    """A clock that moves only when slept on (or when a test moves it)."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0, "a pacer never sleeps for nothing"
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.fakes import FakeClock
 
 
 def test_the_first_item_anchors_and_the_rest_keep_their_spacing_at_speed() -> None:

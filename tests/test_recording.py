@@ -23,6 +23,7 @@ from fusion.sample import Frame, FusedSample, Modality, Segment
 from fusion.schema import VERSION_KEY
 from fusion.sensors import EndOfStream, SourceError
 from fusion.sensors.registry import source_class
+from tests.fakes import FakeClock
 
 T0 = 4321.123456789012  # recording clock; not representable in float32
 RATE = 16000
@@ -367,21 +368,6 @@ def test_corrupt_batch_raises_naming_file_and_batch(recording):
 
 
 # --- replay ----------------------------------------------------------------------------------
-
-
-class FakeClock:
-    """A monotonic clock that only moves when slept on (or when a test moves it)."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.mark.parametrize("speed", [1.0, 2.0])

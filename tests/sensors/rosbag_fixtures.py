@@ -50,13 +50,16 @@ class Kind(StrEnum):
     MCAP_FILE = "mcap-file"  # the .mcap file of such a folder on its own
 
 
-def record_sim(out: Path, duration_s: float) -> dict[str, list[Frame]]:
-    """Record the simulated rig, then re-record its frames with timestamps on whole nanoseconds (what a
-    ROS stamp holds) as `out`; returns those frames by sensor."""
+def record_sim(
+    out: Path, duration_s: float, sensors: Mapping[str, Mapping[str, Any]] = SIM_SENSORS
+) -> dict[str, list[Frame]]:
+    """Record a simulated rig (`sensors`: id -> {modality, source}), then re-record its frames
+    with timestamps on whole nanoseconds (what a ROS stamp holds) as `out`; returns those frames
+    by sensor."""
     raw = out.with_name(out.name + "-raw")
     specs = {
         sid: (Modality(s["modality"]), {**s["source"], "duration_s": duration_s})
-        for sid, s in SIM_SENSORS.items()
+        for sid, s in sensors.items()
     }
     sources = build_sources(specs, rig="sim")
     open_all(sources)
