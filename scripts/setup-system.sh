@@ -4,8 +4,9 @@
 #   libportaudio2  sounddevice's live microphone backend
 #   prometheus     the Prometheus server and promtool the monitoring tests start and check
 #   chromium, chromium-driver  headless browser for the demo page tests
+#   iproute2       `ip`, with which tests/cluster builds hosts from network namespaces
 set -euo pipefail
-PACKAGES=(libusb-1.0-0 libportaudio2 prometheus chromium chromium-driver "$@")
+PACKAGES=(libusb-1.0-0 libportaudio2 prometheus chromium chromium-driver iproute2 "$@")
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
