@@ -230,8 +230,16 @@ class Hosts:
         _sh("ip", "-n", name, "addr", "add", f"{ip}/24", "dev", "eth0")
         _sh("ip", "-n", name, "link", "set", "eth0", "up")
         ready = root / "tmp" / ".up"
+        # The host's own /tmp hides the machine's: a checkout or virtualenv that lives under /tmp
+        # (a CI clone, say) is bound back in at its own path, as an NFS home would be mounted.
+        outer = root / "outer-tmp"
+        outer.mkdir(exist_ok=True)
+        keep = " ".join(
+            f"&& mkdir -p {p} && mount --bind {outer / p.relative_to('/tmp')} {p}" for p in self._under_tmp()
+        )
         setup = (
-            f"mount --bind {root / 'tmp'} /tmp && mount -t tmpfs -o size=1g tmpfs /dev/shm"
+            f"mount --bind /tmp {outer} && mount --bind {root / 'tmp'} /tmp {keep}"
+            f" && mount -t tmpfs -o size=1g tmpfs /dev/shm"
             f" && hostname {name} && touch /tmp/.up && exec {sys.executable} -c '{INIT}'"
         )
         init = subprocess.Popen(
@@ -260,9 +268,16 @@ class Hosts:
         while not (ready.exists() and _children(init.pid)):
             if init.poll() is not None or time.monotonic() > deadline:
                 err = init.stderr.read().decode() if init.stderr else ""
-                raise HostsUnavailable(f"host {name} did not come up: {err.strip() or 'timed out'}")
+                # Namespaces work (check() passed): a host that fails to start is a failure, not a skip.
+                raise RuntimeError(f"host {name} did not come up: {err.strip() or 'timed out'}")
             time.sleep(0.05)
         host.init_pid = _children(init.pid)[0]
+
+    def _under_tmp(self) -> list[Path]:
+        """What every host needs from the machine's /tmp: the checkout, the virtualenv, Python."""
+        needed = {self.repo.resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent}
+        under = sorted(p for p in needed if p.is_relative_to("/tmp"))
+        return [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
 
     def close(self) -> None:
         for host in self.hosts:
