@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
+from fusion.clock import Pacer
 from fusion.recording import MANIFEST, RecordingReader, RecordingWriter, Replayer
 from fusion.recording.source import (
     CameraRecordingSource,
@@ -488,3 +489,50 @@ def test_probe_stream_file_refuses_a_samples_file(tmp_path):
         writer.write_sample(FusedSample(seq=0, timestamp=1.0, segments={}))
     with pytest.raises(ValueError, match="holds 'samples' data, expected 'frames'"):
         probe_stream_file(tmp_path / "rec" / "samples.arrow")
+
+
+# --- realtime: a recording as a live device ---------------------------------------------------
+
+
+def realtime_lidar(recording: Path, clock: FakeClock) -> LidarRecordingSource:
+    source = LidarRecordingSource(
+        RecordingSourceConfig(backend="recording", path=str(recording), realtime=True)
+    )
+    source._pacer = Pacer(1.0, clock=clock, sleep=clock.sleep, anchor=(0.0, 0.0))
+    source.open()
+    return source
+
+
+def test_realtime_recording_loops_on_the_wall_clock_restamped(recording, rig):
+    clock = FakeClock(now=1000.25)  # a quarter of the way into a loop of the 1 s recording
+    source = realtime_lidar(recording, clock)
+    assert source.period == pytest.approx(1.0)  # every stream's span plus one of its frame periods
+    got = [(source.read(), clock.now) for _ in range(25)]
+    recorded = [f for f in rig if f.sensor_id == "lidar"]
+    assert got[0][0].timestamp == pytest.approx(1000.3)  # joins at the next frame due
+    for k, (frame, read_at) in enumerate(got):
+        want = recorded[(k + 3) % 10]
+        assert frame.timestamp == pytest.approx(1000.3 + 0.1 * k, abs=1e-6)  # seamless across loops
+        assert frame.wall_time == frame.timestamp == pytest.approx(read_at, abs=1e-6)  # handed over when due
+        assert frame.index == k + 3 + 10 * 1000
+        assert np.array_equal(frame.data, want.data)
+    assert source.stats.frames == 25 and not source.stats.dropped
+
+
+def test_realtime_recording_times_out_then_skips_what_a_device_buffer_lost(recording):
+    clock = FakeClock(now=1000.25)
+    source = realtime_lidar(recording, clock)
+    source.read()
+    with pytest.raises(TimeoutError, match=r"next frame due in 0\.100 s"):
+        source.read(timeout=0.0)
+    assert source.read().timestamp == pytest.approx(1000.4)  # the frame held by the poll
+    clock.now += 3.0  # the reader stalls: the buffer holds the newest second only
+    frame = source.read()
+    assert frame.timestamp >= clock.now - 1.0
+    assert source.stats.dropped["overrun"] == round((frame.timestamp - 1000.5) / 0.1)
+
+
+def test_realtime_recording_needs_two_frames_per_stream(tmp_path, rig):
+    directory = record(tmp_path / "one", [next(f for f in rig if f.sensor_id == "lidar")])
+    with pytest.raises(SourceError, match="needs at least 2 frames per stream"):
+        realtime_lidar(directory, FakeClock())
