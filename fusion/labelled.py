@@ -36,7 +36,7 @@ from fusion.fuser import Fuser, PreprocessConfig
 from fusion.labels import ClassMap, Labels
 from fusion.recording import RecordingReader
 from fusion.sample import Frame, FusedSample, Modality
-from fusion.sensors import EndOfStream, Source
+from fusion.sensors import Source
 from fusion.sensors.source import LiveSource
 from fusion.sync import SyncConfig
 
@@ -97,15 +97,8 @@ class Frames:
 
 
 def _until_end(source: Source) -> Iterator[Frame]:
-    source.open()
-    try:
-        while True:
-            try:
-                yield source.read(timeout=None)
-            except EndOfStream:
-                return
-    finally:
-        source.close()
+    with source:  # opened when the merge first asks, closed at its end
+        yield from source
 
 
 def labelled_samples(

@@ -20,6 +20,7 @@ from ray.exceptions import ActorUnavailableError
 from fusion.flow.messages import Call, CollectCall, InferCall, PushCall, ReadCall, WatchCall
 from fusion.flow.recovery import TooManyRestarts
 from fusion.flow.resources import Demand, shortfalls
+from pipelines.preflight import alive_nodes
 
 if TYPE_CHECKING:
     from pipelines.run_state import SensorHandle
@@ -45,10 +46,6 @@ class NodeWatch:
     def __init__(self) -> None:
         self.started = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
 
-    @staticmethod
-    def alive() -> list[dict[str, float]]:
-        return [dict(n["Resources"]) for n in ray.nodes() if n["Alive"]]
-
     def lost(self) -> list[str]:
         """'10.0.0.2 (node 4f2a...)' for each node of the start that is no longer alive."""
         now = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
@@ -61,7 +58,7 @@ class NodeWatch:
             return
         resources = runner.rig_resources(rig_id)
         need = [Demand(what=f"rig {rig_id}", count=1, bundle=resources, keys={n: n for n in resources})]
-        if resources and shortfalls(need, self.alive()):
+        if resources and shortfalls(need, list(alive_nodes().values())):
             names = ", ".join(sorted(resources))
             raise NodeLost(
                 f"lost {', '.join(lost)}; rig {rig_id}'s actors need {names}, which no live node has",

@@ -84,7 +84,8 @@ def live_line(text: str) -> None:
     print("\r" + text, end="", file=sys.stderr, flush=True)
 
 
-def _alive_nodes() -> dict[str, dict[str, float]]:
+def alive_nodes() -> dict[str, dict[str, float]]:
+    """Node id -> total resources, of every node alive now."""
     return {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}
 
 
@@ -95,7 +96,7 @@ def check_resources(config: PipelineConfig, *, progress: Callable[[str], None] |
     long for nodes to join, showing what is still missing; then fail naming the keys.
     """
     wanted = demands(config)
-    problems = shortfalls(wanted, list(_alive_nodes().values()))
+    problems = shortfalls(wanted, list(alive_nodes().values()))
     wait = config.flow.wait_for_nodes_s
     if problems and wait > 0:
         from ray.autoscaler.sdk import request_resources
@@ -107,7 +108,7 @@ def check_resources(config: PipelineConfig, *, progress: Callable[[str], None] |
             if progress is not None:
                 progress(f"waiting up to {deadline - time.monotonic():.0f} s for nodes: {problems[0]}")
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-            problems = shortfalls(wanted, list(_alive_nodes().values()))
+            problems = shortfalls(wanted, list(alive_nodes().values()))
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -123,7 +124,7 @@ def inference_placement(config: PipelineConfig) -> list[Any]:
     inf = config.inference
     pinned = {name for rig in config.rigs for name in rig.resources}
     bundle = {"CPU": inf.num_cpus, "GPU": gpus_per_actor(config)}
-    nodes = avoid_nodes(_alive_nodes(), pinned, bundle) if pinned and not inf.resources else []
+    nodes = avoid_nodes(alive_nodes(), pinned, bundle) if pinned and not inf.resources else []
     if not nodes:
         return ["SPREAD"] * inf.actors
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

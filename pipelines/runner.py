@@ -382,9 +382,7 @@ class PipelineRunner:
         )
 
     def _print_status(self) -> None:
-        import sys
-
-        print("\r" + self.status_line(), end="", file=sys.stderr, flush=True)
+        live_line(self.status_line())
 
     def _shutdown(self) -> dict[str, Any]:
         for rig in self.rigs:
