@@ -42,6 +42,16 @@ class CameraPreprocessConfig(StrictModel):
     height: Annotated[int, Field(gt=0)] = 64  # model grid rows
     width: Annotated[int, Field(gt=0)] = 64  # model grid columns
     normalize: Annotated[Normalize, Strict(False)] = Normalize.UNIT
+    # Pixels per grid cell along each side (space-to-depth): the image is resized to
+    # (height * patch, width * patch) and each patch x patch block becomes one row of
+    # 3 * patch^2 values. More detail for the same number of byte-array rows: the rows set the
+    # cross-attention's cost, the channels hardly do.
+    patch: Annotated[int, Field(ge=1, le=8)] = 1
+
+    @property
+    def channels(self) -> int:
+        """Values per grid cell: 3 * patch^2 (RGB of each pixel of the patch)."""
+        return 3 * self.patch**2
 
 
 class MicrophonePreprocessConfig(StrictModel):

@@ -31,9 +31,29 @@ DB_CENTER = -40.0
 DB_HALF_RANGE = 60.0
 
 
+def to_patches(image: np.ndarray, patch: int) -> np.ndarray:
+    """[H*p, W*p, c] -> [H*W, p*p*c]: each p x p block as one row, its pixels row-major."""
+    hp, wp, c = image.shape
+    h, w = hp // patch, wp // patch
+    blocks = image.reshape(h, patch, w, patch, c).transpose(0, 2, 1, 3, 4)  # (H, W, p, p, c)
+    return blocks.reshape(h * w, patch * patch * c)
+
+
+def from_patches(values: np.ndarray, grid: tuple[int, int], patch: int) -> np.ndarray:
+    """The inverse of `to_patches`: [H*W, p*p*c] -> [H*p, W*p, c]."""
+    h, w = grid
+    c = values.shape[1] // (patch * patch)
+    blocks = values.reshape(h, w, patch, patch, c).transpose(0, 2, 1, 3, 4)  # (H, p, W, p, c)
+    return blocks.reshape(h * patch, w * patch, c)
+
+
 @register_preprocessor
 class CameraPreprocessor:
-    """RGB frame -> Segment: values [height * width, 3] float32 (row-major pixels), grid (height, width)."""
+    """RGB frame -> Segment: values [height * width, 3 * patch^2] float32, grid (height, width).
+
+    The frame is resized (area average) to (height * patch, width * patch); with patch 1 a row
+    is one pixel, with patch p it is the p x p block of pixels of that cell (`to_patches`).
+    """
 
     modality = Modality.CAMERA
     config_cls = CameraPreprocessConfig
@@ -54,11 +74,12 @@ class CameraPreprocessor:
             raise ValueError(
                 f"camera preprocessor got a {frame.modality.value} frame from {frame.sensor_id!r}"
             )
-        h, w = self.config.height, self.config.width
+        h, w, p = self.config.height, self.config.width, self.config.patch
         image = frame.data  # (h0, w0, 3) uint8 RGB
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)  # (h, w, 3)
-        values = image.reshape(h * w, 3).astype(np.float32) * self._scale + self._shift  # (h*w, 3)
+        if image.shape[:2] != (h * p, w * p):
+            image = cv2.resize(image, (w * p, h * p), interpolation=cv2.INTER_AREA)  # (h*p, w*p, 3)
+        pixels = image.astype(np.float32) * self._scale + self._shift  # (h*p, w*p, 3)
+        values = pixels.reshape(h * w, 3) if p == 1 else to_patches(pixels, p)  # (h*w, 3*p*p)
         return Segment(values=values, grid=(h, w))
 
 

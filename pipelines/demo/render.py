@@ -13,6 +13,7 @@ import numpy as np
 
 from fusion.sample import Segment
 from fusion.sensors.preprocess import IMAGENET_MEAN, IMAGENET_STD, CameraPreprocessConfig, Normalize
+from fusion.sensors.preprocessors import from_patches
 
 VIEW_PX = 320  # side of the camera and bird's-eye views
 CAMERA_HALF_FOV_DEG = 30.0  # drawn on the bird's-eye view as the camera's wedge
@@ -20,9 +21,10 @@ _POINT_MIN = 60  # dimmest drawn LiDAR return (of 255), so faint points stay vis
 
 
 def camera_image(segment: Segment, config: CameraPreprocessConfig) -> np.ndarray:
-    """The camera grid as the model sees it: values [H*W, 3] -> [H, W, 3] uint8 RGB, normalisation undone."""
+    """The camera grid as the model sees it: values [H*W, 3*p*p] -> [H*p, W*p, 3] uint8 RGB, normalisation undone."""
     assert segment.grid is not None and len(segment.grid) == 2, "camera segments are image grids"
-    rgb = segment.values.reshape(*segment.grid, 3)  # (H, W, 3)
+    h, w = segment.grid
+    rgb = from_patches(segment.values, (h, w), config.patch)  # (H*p, W*p, 3)
     if config.normalize is Normalize.IMAGENET:
         rgb = rgb * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
     return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)

@@ -433,6 +433,9 @@ def test_renderings_show_their_data() -> None:
     cam = render.camera_image(segs[Modality.CAMERA], CameraPreprocessConfig())
     assert cam.shape == (64, 64, 3) and cam.dtype == np.uint8 and cam.std() > 50
     assert render.annotate(cam, "car 80%").shape == (320, 320, 3)
+    patched = Segment(values=np.repeat(segs[Modality.CAMERA].values, 4, axis=1), grid=(64, 64))
+    big = render.camera_image(patched, CameraPreprocessConfig(patch=2))  # 2 x 2 pixels per cell
+    assert big.shape == (128, 128, 3) and big.std() > 50
     spec = render.spectrogram_image(segs[Modality.MICROPHONE])
     assert spec.shape == (32, 32, 3) and spec.std() > 20
     empty = render.lidar_bev(None, range_m=50.0)
