@@ -5,9 +5,9 @@ front-facing triangles filled far to near (painter's algorithm) with Lambert sha
 fixed sun, plus the light its lamps emit (headlights, tail lights, a flashing light bar), which
 does not depend on the daylight; motion blur of the object along its image-plane motion during the exposure; fog by
 Koschmieder's law, I = J t + A (1 - t) with transmission t = exp(-3 d / visibility) per pixel
-depth d; then sensor gain, shot and read noise, and 8-bit quantization. At night the camera
-raises its gain, so a dark scene comes out dim and noisy: the object's contrast sinks into the
-noise, which is what makes the camera unreliable there.
+depth d; then the sensor's analog gain with shot and read noise, and 8-bit quantization. At night
+the camera raises its gain, so a dark scene comes out dim and grainy: the object's contrast
+competes with amplified shot noise, which is what makes the camera less reliable there.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _ROAD = np.array([105.0, 104.0, 100.0])
 _SHIFT = 4  # OpenCV fixed-point bits: vertices at 1/16 pixel
 _READ_NOISE = 2.5  # DN
 _SHOT_NOISE = 0.3  # DN of variance per DN of signal
+_MAX_GAIN = 64.0  # 36 dB of analog gain, as low-light automotive sensors have
 
 
 def focal_px(width: int) -> float:
@@ -165,10 +166,12 @@ def render_camera(
         a = alpha[..., None]
         win = scene[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1]]  # a view: composited in place
         win[...] = win * (1 - a) + (obj * np.float32(light) + lamps) * t_obj + a * (airlight * (1 - t_obj))
-    # The sensor: shot noise (variance proportional to the signal) and read noise, then an
-    # 8-bit ADC; auto exposure then applies a digital gain towards mid-grey, up to 16x. At
-    # night the raw signal spans a few ADC steps, so the gain brings up mostly noise.
-    sd = np.sqrt(_READ_NOISE**2 + _SHOT_NOISE * scene)
-    raw = np.rint(scene + rng.standard_normal(scene.shape, dtype=np.float32) * sd)
-    gain = min(16.0, 0.9 / max(light, 1e-3)) if cond.night else 1.0 / max(light, 0.8)
-    return np.clip(raw * np.float32(gain), 0, 255).astype(np.uint8)
+    # The sensor: auto exposure sets an analog gain towards mid-grey, up to 64x, applied to the
+    # pixel's charge before the read-out and the 8-bit ADC (as CMOS sensors do). Shot noise
+    # (variance proportional to the collected signal) is amplified with the signal; read noise
+    # comes after the gain. At night few photons arrive, so the picture is dark and grainy, yet
+    # a lit body still shows through the grain, as in street-lit night footage.
+    gain = np.float32(min(_MAX_GAIN, 0.9 / max(light, 1e-3)) if cond.night else 1.0 / max(light, 0.8))
+    sd = np.sqrt(_READ_NOISE**2 + gain * gain * _SHOT_NOISE * scene)
+    raw = scene * gain + rng.standard_normal(scene.shape, dtype=np.float32) * sd
+    return np.clip(np.rint(raw), 0, 255).astype(np.uint8)
