@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -69,7 +69,9 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(default=0.05, ge=0)
     betas: list[float] = Field(default=[0.9, 0.999], min_length=2, max_length=2)  # AdamW's
     grad_clip: float | None = Field(default=1.0, gt=0)
-    modality_dropout: float = Field(default=0.3, ge=0, lt=1)  # per modality and sample, keeping one
+    modality_dropout: float = Field(default=0.3, ge=0, lt=1)  # probability, as the schedule reads it
+    # independent: per modality and sample (one kept); subsets: per sample, a uniform proper subset
+    modality_dropout_schedule: Literal["independent", "subsets"] = "independent"
     position_weight: float = Field(default=0.1, ge=0)  # weight of the position loss
     huber_delta_m: float = Field(default=1.0, gt=0)
     checkpoint_every: int = Field(default=500, ge=1)
@@ -102,7 +104,10 @@ def model_config(config: TrainConfig) -> ModelConfig:
         base = load_config(ModelConfig, config.model)
     else:
         base = preset_config(config.model)
-    update: dict[str, Any] = {"modality_dropout": config.modality_dropout}
+    update: dict[str, Any] = {
+        "modality_dropout": config.modality_dropout,
+        "modality_dropout_schedule": config.modality_dropout_schedule,
+    }
     if config.classes is not None:
         update |= {"num_classes": len(config.classes), "class_names": list(config.classes)}
     return base.model_copy(update=update)

@@ -6,7 +6,7 @@ Defaults are the paper's choices; every departure is a named field.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, Strict, model_validator
 
@@ -81,7 +81,13 @@ class ModelConfig(StrictModel):
     num_classes: int = Field(ge=1)
     class_names: list[str] | None = None
     position_dims: int = Field(default=0, ge=0)  # 0 = no position-regression head
-    modality_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # per modality, training only
+    modality_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # training only; see the schedule
+    # How `modality_dropout` = p drops modalities while training:
+    #   independent: each present modality of a sample is dropped with probability p (one kept);
+    #   subsets: with probability p a sample keeps a uniformly drawn non-empty proper subset of
+    #     its present modalities, else all: every single sensor and every pair is trained as
+    #     often as any other (at p = 0.75 with three sensors, each of the 7 subsets 1/8, all 1/4).
+    modality_dropout_schedule: Literal["independent", "subsets"] = "independent"
     # Project the constant part of the byte array (grid Fourier features, padding) once and
     # reuse K/V across weight-shared cross-attends. Exact; off only to measure the plain path.
     kv_fast_path: bool = True

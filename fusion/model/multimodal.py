@@ -158,6 +158,7 @@ class MultimodalAdapter(nn.Module):
         super().__init__()
         self.width = config.input_width
         self.modality_dropout = config.modality_dropout
+        self.dropout_schedule = config.modality_dropout_schedule
         self.encoders = nn.ModuleDict(
             {m.value: ModalityEncoder(m, config.inputs[m], width=self.width) for m in config.modalities}
         )
@@ -204,18 +205,38 @@ class MultimodalAdapter(nn.Module):
             ],
             dim=1,
         )  # (B, n_mod)
-        keep = present & (torch.rand(present.shape, device=device) >= self.modality_dropout)
-        # A sample that lost everything keeps one of its present modalities at random.
-        lost = ~keep.any(dim=1)
-        if lost.any():
-            choice = torch.multinomial(present[lost].float(), 1).squeeze(1)
-            keep[lost.nonzero().squeeze(1), choice] = True
+        if self.dropout_schedule == "subsets":
+            keep = self._draw_subsets(present)
+        else:
+            keep = present & (torch.rand(present.shape, device=device) >= self.modality_dropout)
+            # A sample that lost everything keeps one of its present modalities at random.
+            lost = ~keep.any(dim=1)
+            if lost.any():
+                choice = torch.multinomial(present[lost].float(), 1).squeeze(1)
+                keep[lost.nonzero().squeeze(1), choice] = True
         out = []
         for i, (m, ch) in enumerate(zip(masks, chunks, strict=True)):
             rows = ch.varying.shape[1]
             base = torch.ones(batch, rows, dtype=torch.bool, device=device) if m is None else m
             out.append(base & keep[:, i : i + 1])
         return out
+
+    def _draw_subsets(self, present: torch.Tensor) -> torch.Tensor:
+        """[B, n] present -> [B, n] kept: with probability p a uniform non-empty proper subset of
+        each sample's present modalities (rejection sampling over fair coin flips), else all."""
+        keep = present.clone()
+        subset = (torch.rand(present.shape[0], device=present.device) < self.modality_dropout) & (
+            present.sum(dim=1) > 1
+        )
+        todo = subset
+        while todo.any():
+            draw = present[todo] & (torch.rand(present[todo].shape, device=present.device) < 0.5)
+            ok = draw.any(dim=1) & (draw != present[todo]).any(dim=1)
+            rows = todo.nonzero().squeeze(1)
+            keep[rows[ok]] = draw[ok]
+            todo = todo.clone()
+            todo[rows[ok]] = False
+        return keep
 
     def _check(self, inputs: Mapping[Modality | str, ModalityInput]) -> int:
         """Validate every modality's tensors; return the batch size."""

@@ -85,3 +85,22 @@ def test_segment_rejects_inconsistent_shapes():
         Segment(values=np.zeros((9, 3), np.float32))
     with pytest.raises(ValueError, match="positions must be"):
         Segment(values=np.zeros((9, 3), np.float32), positions=np.zeros((8, 3), np.float32))
+
+
+def test_subset_schedule_trains_every_proper_subset_alike():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(modality_dropout=0.75, modality_dropout_schedule="subsets"))
+    batch = collate([_segments(6, i) for i in range(2000)])
+    model.train()
+    mask = model.adapter(batch).mask
+    assert mask is not None
+    spans = {"camera": slice(0, 64), "lidar": slice(64, 70), "microphone": slice(70, 94)}
+    present = torch.stack([mask[:, s].any(1) for s in spans.values()], 1)  # (B, 3)
+    for s in spans.values():  # whole modalities only
+        assert torch.equal(mask[:, s].all(1), mask[:, s].any(1))
+    codes = (present.long() * torch.tensor([1, 2, 4])).sum(1)
+    share = torch.bincount(codes, minlength=8).float() / len(codes)
+    assert share[0] == 0  # never nothing
+    assert abs(share[7] - 0.25) < 0.04  # all three kept in 1 - p
+    for code in range(1, 7):  # each single sensor and each pair: p / 6
+        assert abs(share[code] - 0.125) < 0.03, (code, share.tolist())
