@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from tqdm import tqdm
 
 from fusion.config import ModalityKey, StrictModel
@@ -82,6 +82,9 @@ class SensorsConfig(StrictModel):
 class SplitConfig(StrictModel):
     seed: int  # the world's seed for this split: splits never share an episode
     samples: int = Field(ge=1)
+    # WorldConfig fields this split changes from `data.world`, e.g. a shifted world for
+    # evaluation: {night_probability: 0.5, fog_probability: 0.35, rain_probability: 0.35}.
+    world: dict[str, Any] = Field(default_factory=dict)
 
 
 class DataConfig(StrictModel):
@@ -102,6 +105,15 @@ class DataConfig(StrictModel):
         if len(set(seeds)) != len(seeds):
             shown = ", ".join(f"{k}={s.seed}" for k, s in self.splits.items())
             raise ValueError(f"splits must use different seeds, got {shown}")
+        for name, split in self.splits.items():
+            if "seed" in split.world:
+                raise ValueError(f"splits.{name}.world.seed: the split's own `seed` sets it")
+            try:
+                split_world(self, name)
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = "".join(f".{p}" for p in first["loc"])
+                raise ValueError(f"splits.{name}.world{where}: {first['msg']}") from None
         if self.world.seed != 0:
             raise ValueError(
                 f"world.seed ({self.world.seed}): give each split its own seed (splits.<name>.seed) instead"
@@ -132,13 +144,21 @@ def scene_type() -> pa.StructType:
     )
 
 
+def split_world(config: DataConfig, split: str) -> WorldConfig:
+    """The world of one split: `data.world` with the split's overrides and its seed."""
+    spec = config.splits[split]
+    return WorldConfig.model_validate(config.world.model_dump() | spec.world | {"seed": spec.seed})
+
+
 class ExampleRenderer:
     """Renders example i of one split: frames from the world, Segments from the preprocessors."""
 
-    def __init__(self, config: DataConfig, *, seed: int) -> None:
+    def __init__(self, config: DataConfig, *, seed: int, world: WorldConfig | None = None) -> None:
+        """`world`: the split's world (`split_world`); default `config.world` with `seed`."""
         self.config = config
         self.seed = seed
-        self.world = World(config.world.model_copy(update={"seed": seed}))
+        self.world_config = world or config.world.model_copy(update={"seed": seed})
+        self.world = World(self.world_config)
         sensors = config.sensors
         self.rays = lidar_rays(sensors.lidar.beams, sensors.lidar.azimuth_steps)
         self.audio = AudioSynth(self.world, sample_rate=sensors.microphone.sample_rate)
@@ -150,7 +170,7 @@ class ExampleRenderer:
 
     def instant(self, index: int) -> float:
         """The scene time of example `index`: inside episode `index`, after a full audio window."""
-        episode_s, window = self.config.world.episode_s, self.config.sensors.microphone.window_s
+        episode_s, window = self.world_config.episode_s, self.config.sensors.microphone.window_s
         u = np.random.default_rng([self.seed, _INSTANT_STREAM, index]).random()
         return index * episode_s + window + u * (episode_s - window) * (1 - 1e-6)
 
@@ -158,7 +178,7 @@ class ExampleRenderer:
         """The three sensors' frames for example `index` at time `t`, and its scene record."""
         sensors, world = self.config.sensors, self.world
         state = world.state(t)
-        height = self.config.world.sensor_height_m
+        height = self.world_config.sensor_height_m
         cam = sensors.camera
         image = render_camera(
             state,
@@ -261,7 +281,8 @@ def _render_shard(job: tuple[DataConfig, _Shard, str]) -> tuple[_Shard, int, flo
     seed = config.splits[shard.split].seed
     renderer = _RENDERERS.get((shard.split, seed))
     if renderer is None:
-        renderer = _RENDERERS[(shard.split, seed)] = ExampleRenderer(config, seed=seed)
+        world = split_world(config, shard.split)
+        renderer = _RENDERERS[(shard.split, seed)] = ExampleRenderer(config, seed=seed, world=world)
     renderer.errors = {}
     t0 = time.perf_counter()
     rendered = [renderer.render(i) for i in range(shard.start, shard.stop)]

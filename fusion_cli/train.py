@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -112,17 +114,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from fusion.checkpoint import checkpoint_version, load_checkpoint
     from fusion.data import load_split
-    from fusion.evaluate import evaluate, write_report
+    from fusion.eval_report import write_report
+    from fusion.evaluate import evaluate
 
     model = load_checkpoint(args.checkpoint)
-    data = load_split(args.data, args.split, limit=args.limit)
-    report = evaluate(model, data, batch_size=args.batch_size, progress=not args.quiet)
-    for r in report.results:
-        print(
-            f"{r.subset:28s} accuracy {100 * r.accuracy:5.1f}%  macro-F1 {r.macro_f1:.3f}  "
-            f"position median {r.position_median_m:.2f} m  p90 {r.position_p90_m:.2f} m"
-        )
-    for claim, ok in report.targets():
+    reports = {}
+    for split in (args.split, args.shifted):
+        if split is None:
+            continue
+        data = load_split(args.data, split, limit=args.limit)
+        reports[split] = report = evaluate(model, data, batch_size=args.batch_size, progress=not args.quiet)
+        for r in report.results:
+            print(
+                f"{split:8s} {r.subset:28s} accuracy {100 * r.accuracy:5.1f}%  macro-F1 {r.macro_f1:.3f}  "
+                f"position median {r.position_median_m:.2f} m  p90 {r.position_p90_m:.2f} m"
+            )
+    report, shifted = reports[args.split], reports.get(args.shifted)
+    for claim, ok in report.targets(shifted=shifted):
         print(f"{'PASS' if ok else 'FAIL'}: {claim}")
     if args.report:
         md = Path(args.report)
@@ -135,10 +143,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             checkpoint=checkpoint_version(args.checkpoint),
             data=f"{args.data} ({args.split})",
             image_prefix=md.stem,
+            shifted=shifted,
+            shifted_data=f"{args.data} ({args.shifted})",
         )
         print(f"report: {md}")
     if args.json:
-        Path(args.json).write_text(report.to_json())
+        body = asdict(report) | ({"shifted": asdict(shifted)} if shifted else {})
+        Path(args.json).write_text(json.dumps(body, indent=1))
     return 0
 
 
@@ -235,6 +246,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
     ev.add_argument("--data", required=True, help="a directory written by `fusion data generate`")
     ev.add_argument("--split", default="test", help="which split (default: test)")
+    ev.add_argument(
+        "--shifted",
+        default=None,
+        metavar="SPLIT",
+        help="also evaluate this split, rendered in a shifted world (e.g. shifted), and report both",
+    )
     ev.add_argument("--limit", type=int, default=None, help="only the first N samples")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--report", default=None, help="write a Markdown report here (plots beside it in img/)")

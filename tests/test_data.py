@@ -112,3 +112,28 @@ def test_bad_data_configs_name_the_problem(tmp_path):
         ExampleRenderer(small_config(preprocess={"camera": {"hieght": 3}}), seed=1)
     with pytest.raises(FileNotFoundError, match="no shards of split 'val'"):
         load_split(tmp_path, "val")
+
+
+def test_a_split_can_render_a_shifted_world(tmp_path):
+    splits = {
+        "train": {"seed": 11, "samples": 6},
+        "shifted": {
+            "seed": 13,
+            "samples": 6,
+            "world": {"night_probability": 1.0, "fog_probability": 1.0, "rain_probability": 0.0},
+        },
+    }
+    generate(small_config(splits=splits), tmp_path, workers=1, progress=False)
+    shifted, train = load_split(tmp_path, "shifted").scene, load_split(tmp_path, "train").scene
+    assert all(shifted["night"]) and set(shifted["weather"]) == {"fog"}
+    assert not all(train["night"])  # the base world is untouched
+    assert read_manifest(tmp_path)["config"]["splits"]["shifted"]["world"]["night_probability"] == 1.0
+
+
+def test_a_bad_split_world_names_its_key_path():
+    bad = {"train": {"seed": 1, "samples": 2, "world": {"night_probabilty": 0.5}}}
+    with pytest.raises(ConfigError, match=r"splits.train.world.night_probabilty: Extra inputs"):
+        small_config(splits=bad)
+    bad = {"train": {"seed": 1, "samples": 2, "world": {"fog_probability": 0.7, "rain_probability": 0.7}}}
+    with pytest.raises(ConfigError, match=r"splits.train.world.*fog_probability \+ rain_probability"):
+        small_config(splits=bad)
