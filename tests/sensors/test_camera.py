@@ -28,7 +28,7 @@ from fusion.sensors.opencv import (
     probe_video,
 )
 from fusion.sensors.preprocess import CameraPreprocessConfig, Normalize
-from fusion.sensors.preprocessors import CameraPreprocessor
+from fusion.sensors.preprocessors import CameraPreprocessor, from_patches
 
 FPS = 10.0
 N_FRAMES = 12
@@ -333,6 +333,18 @@ def camera_frame(image: np.ndarray) -> Frame:
     return Frame(modality=Modality.CAMERA, sensor_id="cam", timestamp=0.0, wall_time=0.0, data=image)
 
 
+def test_patch_preprocessor_packs_each_block_of_pixels_into_one_row() -> None:
+    image = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    seg = CameraPreprocessor(CameraPreprocessConfig(height=60, width=80, patch=2))(camera_frame(image))
+    assert seg.grid == (60, 80) and seg.values.shape == (60 * 80, 12)
+    full = cv2.resize(image, (160, 120), interpolation=cv2.INTER_AREA) / 255  # (120, 160, 3)
+    # Row r*80 + c holds pixels (2r..2r+1, 2c..2c+1), row-major, RGB each.
+    r, c = 17, 41
+    expected = full[2 * r : 2 * r + 2, 2 * c : 2 * c + 2].reshape(-1)
+    np.testing.assert_allclose(seg.values[r * 80 + c], expected, atol=1 / 255)
+    np.testing.assert_allclose(from_patches(seg.values, (60, 80), 2), full, atol=1 / 255)
+
+
 def test_preprocessor_matches_cv2_resize() -> None:
     image = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     seg = CameraPreprocessor()(camera_frame(image))
@@ -351,10 +363,14 @@ def test_preprocessor_imagenet_normalization_and_grid_from_config() -> None:
     assert seg.grid == (8, 16) and seg.values.shape == (128, 3)
 
 
-def test_preprocessor_default_grid_is_the_models() -> None:
-    model = yaml.safe_load((REPO / "configs/model/sensor-small.yaml").read_text())
-    cfg = CameraPreprocessConfig()
-    assert [cfg.height, cfg.width] == model["inputs"]["camera"]["example_shape"]
+def test_the_training_preprocess_makes_what_the_model_takes() -> None:
+    model = yaml.safe_load((REPO / "configs/model/sensor-small.yaml").read_text())["inputs"]["camera"]
+    train = yaml.safe_load((REPO / "configs/train/sensor-small.yaml").read_text())
+    cfg = CameraPreprocessConfig(**train["data"]["preprocess"]["camera"])
+    seg = CameraPreprocessor(cfg)(camera_frame(np.zeros((240, 320, 3), np.uint8)))
+    assert (
+        list(seg.grid) == model["example_shape"] and seg.values.shape[1] == model["channels"] == cfg.channels
+    )
 
 
 def test_preprocessor_rejects_other_modalities() -> None:
