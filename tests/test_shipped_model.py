@@ -8,6 +8,7 @@ import yaml
 from fusion.checkpoint import load_checkpoint, preprocess_mismatches, shipped_checkpoint, trained_preprocess
 from fusion.data import ExampleRenderer
 from fusion.evaluate import predict
+from fusion.sample import Modality
 from fusion.train import load_train_config
 
 SHIPPED = shipped_checkpoint("sensor-small")
@@ -50,7 +51,10 @@ def test_the_shipped_model_classifies_scenes_it_never_saw():
     labels = np.array([s.label for s in samples])
     assert len(set(labels)) >= 5  # a mix of classes, not one easy one
     accuracy = float(np.mean(pred == labels))
-    assert accuracy >= 0.85, (accuracy, list(zip(labels, pred, strict=True)))
+    assert accuracy >= 0.9, (accuracy, list(zip(labels, pred, strict=True)))
     objects = [i for i, s in enumerate(samples) if s.target_position is not None]
     error = np.linalg.norm(pos[objects] - np.array([samples[i].target_position for i in objects]), axis=1)
-    assert np.median(error) < 2.0  # metres
+    assert np.median(error) < 1.0  # metres (0.45 on the 3,000-sample test split)
+    # The camera classifies on its own (81 % on the test split; the model before it: 57 %).
+    camera, _ = predict(load_checkpoint(SHIPPED), samples, modalities=(Modality.CAMERA,))
+    assert float(np.mean(camera == labels)) >= 0.65, list(zip(labels, camera, strict=True))

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
+import yaml
 
 from fusion.sample import Prediction
 from fusion.sinks import CallbackSink
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineRunner
+
+TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs/train/sensor-small.yaml"
 
 SIM_RIG: dict[str, Any] = {
     "id": "sim",
@@ -26,12 +30,8 @@ SIM_RIG: dict[str, Any] = {
             "source": {"backend": "simulated", "rate_hz": 10, "azimuth_steps": 360},
         },
     },
-    # As the shipped sensor-small checkpoint was trained (configs/train/sensor-small.yaml).
-    "preprocess": {
-        "camera": {"height": 64, "width": 64, "normalize": "imagenet"},
-        "microphone": {"sample_rate": 16000},
-        "lidar": {"range_m": 50.0, "max_points": 1024},
-    },
+    # As the shipped sensor-small checkpoint was trained: read from its training config.
+    "preprocess": yaml.safe_load(TRAIN_CONFIG.read_text())["data"]["preprocess"],
 }
 
 

@@ -146,7 +146,8 @@ def test_loaded_config_is_typed_all_the_way_down():
     assert [m.value for m in rig.sync.modalities] == ["camera", "microphone", "lidar"]  # from sensors
     assert rig.sync.wait_for_slop is False
     assert isinstance(rig.preprocess, PreprocessConfig)
-    assert rig.preprocess.camera is not None and rig.preprocess.camera.height == 64
+    assert rig.preprocess.camera is not None and rig.preprocess.camera.height == 60
+    assert rig.preprocess.camera.patch == 2
     source = rig.sensors["lidar0"].source
     assert isinstance(source, SourceConfig) and type(source).__name__ == "SimLidarConfig"
     with pytest.raises(ValueError, match="frozen"):
