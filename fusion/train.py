@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from fusion.config import ConfigError, StrictModel, load_config
 from fusion.data import DataConfig, load_split
 from fusion.finetune import InitReport, init_from_checkpoint
 from fusion.model import ModelConfig, Perceiver, build_model, collate, preset_config
+from fusion.model.config import DropoutSchedule
 from fusion.sample import FusedSample
 from fusion.train_state import STEP_KEY, atomic_write, latest_checkpoint, load_state, save_state
 
@@ -71,7 +72,7 @@ class TrainConfig(StrictModel):
     grad_clip: float | None = Field(default=1.0, gt=0)
     modality_dropout: float = Field(default=0.3, ge=0, lt=1)  # probability, as the schedule reads it
     # independent: per modality and sample (one kept); subsets: per sample, a uniform proper subset
-    modality_dropout_schedule: Literal["independent", "subsets"] = "independent"
+    modality_dropout_schedule: DropoutSchedule = "independent"
     position_weight: float = Field(default=0.1, ge=0)  # weight of the position loss
     huber_delta_m: float = Field(default=1.0, gt=0)
     checkpoint_every: int = Field(default=500, ge=1)

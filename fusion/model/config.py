@@ -14,6 +14,8 @@ from fusion.config import ModalityKey, StrictModel
 from fusion.model.position_encoding import num_fourier_channels
 from fusion.sample import MODALITY_ORDER, Modality
 
+DropoutSchedule = Literal["independent", "subsets"]  # see ModelConfig.modality_dropout_schedule
+
 
 class PositionKind(StrEnum):
     """How a modality's rows are placed: on a fixed grid, or at explicit per-sample points."""
@@ -87,7 +89,7 @@ class ModelConfig(StrictModel):
     #   subsets: with probability p a sample keeps a uniformly drawn non-empty proper subset of
     #     its present modalities, else all: every single sensor and every pair is trained as
     #     often as any other (at p = 0.75 with three sensors, each of the 7 subsets 1/8, all 1/4).
-    modality_dropout_schedule: Literal["independent", "subsets"] = "independent"
+    modality_dropout_schedule: DropoutSchedule = "independent"
     # Project the constant part of the byte array (grid Fourier features, padding) once and
     # reuse K/V across weight-shared cross-attends. Exact; off only to measure the plain path.
     kv_fast_path: bool = True

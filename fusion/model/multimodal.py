@@ -225,17 +225,14 @@ class MultimodalAdapter(nn.Module):
         """[B, n] present -> [B, n] kept: with probability p a uniform non-empty proper subset of
         each sample's present modalities (rejection sampling over fair coin flips), else all."""
         keep = present.clone()
-        subset = (torch.rand(present.shape[0], device=present.device) < self.modality_dropout) & (
-            present.sum(dim=1) > 1
-        )
-        todo = subset
-        while todo.any():
-            draw = present[todo] & (torch.rand(present[todo].shape, device=present.device) < 0.5)
-            ok = draw.any(dim=1) & (draw != present[todo]).any(dim=1)
-            rows = todo.nonzero().squeeze(1)
+        chosen = torch.rand(present.shape[0], device=present.device) < self.modality_dropout
+        rows = (chosen & (present.sum(dim=1) > 1)).nonzero().squeeze(1)  # samples still to draw
+        while len(rows):
+            want = present[rows]
+            draw = want & (torch.rand(want.shape, device=present.device) < 0.5)
+            ok = draw.any(dim=1) & (draw != want).any(dim=1)
             keep[rows[ok]] = draw[ok]
-            todo = todo.clone()
-            todo[rows[ok]] = False
+            rows = rows[~ok]
         return keep
 
     def _check(self, inputs: Mapping[Modality | str, ModalityInput]) -> int:

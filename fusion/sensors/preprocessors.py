@@ -79,7 +79,7 @@ class CameraPreprocessor:
         if image.shape[:2] != (h * p, w * p):
             image = cv2.resize(image, (w * p, h * p), interpolation=cv2.INTER_AREA)  # (h*p, w*p, 3)
         pixels = image.astype(np.float32) * self._scale + self._shift  # (h*p, w*p, 3)
-        values = pixels.reshape(h * w, 3) if p == 1 else to_patches(pixels, p)  # (h*w, 3*p*p)
+        values = to_patches(pixels, p)  # (h*w, 3*p*p); with p = 1 a reshape
         return Segment(values=values, grid=(h, w))
 
 

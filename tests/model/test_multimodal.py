@@ -60,20 +60,25 @@ def test_mixed_grids_fall_back_to_explicit_positions():
         torch.testing.assert_close(batched[i : i + 1], _logits(model, collate([s])), atol=1e-5, rtol=1e-5)
 
 
+def _kept_in_training(model, batch) -> torch.Tensor:
+    """[B, 3] which of camera, LiDAR, microphone each sample kept under training-time dropout;
+    asserts that a modality is dropped whole, never in part."""
+    model.train()
+    mask = model.adapter(batch).mask
+    assert mask is not None
+    spans = (slice(0, 64), slice(64, 70), slice(70, 94))  # camera, lidar, microphone rows
+    for s in spans:
+        assert torch.equal(mask[:, s].all(1), mask[:, s].any(1))
+    return torch.stack([mask[:, s].any(1) for s in spans], 1)
+
+
 def test_modality_dropout_only_in_training_and_never_drops_everything():
     torch.manual_seed(0)
     model = build_model(tiny_config(modality_dropout=0.7))
     batch = collate([_segments(6, i) for i in range(64)])
-    model.train()
-    mask = model.adapter(batch).mask
-    assert mask is not None
-    spans = {"camera": slice(0, 64), "lidar": slice(64, 70), "microphone": slice(70, 94)}
-    present = torch.stack([mask[:, s].any(1) for s in spans.values()], 1)  # (B, 3)
+    present = _kept_in_training(model, batch)
     assert present.any(1).all()  # every sample keeps at least one modality
     assert 0.15 < 1 - present.float().mean() < 0.75  # a good share is dropped
-    for s in spans.values():  # a modality is dropped whole, never in part
-        rows = mask[:, s]
-        assert torch.equal(rows.all(1), rows.any(1))
     model.eval()
     assert model.adapter(batch).mask is None
 
@@ -90,14 +95,7 @@ def test_segment_rejects_inconsistent_shapes():
 def test_subset_schedule_trains_every_proper_subset_alike():
     torch.manual_seed(0)
     model = build_model(tiny_config(modality_dropout=0.75, modality_dropout_schedule="subsets"))
-    batch = collate([_segments(6, i) for i in range(2000)])
-    model.train()
-    mask = model.adapter(batch).mask
-    assert mask is not None
-    spans = {"camera": slice(0, 64), "lidar": slice(64, 70), "microphone": slice(70, 94)}
-    present = torch.stack([mask[:, s].any(1) for s in spans.values()], 1)  # (B, 3)
-    for s in spans.values():  # whole modalities only
-        assert torch.equal(mask[:, s].all(1), mask[:, s].any(1))
+    present = _kept_in_training(model, collate([_segments(6, i) for i in range(2000)]))
     codes = (present.long() * torch.tensor([1, 2, 4])).sum(1)
     share = torch.bincount(codes, minlength=8).float() / len(codes)
     assert share[0] == 0  # never nothing
