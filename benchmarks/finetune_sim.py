@@ -121,9 +121,9 @@ def score(pred: np.ndarray, pos: np.ndarray, data) -> dict[str, float]:
 
 
 def evaluate(work: Path) -> dict[str, dict[str, float]]:
-    from fusion.checkpoint import load_checkpoint
-    from fusion.data import load_split
-    from fusion.labels import ClassMap
+    from fusion.training.checkpoint import load_checkpoint
+    from fusion.training.data import load_split
+    from fusion.training.labels import ClassMap
 
     torch.set_num_threads(1)
     data = load_split(work / "data", "test")

@@ -41,7 +41,7 @@ from fusion.inference import InferenceEngine, Prediction
 from fusion.model import load_preset
 from fusion.sample import FusedSample, Modality
 from fusion.sensors import EndOfStream, make_source
-from fusion.sinks import CallbackSink
+from fusion.sinks.base import CallbackSink
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineRunner
 

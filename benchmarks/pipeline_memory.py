@@ -60,7 +60,7 @@ import ray
 import yaml
 
 from fusion.sample import Prediction
-from fusion.sinks import Sink
+from fusion.sinks.base import Sink
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineRunner
 

@@ -58,7 +58,7 @@ from fusion.sensors import EndOfStream, Source, make_source
 from fusion.sensors.audio import MicrophoneFileConfig, MicrophoneFileSource
 from fusion.sensors.opencv import CameraFileConfig, CameraFileSource
 from fusion.sensors.pointclouds import KittiConfig, KittiSource
-from fusion.sensors.preprocess import (
+from fusion.sensors.preprocess_config import (
     CameraPreprocessConfig,
     LidarPreprocessConfig,
     MicrophonePreprocessConfig,

@@ -2,7 +2,7 @@
 
 `fuse` turns one tick's frames into a FusedSample; it is the only way frames become a sample,
 called by the `Fuser` (the plain class inside the pipeline's FuserActor) and by training-data
-generation (`fusion.data`), so a model is trained on exactly what the pipeline feeds it. A frame
+generation (`fusion.training.data`), so a model is trained on exactly what the pipeline feeds it. A frame
 whose preprocessing fails (a LiDAR sweep with no point in range, audio at the wrong rate) makes
 that modality missing for its tick, counted under `input_errors[(modality, reason)]`, and the
 sample goes on without it.
@@ -21,7 +21,7 @@ import numpy as np
 from fusion.config import StrictModel, parse_config
 from fusion.sample import Frame, FusedSample, Modality, Segment
 from fusion.sensors import make_preprocessor
-from fusion.sensors.preprocess import (
+from fusion.sensors.preprocess_config import (
     CameraPreprocessConfig,
     LidarPreprocessConfig,
     MicrophonePreprocessConfig,

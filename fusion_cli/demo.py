@@ -71,7 +71,7 @@ def _serve_and_run(
 ) -> int:
     import ray
 
-    from fusion.sinks import CallbackSink
+    from fusion.sinks.base import CallbackSink
     from pipelines.cluster import start_ray
     from pipelines.demo.server import DemoServer
     from pipelines.demo.sources import resolve_sources

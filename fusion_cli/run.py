@@ -17,7 +17,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     config = load_pipeline_config(args.config)  # every key, before Ray is even imported
 
     from fusion.config import StartError
-    from fusion.sinks import open_sink
+    from fusion.sinks.base import open_sink
     from pipelines.runner import PipelineRunner, PipelineStartError
 
     updates = {}

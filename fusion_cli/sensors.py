@@ -16,7 +16,7 @@ def config_rig(path: str, wanted: str | None):
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from fusion.rigtools import inspect_lines
+    from fusion.offline import inspect_lines
 
     lines, ok = inspect_lines(args.paths)
     for line in lines:
@@ -27,8 +27,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fusion.recording import MANIFEST, RecordingWriter
-    from fusion.rigtools import (
+    from fusion.offline import (
         FrameWriter,
         SpanWriter,
         build_sources,
@@ -36,6 +35,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         record,
         write_simulated_truth,
     )
+    from fusion.recording import MANIFEST, RecordingWriter
 
     rig = config_rig(args.config, args.rig)
     sources = build_sources({sid: (s.modality, s.source) for sid, s in rig.sensors.items()}, rig=rig.id)
@@ -71,7 +71,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fusion.rigtools import replay_samples
+    from fusion.offline import replay_samples
 
     sync, preprocess = None, None
     if args.config:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 def cmd_data_generate(args: argparse.Namespace) -> int:
-    from fusion.data import generate
-    from fusion.train import load_train_config
+    from fusion.training.data import generate
+    from fusion.training.train import load_train_config
 
     config = load_train_config(args.config).data
     out = args.out or config.dir
@@ -27,8 +27,8 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_from_recording(args: argparse.Namespace) -> int:
-    from fusion.labelled import from_recording
-    from fusion.labels import LABELS_FILE, ClassMap, read_labels
+    from fusion.training.labelled import from_recording
+    from fusion.training.labels import LABELS_FILE, ClassMap, read_labels
 
     sync, preprocess, frames = None, None, None
     if args.config:
@@ -37,8 +37,8 @@ def cmd_data_from_recording(args: argparse.Namespace) -> int:
         rig = config_rig(args.config, args.rig)
         sync, preprocess = rig.sync, rig.preprocess
         if args.recording is None:  # the rig's own sources: ROS bags, media files, recordings
-            from fusion.labelled import Frames
-            from fusion.rigtools import build_sources
+            from fusion.offline import build_sources
+            from fusion.training.labelled import Frames
 
             specs = {sid: (spec.modality, spec.source) for sid, spec in rig.sensors.items()}
             frames = Frames.of_sources(rig.id, build_sources(specs, rig=rig.id))
@@ -78,7 +78,7 @@ def cmd_data_from_recording(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fusion.train import Trainer, load_train_config
+    from fusion.training.train import Trainer, load_train_config
 
     config = load_train_config(args.config)
     if args.init and args.num_workers:
@@ -112,10 +112,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fusion.checkpoint import checkpoint_version, load_checkpoint
-    from fusion.data import load_split
-    from fusion.eval_report import write_report
-    from fusion.evaluate import evaluate
+    from fusion.training.checkpoint import checkpoint_version, load_checkpoint
+    from fusion.training.data import load_split
+    from fusion.training.eval_report import write_report
+    from fusion.training.evaluate import evaluate
 
     model = load_checkpoint(args.checkpoint)
     reports = {}

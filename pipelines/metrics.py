@@ -37,7 +37,7 @@ from fusion.config import ConfigError
 from fusion.fuser import Fuser
 from fusion.sample import FusedSample, Prediction
 from fusion.sensors import SourceStats
-from fusion.sinks import Sink
+from fusion.sinks.base import Sink
 from pipelines.config import MetricsConfig
 
 if TYPE_CHECKING:  # only inference workers load torch

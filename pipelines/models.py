@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 
-from fusion.checkpoint import (
+from fusion.config import ConfigError, load_config
+from fusion.model import ModelConfig, Perceiver, build_model, preset_config
+from fusion.training.checkpoint import (
     checkpoint_metadata,
     checkpoint_model_config,
     checkpoint_version,
@@ -17,8 +19,6 @@ from fusion.checkpoint import (
     shipped_checkpoint,
     trained_preprocess,
 )
-from fusion.config import ConfigError, load_config
-from fusion.model import ModelConfig, Perceiver, build_model, preset_config
 
 log = logging.getLogger(__name__)
 

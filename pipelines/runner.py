@@ -32,7 +32,7 @@ from fusion.flow.dispatch import BatchPlanner, Dispatcher, InferencePool, Pendin
 from fusion.flow.messages import Call, InferCall, ReadCall, SensorKey
 from fusion.flow.replay import PushWindow
 from fusion.sample import FusedSample, Prediction
-from fusion.sinks import BackgroundSink, OrderedSink, Sink
+from fusion.sinks.base import BackgroundSink, OrderedSink, Sink
 from pipelines import faults
 from pipelines.cluster import start_ray
 from pipelines.config import PipelineConfig, replica_source

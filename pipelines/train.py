@@ -2,7 +2,7 @@
 
 A thin shell, as every Ray piece of the project: Ray Train's `TorchTrainer` starts N workers
 and sets up torch.distributed (gloo on CPUs, NCCL on GPUs) between them; each worker runs
-`fusion.train.Trainer`, which wraps the model in DistributedDataParallel and takes its share of
+`fusion.training.train.Trainer`, which wraps the model in DistributedDataParallel and takes its share of
 every global batch. Rank 0 writes the checkpoints and the exported model, exactly where a
 single-process run would, so `--resume` works across both ways of running.
 """
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fusion.train import TrainConfig, Trainer, TrainResult
+from fusion.training.train import TrainConfig, Trainer, TrainResult
 
 
 def _worker(loop_config: dict[str, Any]) -> None:

@@ -255,7 +255,7 @@ def test_the_wheel_carries_the_shipped_configs_and_checkpoint(tmp_path):
     assert "fusion/_configs/model/sensor-small.yaml" in names
     assert {"fusion_cli/main.py", "pipelines/runner.py"} <= names
     # Installed from the wheel (no checkout beside it), the preset and its weights are found.
-    probe = "from fusion.checkpoint import shipped_checkpoint as s; print(s('sensor-small'))"
+    probe = "from fusion.training.checkpoint import shipped_checkpoint as s; print(s('sensor-small'))"
     out = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=tmp_path,

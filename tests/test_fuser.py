@@ -6,12 +6,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fusion.data import ExampleRenderer
 from fusion.fuser import Fuser
 from fusion.sample import Modality
 from fusion.schema import samples_to_table
 from fusion.sensors import make_source
-from tests.test_data import SMALL, small_config
+from fusion.training.data import ExampleRenderer
+from tests.training.test_data import SMALL, small_config
 
 SENSORS = {"cam0": Modality.CAMERA, "mic0": Modality.MICROPHONE, "lidar0": Modality.LIDAR}
 RATES = {"cam0": 30, "mic0": 20, "lidar0": 10}

@@ -1,6 +1,6 @@
 """The preprocessors, one per modality: camera resize and scale, microphone log-mel spectrogram,
 LiDAR crop, voxel down-sample, cap to a point budget and normalize. Their settings and the
-contract they follow are in `fusion.sensors.preprocess`.
+contract they follow are in `fusion.sensors.preprocess_config`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import open3d as o3d
 
 from fusion.sample import Frame, Modality, Segment
-from fusion.sensors.preprocess import (
+from fusion.sensors.preprocess_config import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CameraPreprocessConfig,

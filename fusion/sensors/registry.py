@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from fusion.config import StrictModel, parse_config
 from fusion.sample import Modality, parse_modality
-from fusion.sensors.preprocess import Preprocessor
+from fusion.sensors.preprocess_config import Preprocessor
 from fusion.sensors.source import Source, SourceConfig
 
 # The built-in backends, by what they register. File probes live beside the sources that read
@@ -32,8 +32,8 @@ SOURCE_MODULES = (
     "fusion.sensors.opencv",
     "fusion.sensors.audio",
     "fusion.sensors.pointclouds",
-    "fusion.sensors.velodyne",
-    "fusion.sensors.rosbag",
+    "fusion.sensors.velodyne.source",
+    "fusion.sensors.ros.source",
     "fusion.sensors.simulated",
     "fusion.recording.source",
 )

@@ -15,9 +15,9 @@ from __future__ import annotations
 import itertools
 import math
 
-from fusion.labels import LabelSegment
 from fusion.sim.objects import CLASS_NAMES
 from fusion.sim.world import World
+from fusion.training.labels import LabelSegment
 
 
 def ground_truth(

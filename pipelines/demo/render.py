@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from fusion.sample import Segment
-from fusion.sensors.preprocess import IMAGENET_MEAN, IMAGENET_STD, CameraPreprocessConfig, Normalize
+from fusion.sensors.preprocess_config import IMAGENET_MEAN, IMAGENET_STD, CameraPreprocessConfig, Normalize
 from fusion.sensors.preprocessors import from_patches
 
 VIEW_PX = 320  # side of the camera and bird's-eye views

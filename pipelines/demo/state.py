@@ -17,7 +17,7 @@ from typing import Any
 
 from fusion.fuser import PreprocessConfig
 from fusion.sample import FusedSample, Modality, Prediction
-from fusion.sensors.preprocess import (
+from fusion.sensors.preprocess_config import (
     CameraPreprocessConfig,
     LidarPreprocessConfig,
     MicrophonePreprocessConfig,

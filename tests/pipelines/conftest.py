@@ -11,7 +11,7 @@ import ray
 import yaml
 
 from fusion.sample import Prediction
-from fusion.sinks import CallbackSink
+from fusion.sinks.base import CallbackSink
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineRunner
 

@@ -35,7 +35,7 @@ import yaml
 from fusion.fuser import PreprocessConfig
 from fusion.sample import FusedSample, Modality, Prediction, Segment
 from fusion.sensors import make_source
-from fusion.sensors.preprocess import CameraPreprocessConfig
+from fusion.sensors.preprocess_config import CameraPreprocessConfig
 from pipelines.demo import render
 from pipelines.demo.sources import SensorPlan, register, resolve_sources
 from pipelines.demo.state import DemoState

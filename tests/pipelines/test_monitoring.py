@@ -26,7 +26,7 @@ import yaml
 
 from fusion.config import ConfigError
 from fusion.sample import Prediction
-from fusion.sinks import CallbackSink
+from fusion.sinks.base import CallbackSink
 from fusion_cli.main import main as fusion_main
 from fusion_cli.monitor import prometheus_config
 from pipelines import metrics

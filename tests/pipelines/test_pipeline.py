@@ -244,7 +244,7 @@ def test_live_mode_with_a_slow_sink_drops_at_the_sink_and_keeps_the_sensors_fres
     it is written on its own thread, its queue is bounded, the oldest waiting ones are dropped."""
     import time
 
-    from fusion.sinks import CallbackSink
+    from fusion.sinks.base import CallbackSink
     from pipelines.runner import PipelineRunner
 
     written = []
@@ -318,8 +318,8 @@ def test_replicated_rigs_share_the_pool_with_order_per_rig():
 
 
 def test_shipped_replay_config_runs_a_recording_deterministically(tmp_path):
+    from fusion.offline import build_sources, open_all, record
     from fusion.recording import RecordingWriter
-    from fusion.rigtools import build_sources, open_all, record
     from pipelines.config import load_pipeline_config
 
     rig = sim_config(realtime=False, duration_s=2.0).rigs[0]

@@ -14,11 +14,11 @@ from rosbags.rosbag1 import Writer as Writer1
 from rosbags.rosbag2 import StoragePlugin
 from rosbags.rosbag2 import Writer as Writer2
 
+from fusion.offline import build_sources, open_all, record
 from fusion.recording import RecordingReader, RecordingWriter
-from fusion.rigtools import build_sources, open_all, record
 from fusion.sample import Frame, Modality
-from fusion.sensors.ros_messages import audio_messages, cloud_message, image_message
-from fusion.sensors.ros_types import (
+from fusion.sensors.ros.messages import audio_messages, cloud_message, image_message
+from fusion.sensors.ros.types import (
     AUDIO_DATA_STAMPED,
     AUDIO_INFO,
     IMAGE,
@@ -28,7 +28,7 @@ from fusion.sensors.ros_types import (
     to_ns,
     typestore,
 )
-from fusion.sensors.ros_types import header as ros_header
+from fusion.sensors.ros.types import header as ros_header
 
 SIM_SENSORS: dict[str, dict[str, Any]] = {
     "cam0": {

@@ -27,7 +27,7 @@ from fusion.sensors.opencv import (
     CameraStreamSource,
     probe_video,
 )
-from fusion.sensors.preprocess import CameraPreprocessConfig, Normalize
+from fusion.sensors.preprocess_config import CameraPreprocessConfig, Normalize
 from fusion.sensors.preprocessors import CameraPreprocessor, from_patches
 
 FPS = 10.0

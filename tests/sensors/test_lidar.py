@@ -20,7 +20,7 @@ from fusion.sensors.pointclouds import (
     probe_kitti,
     probe_point_cloud,
 )
-from fusion.sensors.preprocess import LidarPreprocessConfig, LidarSampling
+from fusion.sensors.preprocess_config import LidarPreprocessConfig, LidarSampling
 from fusion.sensors.preprocessors import LidarPreprocessor, voxel_down_sample
 
 

@@ -27,7 +27,7 @@ from fusion.sensors.audio import (
     MicrophoneFileSource,
     probe_audio,
 )
-from fusion.sensors.preprocess import MicrophonePreprocessConfig
+from fusion.sensors.preprocess_config import MicrophonePreprocessConfig
 from fusion.sensors.preprocessors import MicrophonePreprocessor
 
 SR = 16000

@@ -13,10 +13,10 @@ import pytest
 
 from fusion.config import ConfigError
 from fusion.fuser import Fuser
-from fusion.rigtools import build_sources, inspect_lines, open_all, replay_samples
+from fusion.offline import build_sources, inspect_lines, open_all, replay_samples
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, SourceError, make_source
-from fusion.sensors.ros_messages import (
+from fusion.sensors.ros.messages import (
     AudioFormat,
     MessageError,
     SampleFormat,
@@ -25,7 +25,7 @@ from fusion.sensors.ros_messages import (
     compressed_rgb,
     image_rgb,
 )
-from fusion.sensors.ros_types import COMPRESSED_IMAGE, RosVersion, header, to_ns, typestore
+from fusion.sensors.ros.types import COMPRESSED_IMAGE, RosVersion, header, to_ns, typestore
 from tests.sensors.rosbag_fixtures import INFO_TOPIC, TOPICS, Kind, record_sim, rosbag_sources, write_bag
 
 TYPES = typestore(RosVersion.ROS2).types

@@ -18,8 +18,8 @@ import pytest
 
 from fusion.sample import Modality
 from fusion.sensors import EndOfStream, SourceError
-from fusion.sensors.velodyne import PcapConfig, PcapSource, VelodyneConfig, VelodyneSource, probe_pcap
-from fusion.sensors.velodyne_packets import packet_problem, parse_model
+from fusion.sensors.velodyne.packets import packet_problem, parse_model
+from fusion.sensors.velodyne.source import PcapConfig, PcapSource, VelodyneConfig, VelodyneSource, probe_pcap
 
 # Laser id -> elevation, degrees (VLP-16 manual, table 9-1).
 ELEVATIONS = np.array([-15, 1, -13, 3, -11, 5, -9, 7, -7, 9, -5, 11, -3, 13, -1, 15], dtype=np.float64)

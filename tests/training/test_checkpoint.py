@@ -3,7 +3,8 @@ import pickle
 import pytest
 import torch
 
-from fusion.checkpoint import (
+from fusion.model import build_model
+from fusion.training.checkpoint import (
     TRAIN_CONFIG_KEY,
     CheckpointError,
     checkpoint_version,
@@ -12,7 +13,6 @@ from fusion.checkpoint import (
     save_checkpoint,
     trained_preprocess,
 )
-from fusion.model import build_model
 from tests.model.conftest import make_inputs, tiny_config
 
 
@@ -49,7 +49,7 @@ def test_tampered_files_are_refused(tmp_path):
     # Config of one model with the weights of another: caught by strict loading.
     from safetensors.torch import load_file, save_file
 
-    from fusion.checkpoint import read_checkpoint
+    from fusion.training.checkpoint import read_checkpoint
 
     _, _, meta = read_checkpoint(path)
     save_file(load_file(str(other)), str(tmp_path / "mixed.safetensors"), metadata=meta)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion.evaluate import EvalReport, band_order
+from fusion.training.evaluate import EvalReport, band_order
 
 
 def write_report(

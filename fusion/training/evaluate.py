@@ -7,7 +7,7 @@ confusion matrix, the position error (metres, over samples that hold an object, 
 predicted class) as median and 90th percentile, and accuracy per condition (day or night,
 weather, distance band, signal-to-noise band). With `--shifted SPLIT` the same model is also
 run on a split rendered in a shifted world (more night, fog and rain than training). The
-report is Markdown with PNG plots (`fusion.eval_report`) and checks the quality targets
+report is Markdown with PNG plots (`fusion.training.eval_report`) and checks the quality targets
 (`Targets`): all three sensors >= 98.5 %, the camera alone >= 75 % (>= 85 % by day), every
 pair beats each of its members, losing any one sensor costs <= 5 points (<= 10 in the
 shifted world), position error median <= 0.6 m.
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fusion.data import LabelledSet
 from fusion.model import Perceiver, collate
 from fusion.sample import MODALITY_ORDER, FusedSample, Modality
+from fusion.training.data import LabelledSet
 
 # Every non-empty subset of the three sensors: singles, pairs, all three.
 SUBSETS: tuple[tuple[Modality, ...], ...] = tuple(

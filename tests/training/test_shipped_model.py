@@ -5,11 +5,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fusion.checkpoint import load_checkpoint, preprocess_mismatches, shipped_checkpoint, trained_preprocess
-from fusion.data import ExampleRenderer
-from fusion.evaluate import predict
 from fusion.sample import Modality
-from fusion.train import load_train_config
+from fusion.training.checkpoint import (
+    load_checkpoint,
+    preprocess_mismatches,
+    shipped_checkpoint,
+    trained_preprocess,
+)
+from fusion.training.data import ExampleRenderer
+from fusion.training.evaluate import predict
+from fusion.training.train import load_train_config
 
 SHIPPED = shipped_checkpoint("sensor-small")
 TRAIN_CONFIG = Path("configs/train/sensor-small.yaml")

@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from fusion.config import ConfigError, parse_config
-from fusion.data import DataConfig, ExampleRenderer, generate, load_split, read_manifest
 from fusion.sample import Modality
 from fusion.sensors import make_preprocessor
+from fusion.training.data import DataConfig, ExampleRenderer, generate, load_split, read_manifest
 
 # Small sensors and grids so a shard renders in a fraction of a second.
 SMALL = {

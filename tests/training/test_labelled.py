@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fusion.data import DataConfig, ExampleRenderer, load_split, samples_table
-from fusion.labels import LABELS_FILE, read_labels, write_labels
 from fusion.sim import CLASS_NAMES, World, WorldConfig
+from fusion.training.data import DataConfig, ExampleRenderer, load_split, samples_table
+from fusion.training.labels import LABELS_FILE, read_labels, write_labels
 from fusion_cli.main import main
 
 SEED, SECONDS = 7, 8.0  # episode 0: a pedestrian, episode 1: nothing

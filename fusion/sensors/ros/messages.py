@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import velodyne_decoder as vd
 
-from fusion.sensors.ros_types import AUDIO_DATA, AUDIO_DATA_STAMPED, AUDIO_INFO, IMAGE, POINT_CLOUD2
-from fusion.sensors.velodyne_packets import packet_problem
+from fusion.sensors.ros.types import AUDIO_DATA, AUDIO_DATA_STAMPED, AUDIO_INFO, IMAGE, POINT_CLOUD2
+from fusion.sensors.velodyne.packets import packet_problem
 
 
 class MessageError(ValueError):

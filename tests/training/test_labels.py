@@ -1,4 +1,4 @@
-"""Labels files (`fusion.labels`) and the simulated world's ground truth that `fusion record` writes."""
+"""Labels files (`fusion.training.labels`) and the simulated world's ground truth that `fusion record` writes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from fusion.labels import LABELS_FILE, ClassMap, LabelError, Labels, LabelSegment, read_labels, write_labels
 from fusion.recording import RecordingReader
 from fusion.sim import CLASS_NAMES, World, WorldConfig
 from fusion.sim.truth import ground_truth
+from fusion.training.labels import (
+    LABELS_FILE,
+    ClassMap,
+    LabelError,
+    Labels,
+    LabelSegment,
+    read_labels,
+    write_labels,
+)
 from fusion_cli.main import main
 
 HEADER = "start,end,label,x,y,z\n"

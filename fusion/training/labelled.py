@@ -3,9 +3,9 @@
 The frames, of a fusion recording or of any finite sources a rig config names (ROS bags,
 media files), go through a lossless `fusion.fuser.Fuser` with the rig's sync and
 preprocessing, the pipeline's own path, so a model is trained on what it will be fed. Each fused
-sample takes the label of the segment covering its tick time (`fusion.labels`), mapped onto the
+sample takes the label of the segment covering its tick time (`fusion.training.labels`), mapped onto the
 class list by a `ClassMap`; its `target_position` is the segment's x, y, z (None without one).
-The shards are those of `fusion data generate` (`fusion.data`): the FusedSample schema plus
+The shards are those of `fusion data generate` (`fusion.training.data`): the FusedSample schema plus
 the `scene` column, of which a recording knows only the object's range (from the position);
 the other conditions are null. `fusion train` and `fusion eval` read them unchanged.
 
@@ -31,14 +31,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from fusion.data import MANIFEST, samples_table
 from fusion.fuser import Fuser, PreprocessConfig
-from fusion.labels import ClassMap, Labels
 from fusion.recording import RecordingReader
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import Source
 from fusion.sensors.source import LiveSource
 from fusion.sync import SyncConfig
+from fusion.training.data import MANIFEST, samples_table
+from fusion.training.labels import ClassMap, Labels
 
 
 @dataclass

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from fusion.fuser import Fuser, PreprocessConfig
-from fusion.labels import LABELS_FILE, write_labels
 from fusion.recording import RecordingReader, Replayer
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, Source, SourceConfig, make_source, probe_file
 from fusion.sync import SyncConfig
+from fusion.training.labels import LABELS_FILE, write_labels
 
 
 def build_sources(

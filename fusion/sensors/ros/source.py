@@ -32,9 +32,9 @@ import velodyne_decoder as vd
 from pydantic import Field, Strict, field_validator
 
 from fusion.sample import MODALITY_ORDER, Frame, Modality
-from fusion.sensors.bagfile import BagError, BagFile, Topic, bag_kind
 from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.ros_messages import (
+from fusion.sensors.ros.bagfile import BagError, BagFile, Topic, bag_kind
+from fusion.sensors.ros.messages import (
     AudioFormat,
     MessageError,
     SampleFormat,
@@ -45,7 +45,7 @@ from fusion.sensors.ros_messages import (
     decode_scan,
     image_rgb,
 )
-from fusion.sensors.ros_types import (
+from fusion.sensors.ros.types import (
     AUDIO_DATA,
     AUDIO_DATA_STAMPED,
     AUDIO_INFO,
@@ -60,7 +60,7 @@ from fusion.sensors.ros_types import (
 )
 from fusion.sensors.source import EndOfStream, Source, SourceConfig, SourceError
 from fusion.sensors.sweeps import finite_sweep
-from fusion.sensors.velodyne_packets import decoder_config, parse_model
+from fusion.sensors.velodyne.packets import decoder_config, parse_model
 
 
 class BagTime(StrEnum):

@@ -39,14 +39,14 @@ from pydantic import Field, model_validator
 from torch import nn
 from tqdm import tqdm
 
-from fusion.checkpoint import TRAIN_CONFIG_KEY, CheckpointError, read_checkpoint, save_checkpoint
 from fusion.config import ConfigError, StrictModel, load_config
-from fusion.data import DataConfig, load_split
-from fusion.finetune import InitReport, init_from_checkpoint
 from fusion.model import ModelConfig, Perceiver, build_model, collate, preset_config
 from fusion.model.config import DropoutSchedule
 from fusion.sample import FusedSample
-from fusion.train_state import STEP_KEY, atomic_write, latest_checkpoint, load_state, save_state
+from fusion.training.checkpoint import TRAIN_CONFIG_KEY, CheckpointError, read_checkpoint, save_checkpoint
+from fusion.training.data import DataConfig, load_split
+from fusion.training.finetune import InitReport, init_from_checkpoint
+from fusion.training.train_state import STEP_KEY, atomic_write, latest_checkpoint, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class Trainer:
         init: str | Path | None = None,
         progress: bool = True,
     ) -> None:
-        """`init`: a checkpoint to start from (`fusion.finetune`) instead of random weights."""
+        """`init`: a checkpoint to start from (`fusion.training.finetune`) instead of random weights."""
         self.config = config
         self.data_dir = Path(data_dir or config.data.dir)
         self.run_dir = Path(run_dir or config.run_dir or f"runs/{config.name}")
@@ -362,7 +362,7 @@ class Trainer:
 
     def validate(self) -> float:
         """All-modality accuracy on the validation samples (eval mode: no modality dropout)."""
-        from fusion.evaluate import predict
+        from fusion.training.evaluate import predict
 
         assert self.val is not None
         pred, _ = predict(self.model, self.val.samples, batch_size=64)

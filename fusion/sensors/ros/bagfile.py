@@ -24,7 +24,7 @@ from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from fusion.sensors.ros_types import RosVersion, typestore
+from fusion.sensors.ros.types import RosVersion, typestore
 
 ROS2_METADATA = "metadata.yaml"
 

@@ -113,7 +113,7 @@ def open_sink(spec: str, *, class_names: list[str] | None = None) -> Sink:
     if spec.endswith(".parquet"):
         return ParquetSink(spec)
     if spec.endswith(".mcap"):
-        from fusion.recording.mcap import McapPredictionSink  # rosbags loads only when asked for
+        from fusion.sinks.mcap import McapPredictionSink  # rosbags loads only when asked for
 
         return McapPredictionSink(spec, class_names=class_names)
     raise ValueError(f"--output {spec!r}: expected '-', a .jsonl, a .parquet or a .mcap path")

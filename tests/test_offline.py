@@ -1,7 +1,7 @@
 """`fusion inspect | record | replay` as a user runs them: real subprocesses on files written here
 by real encoders (OpenCV, libsndfile, open3d, numpy, a libpcap writer). Where a second run only
 has to match the first (replay determinism) or time matters (replay pacing), the same code runs
-in this process: `fusion_cli.main.main` and `fusion.rigtools`.
+in this process: `fusion_cli.main.main` and `fusion.offline`.
 
 Every subprocess pays the package's start-up (seconds on a busy machine), so one fixture starts
 them side by side and the tests read their results.
@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from fusion.offline import inspect_lines, replay_samples
 from fusion.recording import RecordingReader
-from fusion.rigtools import inspect_lines, replay_samples
 from fusion.sample import MODALITY_ORDER
 from fusion_cli.main import main
 from tests.sensors.test_lidar import write_o3d

@@ -6,13 +6,13 @@ import pytest
 import torch
 import yaml
 
-from fusion.checkpoint import load_checkpoint, read_checkpoint
 from fusion.config import ConfigError, parse_config
-from fusion.data import generate
-from fusion.train import TrainConfig, Trainer, lr_at
-from fusion.train_state import latest_checkpoint, load_state
+from fusion.training.checkpoint import load_checkpoint, read_checkpoint
+from fusion.training.data import generate
+from fusion.training.train import TrainConfig, Trainer, lr_at
+from fusion.training.train_state import latest_checkpoint, load_state
 from fusion_cli.main import main
-from tests.test_data import SMALL
+from tests.training.test_data import SMALL
 
 # A model for the SMALL data's grids: camera 16 x 16, spectrogram 32 x 8, up to 64 points.
 TINY_MODEL = {
@@ -41,7 +41,7 @@ def data_dir(tmp_path_factory):
 
 
 def parse_config_data(raw):
-    from fusion.data import DataConfig
+    from fusion.training.data import DataConfig
 
     return parse_config(DataConfig, raw)
 

@@ -43,7 +43,7 @@ from fusion.fuser import fuse
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.schema import samples_to_table, table_to_samples
 from fusion.sensors import make_preprocessor
-from fusion.sensors.preprocess import Preprocessor
+from fusion.sensors.preprocess_config import Preprocessor
 from fusion.sim.audio import AudioSynth
 from fusion.sim.camera import render_camera
 from fusion.sim.lidar import lidar_rays, scan_lidar

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from rosbags.rosbag2.storage_mcap import McapReader
 
-from fusion.recording.mcap import PREDICTION, McapPredictionSink, prediction_typestore
 from fusion.sample import Prediction
-from fusion.sensors.bagfile import BagFile
-from fusion.sinks import open_sink
+from fusion.sensors.ros.bagfile import BagFile
+from fusion.sinks.base import open_sink
+from fusion.sinks.mcap import PREDICTION, McapPredictionSink, prediction_typestore
 
 NAMES = ["none", "person", "vehicle"]
 

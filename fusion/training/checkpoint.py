@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 _CONFIG_KEY = "fusion.model_config"
 TRAIN_CONFIG_KEY = "fusion.train_config"  # set by `fusion train`: how the weights were trained
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # fusion/
 # Shipped checkpoints, by preset name: a wheel carries checkpoints/ as fusion/_checkpoints, a
 # source checkout has it at the repo root.
 _SHIPPED_DIRS = (_PACKAGE / "_checkpoints", _PACKAGE.parent / "checkpoints")

@@ -1,7 +1,7 @@
 """Training run files: the optimizer's state as safetensors, and finding a run's newest checkpoint.
 
 A checkpoint of `fusion train` is two files in the run directory: `step-NNNNNNN.safetensors` (the
-model, `fusion.checkpoint`) and `step-NNNNNNN.state.safetensors` (this module: the optimizer's
+model, `fusion.training.checkpoint`) and `step-NNNNNNN.state.safetensors` (this module: the optimizer's
 moments, written last, so a checkpoint whose state file exists is complete). Nothing is pickled.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusion.checkpoint import CheckpointError
+from fusion.training.checkpoint import CheckpointError
 
 STEP_KEY = "fusion.train_step"
 

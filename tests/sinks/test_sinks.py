@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fusion.sample import Prediction
-from fusion.sinks import BackgroundSink, CallbackSink, JsonlSink, OrderedSink, ParquetSink, open_sink
+from fusion.sinks.base import BackgroundSink, CallbackSink, JsonlSink, OrderedSink, ParquetSink, open_sink
 
 
 def pred(seq: int, rig: str = "rig0", error: str | None = None) -> Prediction:

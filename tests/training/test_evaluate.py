@@ -5,9 +5,11 @@ import pytest
 import torch
 import yaml
 
-from fusion.data import load_split
-from fusion.eval_report import write_report
-from fusion.evaluate import (
+from fusion.model import build_model
+from fusion.sample import Modality
+from fusion.training.data import load_split
+from fusion.training.eval_report import write_report
+from fusion.training.evaluate import (
     NO_INPUT,
     SUBSETS,
     EvalReport,
@@ -19,11 +21,9 @@ from fusion.evaluate import (
     predict,
     score,
 )
-from fusion.model import build_model
-from fusion.sample import Modality
-from fusion.train import model_config
+from fusion.training.train import model_config
 from fusion_cli.main import main
-from tests.test_train import data_dir, tiny_train_config  # noqa: F401  (a fixture and a helper)
+from tests.training.test_train import data_dir, tiny_train_config  # noqa: F401  (a fixture and a helper)
 
 
 def test_confusion_matrix_and_macro_f1():
@@ -133,7 +133,7 @@ def test_report_covers_every_subset_with_plots(data_dir, tmp_path):  # noqa: F81
 
 
 def test_eval_command_writes_the_report(data_dir, tmp_path, capsys):  # noqa: F811
-    from fusion.checkpoint import save_checkpoint
+    from fusion.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(build_model(model_config(tiny_train_config(tmp_path))), tmp_path / "m.safetensors")

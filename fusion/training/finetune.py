@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion.checkpoint import CheckpointError, read_checkpoint
 from fusion.model import Perceiver
+from fusion.training.checkpoint import CheckpointError, read_checkpoint
 
 log = logging.getLogger(__name__)
 

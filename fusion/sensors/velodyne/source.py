@@ -1,6 +1,6 @@
 """Velodyne LiDAR: a pcap capture of data packets (`pcap`) or a live sensor on UDP (`velodyne`).
 
-Both decode packets with velodyne-decoder (`fusion.sensors.velodyne_packets`) into one Frame
+Both decode packets with velodyne-decoder (`fusion.sensors.velodyne.packets`) into one Frame
 per full sweep.
 """
 
@@ -19,7 +19,7 @@ from fusion.sample import Frame, Modality
 from fusion.sensors.registry import FileReport, register_probe, register_source
 from fusion.sensors.source import LiveSource, SourceConfig, SourceError
 from fusion.sensors.sweeps import RawSweep, SweepFileSource, finite_sweep
-from fusion.sensors.velodyne_packets import (
+from fusion.sensors.velodyne.packets import (
     PACKET_SIZE,
     Sweep,
     VelodyneStream,
