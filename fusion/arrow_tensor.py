@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from fusion.errors import InputError
+
 _TENSOR_NAME = "arrow.variable_shape_tensor"
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -56,7 +58,7 @@ def encode_tensors(
     ndim = tensor_type.storage_type.field("shape").type.list_size
     for row, a in enumerate(arrays):
         if a is not None and (a.dtype != dtype or a.ndim != ndim):
-            raise ValueError(
+            raise InputError(
                 f"column {column!r} row {row}: expected a {ndim}-d {dtype} array, got {a.shape} {a.dtype}"
             )
     present = [a for a in arrays if a is not None]
@@ -68,7 +70,7 @@ def encode_tensors(
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     if offsets[-1] > _INT32_MAX:
-        raise ValueError(
+        raise InputError(
             f"column {column!r}: {offsets[-1]} values exceed one Arrow list; write smaller batches"
         )
     shapes = np.array([(0,) * ndim if a is None else a.shape for a in arrays], dtype=np.int64)
@@ -100,11 +102,11 @@ def decode_tensors(
         data.is_null().to_numpy(zero_copy_only=False) | shape.is_null().to_numpy(zero_copy_only=False)
     )
     if bad_null.any():
-        raise ValueError(f"{where} row {first_row + int(np.argmax(bad_null))}: tensor data or shape is null")
+        raise InputError(f"{where} row {first_row + int(np.argmax(bad_null))}: tensor data or shape is null")
     try:
         values = data.values.to_numpy(zero_copy_only=True)
     except pa.ArrowInvalid as err:
-        raise ValueError(f"{where}: tensor elements cannot be read in place ({err})") from None
+        raise InputError(f"{where}: tensor elements cannot be read in place ({err})") from None
     # `.values` of a sliced list ignores the slice, but `.offsets` index into it absolutely.
     offsets = data.offsets.to_numpy().astype(np.int64)
     # Null shapes (rows that are not `valid`) read as 0; valid rows were checked above.
@@ -117,7 +119,7 @@ def decode_tensors(
     )
     if broken.any():
         row = int(np.argmax(broken))
-        raise ValueError(
+        raise InputError(
             f"{where} row {first_row + row}: shape {tuple(shapes[row].tolist())} needs "
             f"{expected[row]} values, the data has {lengths[row]}"
         )

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from fusion.errors import InputError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -27,9 +29,9 @@ class DynamicBatcher(Generic[T, R]):
         max_wait_s: float,
     ) -> None:
         if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+            raise InputError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_s < 0:
-            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+            raise InputError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self._fn = fn
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s

@@ -11,11 +11,13 @@ import math
 import time
 from collections.abc import Callable
 
+from fusion.errors import InputError
+
 
 def check_speed(speed: float | None) -> float | None:
     """`speed` itself when it is a positive number or None; ValueError naming it otherwise."""
     if speed is not None and not (math.isfinite(speed) and speed > 0):
-        raise ValueError(f"speed must be a positive number or None, got {speed}")
+        raise InputError(f"speed must be a positive number or None, got {speed}")
     return speed
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
+from fusion.errors import ConfigError, MissingFileError
 from fusion.sample import Modality
 
 # YAML gives strings for enum members; everything else must already have the right type.
@@ -29,19 +30,11 @@ def shipped_config_dir(kind: str) -> Path:
     for d in _SHIPPED_DIRS:
         if (d / kind).is_dir():
             return d / kind
-    raise FileNotFoundError(f"no shipped {kind} configs in any of {[str(d / kind) for d in _SHIPPED_DIRS]}")
+    raise MissingFileError(f"no shipped {kind} configs in any of {[str(d / kind) for d in _SHIPPED_DIRS]}")
 
 
 def shipped_config_names(kind: str) -> list[str]:
     return sorted(p.stem for p in shipped_config_dir(kind).glob("*.yaml"))
-
-
-class ConfigError(ValueError):
-    """A configuration file or mapping that cannot be used; the message names key and file."""
-
-
-class StartError(RuntimeError):
-    """A command could not start (port taken, actor could not open its device); the message says why."""
 
 
 class StrictModel(BaseModel):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from fusion.errors import InputError
 from fusion.model import Perceiver, collate
 from fusion.sample import MODALITY_ORDER, FusedSample, Prediction
 
@@ -25,7 +26,7 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but CUDA is not available here")
+        raise InputError(f"device {requested!r} requested but CUDA is not available here")
     return device
 
 
@@ -69,7 +70,7 @@ class InferenceEngine:
 
     def _predict_batch(self, samples: Sequence[FusedSample]) -> list[Prediction]:
         if any(not s.segments for s in samples):
-            raise ValueError("sample has no modality at all")
+            raise InputError("sample has no modality at all")
         started = time.time()
         batch = collate([s.segments for s in samples])
         if self.device.type == "cuda":

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from fusion.errors import InputError
 from fusion.fuser import Fuser, PreprocessConfig
 from fusion.recording import RecordingReader, Replayer
 from fusion.sample import Frame, FusedSample, Modality
@@ -148,7 +149,7 @@ def replay_samples(
     """Frames of a recording through a lossless Fuser: the same FusedSamples on every call, as they form."""
     reader = RecordingReader(recording)
     if not reader.sensors:
-        raise ValueError(f"{recording}: no sensor streams to replay (a recording of fused samples only?)")
+        raise InputError(f"{recording}: no sensor streams to replay (a recording of fused samples only?)")
     sensors = {sid: info.modality for sid, info in reader.sensors.items()}
     fuser = Fuser(rig=rig, sensors=sensors, sync=sync, preprocess=preprocess, lossless=True)
     for frame in Replayer(reader, speed=speed):

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from fusion.errors import InputError
+
 
 class Modality(StrEnum):
     """The sensor kinds the pipeline fuses. Iteration order everywhere is `MODALITY_ORDER`."""
@@ -36,7 +38,7 @@ def parse_modality(name: str | Modality) -> Modality:
         return Modality(name)
     except ValueError:
         known = ", ".join(m.value for m in MODALITY_ORDER)
-        raise ValueError(f"unknown modality {name!r} (known: {known})") from None
+        raise InputError(f"unknown modality {name!r} (known: {known})") from None
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,14 @@ class Segment:
 
     def __post_init__(self) -> None:
         if (self.positions is None) == (self.grid is None):
-            raise ValueError("a Segment needs exactly one of `positions` or `grid`")
+            raise InputError("a Segment needs exactly one of `positions` or `grid`")
         if self.values.ndim != 2:
-            raise ValueError(f"Segment values must be [M, c], got shape {self.values.shape}")
+            raise InputError(f"Segment values must be [M, c], got shape {self.values.shape}")
         rows = self.values.shape[0]
         if self.grid is not None and math.prod(self.grid) != rows:
-            raise ValueError(f"grid {self.grid} has {math.prod(self.grid)} cells but values have {rows} rows")
+            raise InputError(f"grid {self.grid} has {math.prod(self.grid)} cells but values have {rows} rows")
         if self.positions is not None and (self.positions.ndim != 2 or self.positions.shape[0] != rows):
-            raise ValueError(
+            raise InputError(
                 f"Segment positions must be [{rows}, d] to match values, got {self.positions.shape}"
             )
 
@@ -112,14 +114,14 @@ def check_frame_data(modality: Modality, data: np.ndarray, sample_rate: float | 
     where = f"{modality.value} frame from {sensor_id!r}"
     if modality is Modality.CAMERA:
         if data.ndim != 3 or data.shape[2] != 3 or data.dtype != np.uint8:
-            raise ValueError(f"{where}: expected [H, W, 3] uint8 RGB, got {data.shape} {data.dtype}")
+            raise InputError(f"{where}: expected [H, W, 3] uint8 RGB, got {data.shape} {data.dtype}")
     elif modality is Modality.MICROPHONE:
         if data.ndim != 1 or data.dtype != np.float32:
-            raise ValueError(f"{where}: expected [n] float32 PCM, got {data.shape} {data.dtype}")
+            raise InputError(f"{where}: expected [n] float32 PCM, got {data.shape} {data.dtype}")
         if not sample_rate or sample_rate <= 0:
-            raise ValueError(f"{where}: a positive sample_rate is required, got {sample_rate}")
+            raise InputError(f"{where}: a positive sample_rate is required, got {sample_rate}")
     elif modality is Modality.LIDAR and (data.ndim != 2 or data.shape[1] != 4 or data.dtype != np.float32):
-        raise ValueError(
+        raise InputError(
             f"{where}: expected [N, 4] float32 (x, y, z, intensity), got {data.shape} {data.dtype}"
         )
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from fusion.arrow_tensor import decode_tensors, encode_tensors, variable_shape_tensor
+from fusion.errors import InputError
 from fusion.sample import MODALITY_ORDER, Frame, FusedSample, Modality, Segment, parse_modality
 
 SCHEMA_VERSION = 1
@@ -108,18 +109,18 @@ def check_schema(schema: pa.Schema, kind: str, *, source: str) -> None:
     meta = schema.metadata or {}
     raw = meta.get(VERSION_KEY)
     if raw is None:
-        raise ValueError(
+        raise InputError(
             f"{source}: no {VERSION_KEY.decode()} in the Arrow schema metadata, so it was not "
             f"written by fusion; this build reads {SCHEMA_VERSION}"
         )
     version = raw.decode(errors="replace")
     if version != str(SCHEMA_VERSION):
-        raise ValueError(
+        raise InputError(
             f"{source}: recording written with schema version {version}; this build reads {SCHEMA_VERSION}"
         )
     found = meta.get(KIND_KEY, b"").decode(errors="replace")
     if found != kind:
-        raise ValueError(f"{source}: holds {found or 'unknown'!r} data, expected {kind!r}")
+        raise InputError(f"{source}: holds {found or 'unknown'!r} data, expected {kind!r}")
 
 
 def schema_modality(schema: pa.Schema, *, source: str) -> Modality:
@@ -128,17 +129,17 @@ def schema_modality(schema: pa.Schema, *, source: str) -> Modality:
     try:
         return parse_modality(raw)
     except ValueError as err:
-        raise ValueError(f"{source}: {MODALITY_KEY.decode()}: {err}") from None
+        raise InputError(f"{source}: {MODALITY_KEY.decode()}: {err}") from None
 
 
 def _check_columns(schema: pa.Schema, expected: pa.Schema, *, source: str) -> None:
     for field in expected:
         idx = schema.get_field_index(field.name)
         if idx < 0:
-            raise ValueError(f"{source}: missing column {field.name!r}")
+            raise InputError(f"{source}: missing column {field.name!r}")
         actual = schema.field(idx).type
         if not actual.equals(field.type):
-            raise ValueError(f"{source}: column {field.name!r} has type {actual}, expected {field.type}")
+            raise InputError(f"{source}: column {field.name!r} has type {actual}, expected {field.type}")
 
 
 def _check_no_nulls(batch: pa.RecordBatch, names: Sequence[str], *, source: str, first_row: int) -> None:
@@ -146,7 +147,7 @@ def _check_no_nulls(batch: pa.RecordBatch, names: Sequence[str], *, source: str,
         column = batch.column(name)
         if column.null_count:
             row = first_row + int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
-            raise ValueError(f"{source}: column {name!r} row {row}: null where a value is required")
+            raise InputError(f"{source}: column {name!r} row {row}: null where a value is required")
 
 
 def _batches(table: pa.Table | pa.RecordBatch) -> list[pa.RecordBatch]:
@@ -163,11 +164,11 @@ def frames_to_table(frames: Sequence[Frame], *, modality: Modality | None = None
     """
     if modality is None:
         if not frames:
-            raise ValueError("frames_to_table: no frames and no modality: the schema depends on it")
+            raise InputError("frames_to_table: no frames and no modality: the schema depends on it")
         modality = frames[0].modality
     for row, f in enumerate(frames):
         if f.modality is not modality:
-            raise ValueError(
+            raise InputError(
                 f"frames_to_table: row {row} ({f.sensor_id!r}) is a {f.modality.value} frame in a "
                 f"{modality.value} table; write each modality to its own table"
             )
@@ -214,7 +215,7 @@ def _batch_to_frames(
     names = batch.column("modality").to_pylist()
     for row, name in enumerate(names):
         if name != modality.value:
-            raise ValueError(
+            raise InputError(
                 f"{source}: column 'modality' row {first_row + row}: {name!r} in a {modality.value} table"
             )
     data = decode_tensors(
@@ -240,7 +241,7 @@ def _batch_to_frames(
                 )
             )
         except ValueError as err:
-            raise ValueError(f"{source}: row {first_row + row}: {err}") from None
+            raise InputError(f"{source}: row {first_row + row}: {err}") from None
     return frames
 
 
@@ -322,14 +323,14 @@ def _batch_to_segments(
             continue
         v = values[row]
         if v is None:
-            raise ValueError(
+            raise InputError(
                 f"{source}: column '{name}.values' row {first_row + row}: null in a present segment"
             )
         grid = grids[row]
         try:
             segments.append(Segment(v, positions[row], None if grid is None else tuple(grid)))
         except ValueError as err:
-            raise ValueError(f"{source}: column {name!r} row {first_row + row}: {err}") from None
+            raise InputError(f"{source}: column {name!r} row {first_row + row}: {err}") from None
     return segments
 
 
@@ -354,7 +355,7 @@ def _batch_to_samples(batch: pa.RecordBatch, *, source: str, first_row: int) -> 
         try:
             capture_times = {parse_modality(k): t for k, t in _times(captures[row]).items()}
         except ValueError as err:
-            raise ValueError(f"{source}: column 'capture_times' row {first_row + row}: {err}") from None
+            raise InputError(f"{source}: column 'capture_times' row {first_row + row}: {err}") from None
         target = targets[row]
         samples.append(
             FusedSample(
@@ -394,8 +395,8 @@ def deserialize_sample(data: bytes | pa.Buffer) -> FusedSample:
         table = ipc.open_stream(pa.py_buffer(data)).read_all()
         table.validate(full=True)
     except (pa.ArrowException, OSError) as err:
-        raise ValueError(f"{source}: not an Arrow IPC stream of a FusedSample ({err})") from None
+        raise InputError(f"{source}: not an Arrow IPC stream of a FusedSample ({err})") from None
     samples = table_to_samples(table, source=source)
     if len(samples) != 1:
-        raise ValueError(f"{source}: holds {len(samples)} samples, expected 1")
+        raise InputError(f"{source}: holds {len(samples)} samples, expected 1")
     return samples[0]

@@ -43,6 +43,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fusion.config import ModalityKey, StrictModel
+from fusion.errors import InputError
 from fusion.sample import MODALITY_ORDER, Frame, Modality
 
 # Float noise allowed when a time is compared with a tick (k / rate_hz is not exact in binary).
@@ -77,26 +78,26 @@ class SyncConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> SyncConfig:
         if (self.reference is None) == (self.rate_hz is None):
-            raise ValueError(
+            raise InputError(
                 "give exactly one of `reference` (a modality whose frames are the ticks) or `rate_hz`, "
                 f"got reference={self.reference}, rate_hz={self.rate_hz}"
             )
         if len(set(self.modalities)) != len(self.modalities):
-            raise ValueError(f"modalities lists a modality twice: {[m.value for m in self.modalities]}")
+            raise InputError(f"modalities lists a modality twice: {[m.value for m in self.modalities]}")
         if self.reference is not None and self.reference not in self.modalities:
-            raise ValueError(f"reference {self.reference.value!r} is not one of modalities")
+            raise InputError(f"reference {self.reference.value!r} is not one of modalities")
         if self.reference is Modality.MICROPHONE:
-            raise ValueError("reference cannot be microphone (chunks are windows, not instants); use rate_hz")
+            raise InputError("reference cannot be microphone (chunks are windows, not instants); use rate_hz")
         if self.start is not None and self.rate_hz is None:
-            raise ValueError("start applies only with rate_hz")
+            raise InputError("start applies only with rate_hz")
         if Modality.MICROPHONE in self.slop_s:
-            raise ValueError("slop_s.microphone: the microphone contributes a window (audio_window_s)")
+            raise InputError("slop_s.microphone: the microphone contributes a window (audio_window_s)")
         lacking = [m.value for m in self.modalities if m is not Modality.MICROPHONE and m not in self.slop_s]
         if lacking:
-            raise ValueError(f"slop_s has no entry for {', '.join(lacking)}")
+            raise InputError(f"slop_s has no entry for {', '.join(lacking)}")
         if self.buffer_s < self.max_delay_s + self.max_slop_s:
             # Less would evict frames that a tick still waiting for its deadline needs.
-            raise ValueError(
+            raise InputError(
                 f"buffer_s ({self.buffer_s}) must be at least max_delay_s + the largest slop_s "
                 f"({self.max_delay_s + self.max_slop_s})"
             )

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fusion.config import ConfigError
+from fusion.errors import ConfigError
 from fusion.sample import Modality, parse_modality
 
 if TYPE_CHECKING:

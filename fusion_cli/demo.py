@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
-from fusion.config import ConfigError, StartError
+from fusion.errors import ConfigError, StartError
 from fusion_cli.common import install, pick_rig, positive, stop_handler
 
 if TYPE_CHECKING:

@@ -10,8 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fusion.config import ConfigError, StartError
-from fusion.sensors import SourceError
+from fusion.errors import FusionError
 from fusion_cli import demo, model, monitor, run, sensors, train
 
 
@@ -27,6 +26,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, SourceError, StartError) as err:
+    except FusionError as err:  # the user's to fix: one line; anything else is a bug and keeps its traceback
         print(f"fusion: error: {err}", file=sys.stderr)
         return 2

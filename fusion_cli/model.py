@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from fusion.config import ConfigError, load_config
+from fusion.config import load_config
+from fusion.errors import ConfigError
 from fusion_cli.common import parse_shape
 
 

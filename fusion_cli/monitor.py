@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from fusion.errors import MissingFileError
+
 DISCOVERY_FILE = "prom_metrics_service_discovery.json"
 _PACKAGE = Path(__file__).resolve().parent
 # A wheel carries deploy/prometheus/ as fusion_cli/_prometheus; a checkout has it at the root.
@@ -25,7 +27,7 @@ def shipped_prometheus_dir() -> Path:
     for d in _SHIPPED_DIRS:
         if (d / "prometheus.yml").is_file():
             return d
-    raise FileNotFoundError(f"no prometheus.yml in any of {[str(d) for d in _SHIPPED_DIRS]}")
+    raise MissingFileError(f"no prometheus.yml in any of {[str(d) for d in _SHIPPED_DIRS]}")
 
 
 def prometheus_config(
@@ -45,7 +47,7 @@ def prometheus_config(
 
 def cmd_prometheus_config(args: argparse.Namespace) -> int:
     if not Path(args.ray_temp_dir).is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--ray-temp-dir {args.ray_temp_dir}: no such directory (is Ray started there?)"
         )
     text = yaml.safe_dump(prometheus_config(Path(args.ray_temp_dir), scrape_interval=args.scrape_interval))

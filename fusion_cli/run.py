@@ -16,7 +16,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_pipeline_config(args.config)  # every key, before Ray is even imported
 
-    from fusion.config import StartError
+    from fusion.errors import StartError
     from fusion.sinks.base import open_sink
     from pipelines.runner import PipelineRunner, PipelineStartError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fusion.errors import OutputExistsError
 from fusion_cli.common import non_negative, pick_rig, positive
 
 
@@ -42,7 +43,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Checked before any device is opened: rosbags writes a ROS 2 bag only to a new folder.
     if (out / MANIFEST).exists() or (args.format == "mcap" and out.exists()):
-        raise FileExistsError(f"{out}: already holds a recording")
+        raise OutputExistsError(f"{out}: already holds a recording")
     open_all(sources)
     try:
         writer: FrameWriter

@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from fusion.errors import InputError
+
 
 def cmd_data_generate(args: argparse.Namespace) -> int:
     from fusion.training.data import generate
@@ -43,15 +45,15 @@ def cmd_data_from_recording(args: argparse.Namespace) -> int:
             specs = {sid: (spec.modality, spec.source) for sid, spec in rig.sensors.items()}
             frames = Frames.of_sources(rig.id, build_sources(specs, rig=rig.id))
     if args.recording is None and frames is None:
-        raise ValueError("give --recording DIR, or --config with a rig whose sources to read (e.g. ROS bags)")
+        raise InputError("give --recording DIR, or --config with a rig whose sources to read (e.g. ROS bags)")
     if args.labels is None and args.recording is None:
-        raise ValueError("--labels is needed when the frames come from --config's sources")
+        raise InputError("--labels is needed when the frames come from --config's sources")
     labels_path = args.labels or str(Path(args.recording) / LABELS_FILE)
     if args.classes:
         classes = ClassMap([n.strip() for n in args.classes.split(",")], args.map or "")
         labels = read_labels(labels_path, classes=sorted(classes.known()))
     elif args.map:
-        raise ValueError("--map needs --classes: the class list it maps onto")
+        raise InputError("--map needs --classes: the class list it maps onto")
     else:
         labels = read_labels(labels_path)
         classes = ClassMap(sorted(labels.names))
@@ -82,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config)
     if args.init and args.num_workers:
-        raise ValueError("--init runs in this process only; leave out --num-workers")
+        raise InputError("--init runs in this process only; leave out --num-workers")
     if args.num_workers:
         from pipelines.train import train_with_ray
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import ray
 
-from fusion.config import StartError
+from fusion.errors import StartError
 from pipelines.config import MetricsConfig
 from pipelines.metrics import ray_init_options
 

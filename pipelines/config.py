@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from fusion.config import ModalityKey, StrictModel, load_config, shipped_config_names
+from fusion.errors import InputError
 from fusion.fuser import PreprocessConfig, default_sync
 from fusion.sample import Modality
 from fusion.sensors import SourceConfig, source_config_class
@@ -122,7 +123,7 @@ class RigConfig(StrictModel):
         seen: dict[Modality, str] = {}
         for sensor_id, spec in self.sensors.items():
             if spec.modality in seen:
-                raise ValueError(
+                raise InputError(
                     f"sensors {seen[spec.modality]!r} and {sensor_id!r} are both {spec.modality.value}: "
                     "a rig fuses one sensor per modality"
                 )
@@ -138,7 +139,7 @@ class ModelSpec(StrictModel):
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.preset is None) == (self.config is None):
-            raise ValueError("give exactly one of model.preset or model.config")
+            raise InputError("give exactly one of model.preset or model.config")
         return self
 
     @field_validator("preset")
@@ -146,7 +147,7 @@ class ModelSpec(StrictModel):
     def _known_preset(cls, name: str | None) -> str | None:
         known = shipped_config_names("model")
         if name is not None and name not in known:
-            raise ValueError(f"unknown model preset {name!r} (known: {', '.join(known)})")
+            raise InputError(f"unknown model preset {name!r} (known: {', '.join(known)})")
         return name
 
     @field_validator("config", "checkpoint")
@@ -155,7 +156,7 @@ class ModelSpec(StrictModel):
         if path is None:
             return None
         if not Path(path).is_file():
-            raise ValueError(f"no such file: {path}")
+            raise InputError(f"no such file: {path}")
         return str(Path(path).resolve())  # inference actors may run where the cwd differs
 
 
@@ -227,7 +228,7 @@ class PipelineConfig(StrictModel):
         ids = [r for rig in self.rigs for r in rig_ids(rig)]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise ValueError(f"rig ids must be unique, repeated: {dupes}")
+            raise InputError(f"rig ids must be unique, repeated: {dupes}")
         return self
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import ActorUnavailableError
 
+from fusion.errors import RunEnded
 from fusion.flow.messages import Call, CollectCall, InferCall, PushCall, ReadCall, WatchCall
 from fusion.flow.recovery import TooManyRestarts
 from fusion.flow.resources import Demand, shortfalls
@@ -32,7 +33,7 @@ CHECK_EVERY_S = 1.0  # how often a wait looks at which nodes are alive
 VERDICT_WAIT_S = 60.0  # a lost fuser: how long to look for a dead node before blaming the fuser
 
 
-class NodeLost(RuntimeError):
+class NodeLost(RunEnded):
     """A node died with actors no live node can run; the message names the node and the rig."""
 
     def __init__(self, message: str, rig: str) -> None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.util import metrics as ray_metrics
 
-from fusion.config import ConfigError
+from fusion.errors import ConfigError, InputError
 from fusion.fuser import Fuser
 from fusion.sample import FusedSample, Prediction
 from fusion.sensors import SourceStats
@@ -198,7 +198,7 @@ def _metric(spec: MetricSpec) -> Any:
 
 def _tags(spec: MetricSpec, labels: Mapping[str, object]) -> dict[str, str] | None:
     if set(labels) != set(spec.labels):
-        raise ValueError(f"{spec.name} takes labels {spec.labels}, got {tuple(labels)}")
+        raise InputError(f"{spec.name} takes labels {spec.labels}, got {tuple(labels)}")
     return {k: label(v) for k, v in labels.items()} or None
 
 

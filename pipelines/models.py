@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from fusion.config import ConfigError, load_config
+from fusion.config import load_config
+from fusion.errors import ConfigError, InputError
 from fusion.model import ModelConfig, Perceiver, build_model, preset_config
 from fusion.training.checkpoint import (
     checkpoint_metadata,
@@ -67,7 +68,7 @@ def check_preprocess(spec: dict[str, Any], rigs: list[tuple[str, dict[str, dict[
         for line in preprocess_mismatches(trained, used)
     ]
     if problems:
-        raise ValueError(
+        raise InputError(
             f"model checkpoint {checkpoint} was trained on differently preprocessed inputs; "
             "set these as in training: " + "; ".join(problems)
         )

@@ -10,14 +10,14 @@ from typing import Any
 
 import ray
 
-from fusion.config import ConfigError
+from fusion.errors import ConfigError, StartError
 from fusion.flow.resources import Demand, avoid_nodes, shortfalls
 from fusion.sensors import make_source
 from pipelines.config import PipelineConfig, RigConfig, replica_source, rig_ids
 from pipelines.models import check_model, check_preprocess
 
 
-class PipelineStartError(RuntimeError):
+class PipelineStartError(StartError):
     """An actor could not start (a missing file or device, a bad model); the message says which."""
 
 

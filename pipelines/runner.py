@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, OwnerDiedError, RayActorError
 
+from fusion.errors import InputError
 from fusion.flow.dispatch import BatchPlanner, Dispatcher, InferencePool, PendingQueue, RigQueue
 from fusion.flow.messages import Call, InferCall, ReadCall, SensorKey
 from fusion.flow.replay import PushWindow
@@ -227,7 +228,7 @@ class PipelineRunner:
         """
         known = {(rid, sid) for rid, rc, _ in expand_rigs(self.config) for sid in rc.sensors}
         if (rig, sensor_id) not in known:
-            raise ValueError(f"no sensor {sensor_id!r} in rig {rig!r}")
+            raise InputError(f"no sensor {sensor_id!r} in rig {rig!r}")
         key = {(rig, sensor_id)}
         with self._disabled_lock:
             self.disabled = self.disabled - key if enabled else self.disabled | key

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fusion.errors import InputError
 from fusion.training.train import TrainConfig, Trainer, TrainResult
 
 
@@ -68,7 +69,7 @@ def train_with_ray(
     from pipelines.cluster import start_ray
 
     if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        raise InputError(f"num_workers must be >= 1, got {num_workers}")
     # Workers run in other processes (and maybe hosts): give them absolute paths.
     data = Path(data_dir or config.data.dir).resolve()
     runs = Path(run_dir or config.run_dir or f"runs/{config.name}").resolve()

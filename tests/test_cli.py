@@ -92,7 +92,7 @@ def _two_rigs():
 
 
 def test_rig_is_picked_by_config_id_or_by_replica_name_and_a_wrong_one_lists_the_rigs():
-    from fusion.config import ConfigError
+    from fusion.errors import ConfigError
     from fusion_cli.common import pick_rig
 
     config = _two_rigs()
@@ -119,3 +119,47 @@ def test_first_signal_stops_cleanly_and_a_second_interrupts_at_once(capsys):
     with pytest.raises(KeyboardInterrupt):
         handle(signal.SIGINT, None)
     assert stops == ["stop"]
+
+
+def _main_with(monkeypatch, error: Exception) -> int:
+    """`fusion.main` with a command that raises `error`."""
+    from fusion_cli import main as cli
+
+    def fails(args):
+        raise error
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: type("Args", (), {"func": staticmethod(fails)})())
+    return cli.main([])
+
+
+def test_a_user_error_is_one_line_and_exit_2(monkeypatch, capsys):
+    from fusion.errors import ConfigError, MissingFileError, StartError
+
+    for error in (
+        ConfigError("x.yaml: rigs[0].sync.slop: bad"),
+        MissingFileError("a.bag: no such file"),
+        StartError("port 9 taken"),
+    ):
+        assert _main_with(monkeypatch, error) == 2
+        err = capsys.readouterr().err
+        assert err == f"fusion: error: {error}\n"
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    # A ValueError that is not a FusionError is a programming error, not the user's to fix.
+    with pytest.raises(ValueError, match="internal"):
+        _main_with(monkeypatch, ValueError("internal invariant broken"))
+    with pytest.raises(KeyError):
+        _main_with(monkeypatch, KeyError("x"))
+
+
+def test_every_user_error_class_is_a_fusion_error():
+    import fusion.errors as errors
+    from fusion.flow.recovery import TooManyRestarts
+    from fusion.sensors.ros.messages import MessageError
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    assert len(classes) >= 10
+    assert all(issubclass(c, errors.FusionError) for c in [*classes, TooManyRestarts, MessageError])

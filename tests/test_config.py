@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusion.config import ConfigError, load_config
+from fusion.config import load_config
+from fusion.errors import ConfigError
 from fusion.model import ModelConfig, preset_config, preset_names
 
 PRESETS = Path(__file__).resolve().parent.parent / "configs" / "model"

@@ -11,6 +11,7 @@ import pyarrow.ipc as ipc
 import pytest
 
 from fusion.clock import Pacer
+from fusion.errors import SourceError
 from fusion.recording import MANIFEST, RecordingReader, RecordingWriter, Replayer
 from fusion.recording.source import (
     CameraRecordingSource,
@@ -22,7 +23,7 @@ from fusion.recording.source import (
 )
 from fusion.sample import Frame, FusedSample, Modality, Segment
 from fusion.schema import VERSION_KEY
-from fusion.sensors import EndOfStream, SourceError
+from fusion.sensors import EndOfStream
 from fusion.sensors.registry import source_class
 from tests.fakes import FakeClock
 

@@ -10,7 +10,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from fusion.config import ConfigError, parse_config
+from fusion.config import parse_config
+from fusion.errors import ConfigError
 from fusion.sample import Frame, Modality
 from fusion.sync import AlignedSet, DropReason, SyncConfig, Synchronizer
 

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from fusion.errors import InputError
 from fusion.sample import FusedSample
 
 
@@ -25,7 +26,7 @@ class PendingQueue:
 
     def __init__(self, *, capacity: int, drop_oldest: bool) -> None:
         if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
+            raise InputError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self.drop_oldest = drop_oldest
         self.dropped = 0
@@ -74,7 +75,7 @@ class BatchPlanner:
 
     def __init__(self, *, size: int, fixed: bool) -> None:
         if size < 1:
-            raise ValueError(f"batch size must be at least 1, got {size}")
+            raise InputError(f"batch size must be at least 1, got {size}")
         self.size = size
         self.fixed = fixed
 
@@ -94,7 +95,7 @@ class InferencePool:
 
     def __init__(self, *, slots: int, max_in_flight: int) -> None:
         if slots < 1:
-            raise ValueError(f"an inference pool needs at least one actor, got {slots}")
+            raise InputError(f"an inference pool needs at least one actor, got {slots}")
         self.max_in_flight = max_in_flight
         self.in_flight = [0] * slots
 

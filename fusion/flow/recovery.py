@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fusion.errors import RunEnded
 from fusion.flow.messages import SensorKey, StreamState, Taken
 
 
-class TooManyRestarts(RuntimeError):
+class TooManyRestarts(RunEnded):
     """A sensor's actor died more often than the config allows."""
 
 

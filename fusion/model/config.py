@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, Strict, model_validator
 
 from fusion.config import ModalityKey, StrictModel
+from fusion.errors import InputError
 from fusion.model.position_encoding import num_fourier_channels
 from fusion.sample import MODALITY_ORDER, Modality
 
@@ -38,12 +39,12 @@ class InputConfig(StrictModel):
     @model_validator(mode="after")
     def _check_shapes(self) -> InputConfig:
         if len(self.max_resolution) != self.pos_dims:
-            raise ValueError(
+            raise InputError(
                 f"max_resolution has {len(self.max_resolution)} entries, pos_dims is {self.pos_dims}"
             )
         want = self.pos_dims if self.kind is PositionKind.GRID else 1
         if len(self.example_shape) != want or min(self.example_shape) < 1:
-            raise ValueError(
+            raise InputError(
                 f"example_shape {self.example_shape} must be {want} positive int(s) for a {self.kind.value} input"
             )
         return self
@@ -103,13 +104,13 @@ class ModelConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if len(self.inputs) > 1 and self.min_padding < 1:
-            raise ValueError("min_padding must be >= 1 with several modalities, so each gets an embedding")
+            raise InputError("min_padding must be >= 1 with several modalities, so each gets an embedding")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"class_names has {len(self.class_names)} names, num_classes is {self.num_classes}"
             )
         if self.latent_dim % self.self_heads:
-            raise ValueError(
+            raise InputError(
                 f"latent_dim ({self.latent_dim}) must be divisible by self_heads ({self.self_heads})"
             )
         for name, value in (
@@ -117,7 +118,7 @@ class ModelConfig(StrictModel):
             ("cross_v_channels", self.v_channels),
         ):
             if value % self.cross_heads:
-                raise ValueError(f"{name} ({value}) must be divisible by cross_heads ({self.cross_heads})")
+                raise InputError(f"{name} ({value}) must be divisible by cross_heads ({self.cross_heads})")
         return self
 
     @property

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fusion.errors import InputError
 from fusion.model.config import InputConfig, ModelConfig
 from fusion.model.position_encoding import fourier_features, grid_positions
 from fusion.sample import MODALITY_ORDER, Modality, Segment, parse_modality
@@ -192,7 +193,7 @@ class MultimodalAdapter(nn.Module):
         if self.validate and device.type != "meta":
             empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
             if empty:
-                raise ValueError(f"samples {empty} have no input rows from any modality")
+                raise InputError(f"samples {empty} have no input rows from any modality")
         return mask
 
     def _drop_modalities(self, masks, chunks: list[ByteChunk], batch: int) -> list[torch.Tensor]:
@@ -238,19 +239,19 @@ class MultimodalAdapter(nn.Module):
     def _check(self, inputs: Mapping[Modality | str, ModalityInput]) -> int:
         """Validate every modality's tensors; return the batch size."""
         if not inputs:
-            raise ValueError("no modality given: the byte array would be empty")
+            raise InputError("no modality given: the byte array would be empty")
         sizes: dict[str, int] = {}
         for key, x in inputs.items():
             modality = parse_modality(key)
             if modality.value not in self.encoders:
                 known = ", ".join(self.encoders.keys())
-                raise ValueError(f"{modality.value}: modality not configured for this model (has: {known})")
+                raise InputError(f"{modality.value}: modality not configured for this model (has: {known})")
             sizes[modality.value] = _check_one(
                 modality, self.input_configs[modality], x, validate=self.validate
             )
         if len(set(sizes.values())) > 1:
             shown = ", ".join(f"{m} {b}" for m, b in sizes.items())
-            raise ValueError(f"batch sizes differ across modalities: {shown}")
+            raise InputError(f"batch sizes differ across modalities: {shown}")
         return next(iter(sizes.values()))
 
 
@@ -258,33 +259,33 @@ def _check_one(modality: Modality, cfg: InputConfig, x: ModalityInput, *, valida
     name = modality.value
     v = x.values
     if v.ndim != 3:
-        raise ValueError(f"{name}: values must be [batch, rows, channels], got shape {tuple(v.shape)}")
+        raise InputError(f"{name}: values must be [batch, rows, channels], got shape {tuple(v.shape)}")
     b, m, c = v.shape
     if m == 0:
-        raise ValueError(f"{name}: empty segment (0 rows)")
+        raise InputError(f"{name}: empty segment (0 rows)")
     if c != cfg.channels:
-        raise ValueError(f"{name}: expected {cfg.channels} value channels, got {c}")
+        raise InputError(f"{name}: expected {cfg.channels} value channels, got {c}")
     # Either kind may come as a grid or as explicit positions (mixed grids in one batch do).
     if (x.grid is None) == (x.positions is None):
-        raise ValueError(f"{name}: give exactly one of `grid` or `positions`")
+        raise InputError(f"{name}: give exactly one of `grid` or `positions`")
     if x.grid is not None:
         if len(x.grid) != cfg.pos_dims or math.prod(x.grid) != m:
-            raise ValueError(f"{name}: grid input needs a {cfg.pos_dims}-D grid with {m} cells, got {x.grid}")
+            raise InputError(f"{name}: grid input needs a {cfg.pos_dims}-D grid with {m} cells, got {x.grid}")
     else:
         p = x.positions
         if p is None or p.shape != (b, m, cfg.pos_dims):
             got = None if p is None else tuple(p.shape)
-            raise ValueError(f"{name}: positions must be [{b}, {m}, {cfg.pos_dims}], got {got}")
+            raise InputError(f"{name}: positions must be [{b}, {m}, {cfg.pos_dims}], got {got}")
     if x.mask is not None and x.mask.shape != (b, m):
-        raise ValueError(f"{name}: mask must be [{b}, {m}], got {tuple(x.mask.shape)}")
+        raise InputError(f"{name}: mask must be [{b}, {m}], got {tuple(x.mask.shape)}")
     if validate and v.device.type != "meta":
         if not torch.isfinite(v).all():
-            raise ValueError(f"{name}: values contain NaN or inf")
+            raise InputError(f"{name}: values contain NaN or inf")
         if x.positions is not None:
             if not torch.isfinite(x.positions).all():
-                raise ValueError(f"{name}: positions contain NaN or inf")
+                raise InputError(f"{name}: positions contain NaN or inf")
             if x.positions.abs().max() > 1.0 + 1e-6:
-                raise ValueError(
+                raise InputError(
                     f"{name}: positions outside [-1, 1] (max |pos| {x.positions.abs().max():.4g})"
                 )
     return b
@@ -303,7 +304,7 @@ def collate(
     explicit positions so they can still share a batch.
     """
     if not samples:
-        raise ValueError("collate needs at least one sample")
+        raise InputError("collate needs at least one sample")
     by_mod: dict[Modality, list[Segment | None]] = {}
     for i, sample in enumerate(samples):
         for key, seg in sample.items():

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from fusion.errors import InputError
+
 
 def num_fourier_channels(pos_dims: int, num_bands: int, *, concat_pos: bool = True) -> int:
     """Width of the Fourier features for `pos_dims`-D positions and `num_bands` bands."""
@@ -47,9 +49,9 @@ def fourier_features(
     """
     d = pos.shape[-1]
     if len(max_resolution) != d:
-        raise ValueError(f"max_resolution has {len(max_resolution)} entries but positions have {d} axes")
+        raise InputError(f"max_resolution has {len(max_resolution)} entries but positions have {d} axes")
     if num_bands < 1:
-        raise ValueError(f"num_bands must be >= 1, got {num_bands}")
+        raise InputError(f"num_bands must be >= 1, got {num_bands}")
     bands = frequency_bands(max_resolution, num_bands, device=pos.device, dtype=pos.dtype)  # (d, K)
     scaled = (torch.pi * pos.unsqueeze(-1) * bands).flatten(-2)  # (..., d*K)
     parts = [pos] if concat_pos else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fusion.config import load_config, shipped_config_dir, shipped_config_names
+from fusion.errors import InputError
 from fusion.model.config import ModelConfig
 from fusion.model.perceiver import Perceiver
 
@@ -22,7 +23,7 @@ def preset_config(name: str) -> ModelConfig:
     """The ModelConfig of a shipped preset (`paper-imagenet`, `sensor-small`, ...)."""
     path = preset_dir() / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown model preset {name!r} (known: {', '.join(preset_names())})")
+        raise InputError(f"unknown model preset {name!r} (known: {', '.join(preset_names())})")
     return load_config(ModelConfig, path)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from fusion.config import ModalityKey, StrictModel, parse_config
+from fusion.errors import InputError
 from fusion.schema import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
@@ -49,10 +50,10 @@ def load_manifest(path: Path) -> Manifest:
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON: {err}") from None
+        raise InputError(f"{path}: not valid JSON: {err}") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{path}: recording written with schema version {version}; this build reads {SCHEMA_VERSION}"
         )
     manifest = parse_config(Manifest, raw, source=str(path))
@@ -61,5 +62,5 @@ def load_manifest(path: Path) -> Manifest:
         names.append(manifest.samples.file)
     for name in names:
         if Path(name).name != name or name.startswith("."):
-            raise ValueError(f"{path}: file {name!r} is not a plain file name in the recording directory")
+            raise InputError(f"{path}: file {name!r} is not a plain file name in the recording directory")
     return manifest

@@ -22,6 +22,7 @@ from typing import Any
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from fusion.errors import InputError, OutputExistsError
 from fusion.sample import Frame, Modality
 from fusion.sensors.ros.messages import audio_messages, cloud_message, image_message
 from fusion.sensors.ros.types import (
@@ -50,7 +51,7 @@ class McapWriter:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         if self.directory.exists():
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{self.directory}: already exists (an MCAP recording is written to a new folder)"
             )
         self._store = typestore(RosVersion.ROS2)
@@ -62,7 +63,7 @@ class McapWriter:
     def write(self, frame: Frame) -> None:
         """Write one frame as a message on its sensor's topic."""
         if self._closed:
-            raise ValueError(f"{self.directory}: recording already closed")
+            raise InputError(f"{self.directory}: recording already closed")
         ns = to_ns(frame.timestamp)
         hdr = header(self._store, RosVersion.ROS2, ns, frame.sensor_id)
         types = self._store.types
@@ -90,7 +91,7 @@ class McapWriter:
             known = self._topics[frame.sensor_id] = (frame.modality, conn)
         modality, conn = known
         if modality is not frame.modality:
-            raise ValueError(
+            raise InputError(
                 f"sensor {frame.sensor_id!r}: a {frame.modality.value} frame in a {modality.value} stream"
             )
         return conn

@@ -14,6 +14,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from fusion.clock import Pacer, check_speed
+from fusion.errors import InputError, MissingFileError
 from fusion.recording.manifest import MANIFEST, StreamInfo, load_manifest
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.schema import (
@@ -35,7 +36,7 @@ class StreamFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such stream file")
+            raise MissingFileError(f"{path}: no such stream file")
         self._ipc: ipc.RecordBatchFileReader | None = None
         self._parquet: pq.ParquetFile | None = None
         self._map: pa.MemoryMappedFile | None = None
@@ -51,7 +52,7 @@ class StreamFile:
                 self.num_batches = self._ipc.num_record_batches
         except (pa.ArrowException, OSError) as err:
             self.close()
-            raise ValueError(
+            raise InputError(
                 f"{path}: not a readable {path.suffix[1:]} file (truncated or corrupt?): {err}"
             ) from None
 
@@ -65,7 +66,7 @@ class StreamFile:
                 batch = self._ipc.get_batch(i)
             batch.validate(full=True)
         except (pa.ArrowException, OSError) as err:
-            raise ValueError(f"{self.path}: batch {i} is corrupt: {err}") from None
+            raise InputError(f"{self.path}: batch {i} is corrupt: {err}") from None
         return batch
 
     def num_rows(self) -> int:
@@ -76,7 +77,7 @@ class StreamFile:
             assert self._ipc is not None
             return int(self._ipc.count_rows())
         except (pa.ArrowException, OSError) as err:
-            raise ValueError(f"{self.path}: corrupt batch headers: {err}") from None
+            raise InputError(f"{self.path}: corrupt batch headers: {err}") from None
 
     def close(self) -> None:
         if self._parquet is not None:
@@ -107,9 +108,9 @@ class RecordingReader:
         self.directory = Path(directory)
         path = self.directory / MANIFEST
         if not self.directory.is_dir():
-            raise FileNotFoundError(f"{self.directory}: no such recording directory")
+            raise MissingFileError(f"{self.directory}: no such recording directory")
         if not path.is_file():
-            raise FileNotFoundError(f"{self.directory}: not a recording (no {MANIFEST})")
+            raise MissingFileError(f"{self.directory}: not a recording (no {MANIFEST})")
         self.manifest = load_manifest(path)
         for sensor_id, info in self.manifest.sensors.items():
             self._check_file(info.file, FRAMES, info.frames, info.modality, what=f"sensor {sensor_id!r}")
@@ -129,14 +130,14 @@ class RecordingReader:
     def _check_file(self, name: str, kind: str, rows: int, modality: Modality | None, *, what: str) -> None:
         path = self._path(name)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: file of {what}, listed in {MANIFEST}, is missing")
+            raise MissingFileError(f"{path}: file of {what}, listed in {MANIFEST}, is missing")
         with StreamFile(path) as stream:
             check_schema(stream.schema, kind, source=str(path))
             if modality is not None and schema_modality(stream.schema, source=str(path)) is not modality:
-                raise ValueError(f"{path}: {MANIFEST} says {modality.value}, the file holds another modality")
+                raise InputError(f"{path}: {MANIFEST} says {modality.value}, the file holds another modality")
             found = stream.num_rows()
         if found != rows:
-            raise ValueError(f"{path}: {MANIFEST} lists {rows} rows, the file holds {found} (truncated?)")
+            raise InputError(f"{path}: {MANIFEST} lists {rows} rows, the file holds {found} (truncated?)")
 
     def frames(self, sensor_id: str | None = None, *, on_error: OnError | None = None) -> Iterator[Frame]:
         """Frames of one sensor, or of all sensors merged by (timestamp, sensor id, index).

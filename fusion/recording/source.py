@@ -13,12 +13,13 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from fusion.clock import Pacer
+from fusion.errors import InputError, SourceError
 from fusion.recording.manifest import MANIFEST, SUFFIX
 from fusion.recording.reader import RecordingReader, StreamFile
 from fusion.sample import MODALITY_ORDER, Frame, Modality
 from fusion.schema import FRAMES, check_schema, schema_modality, table_to_frames
 from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import EndOfStream, Source, SourceConfig, SourceError
+from fusion.sensors.source import EndOfStream, Source, SourceConfig
 
 
 class RecordingSourceConfig(SourceConfig):
@@ -233,7 +234,7 @@ def _probe_samples(path: Path, reader: RecordingReader) -> FileReport:
     """A recording of fused samples only (what `fusion replay --out` writes)."""
     info = reader.manifest.samples
     if info is None:
-        raise ValueError(f"{path}: the recording holds neither sensor streams nor fused samples")
+        raise InputError(f"{path}: the recording holds neither sensor streams nor fused samples")
     first = next(iter(reader.samples()), None)
     segments = {} if first is None else first.segments
     present = [m for m in MODALITY_ORDER if m in segments]
@@ -276,7 +277,7 @@ def probe_stream_file(path: Path) -> FileReport:
             sensor_ids.update(pc.unique(batch.column("sensor_id")).to_pylist())
             frames += batch.num_rows
     if first is None:
-        raise ValueError(f"{path}: the stream holds no frames")
+        raise InputError(f"{path}: the stream holds no frames")
     return FileReport(
         path=str(path),
         modality=modality,

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from fusion.errors import InputError, OutputExistsError
 from fusion.recording.manifest import (
     MANIFEST,
     SAMPLES_STEM,
@@ -64,14 +65,14 @@ class RecordingWriter:
         batch_bytes: int = 32 * 2**20,
     ) -> None:
         if format not in SUFFIX:
-            raise ValueError(f"format must be one of {sorted(SUFFIX)}, got {format!r}")
+            raise InputError(f"format must be one of {sorted(SUFFIX)}, got {format!r}")
         if batch_frames < 1 or batch_bytes < 1:
-            raise ValueError(
+            raise InputError(
                 f"batch_frames ({batch_frames}) and batch_bytes ({batch_bytes}) must be positive"
             )
         self.directory = Path(directory)
         if (self.directory / MANIFEST).exists():
-            raise FileExistsError(f"{self.directory}: already holds a recording ({MANIFEST})")
+            raise OutputExistsError(f"{self.directory}: already holds a recording ({MANIFEST})")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.format = format
         self.batch_frames = batch_frames
@@ -96,11 +97,11 @@ class RecordingWriter:
     def write(self, frame: Frame) -> None:
         """Buffer one frame; a full buffer is written as one batch. Timestamps of a sensor must not go back."""
         if self._closed:
-            raise ValueError(f"{self.directory}: recording already closed")
+            raise InputError(f"{self.directory}: recording already closed")
         stream = self._streams.get(frame.sensor_id)
         if stream is None:
             if not _SENSOR_ID.fullmatch(frame.sensor_id) or frame.sensor_id == SAMPLES_STEM:
-                raise ValueError(
+                raise InputError(
                     f"sensor_id {frame.sensor_id!r} cannot name a stream file "
                     f"(letters, digits, '.', '_', '-'; not {SAMPLES_STEM!r})"
                 )
@@ -108,11 +109,11 @@ class RecordingWriter:
             stream = self._streams[frame.sensor_id] = _Stream(path, writer, frame.modality)
         elif frame.modality is not stream.modality:
             assert stream.modality is not None
-            raise ValueError(
+            raise InputError(
                 f"sensor {frame.sensor_id!r}: a {frame.modality.value} frame in a {stream.modality.value} stream"
             )
         if frame.timestamp < stream.end:
-            raise ValueError(
+            raise InputError(
                 f"sensor {frame.sensor_id!r}: timestamp {frame.timestamp} is before the previous {stream.end}"
             )
         self._add(stream, frame, frame.timestamp, frame.data.nbytes)
@@ -120,12 +121,12 @@ class RecordingWriter:
     def write_sample(self, sample: FusedSample) -> None:
         """Buffer one FusedSample for `samples.<format>`; its arrays must be float32 (stored losslessly)."""
         if self._closed:
-            raise ValueError(f"{self.directory}: recording already closed")
+            raise InputError(f"{self.directory}: recording already closed")
         # Checked here, not when the batch is written, so the error points at this sample.
         for modality, seg in sample.segments.items():
             for name, array in (("values", seg.values), ("positions", seg.positions)):
                 if array is not None and array.dtype != np.float32:
-                    raise ValueError(
+                    raise InputError(
                         f"sample {sample.seq}: {modality.value} {name} must be float32, got {array.dtype}"
                     )
         if self._samples is None:

@@ -17,9 +17,10 @@ import soundfile as sf
 import soxr
 from pydantic import Field, model_validator
 
+from fusion.errors import InputError, SourceError
 from fusion.sample import Frame, Modality
 from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig, SourceError
+from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 
@@ -33,7 +34,7 @@ class _AudioConfig(SourceConfig):
     @model_validator(mode="after")
     def _chunk_has_samples(self) -> _AudioConfig:
         if self.chunk_samples < 1:
-            raise ValueError(f"chunk_s={self.chunk_s} is less than one sample at {self.sample_rate} Hz")
+            raise InputError(f"chunk_s={self.chunk_s} is less than one sample at {self.sample_rate} Hz")
         return self
 
     @property
@@ -286,7 +287,7 @@ def probe_audio(path: Path) -> FileReport:
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError) as err:
-        raise ValueError(f"{path}: not a readable audio file: {err}") from None
+        raise InputError(f"{path}: not a readable audio file: {err}") from None
     duration = info.frames / info.samplerate
     layout = {1: "mono", 2: "stereo"}.get(info.channels, f"{info.channels} channels")
     details: dict[str, Any] = {

@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
+from fusion.errors import InputError, SourceError
 from fusion.sample import Frame, Modality
 from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig, SourceError
+from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 
@@ -42,7 +43,7 @@ class _CaptureConfig(SourceConfig):
     @model_validator(mode="after")
     def _both_or_neither(self) -> _CaptureConfig:
         if (self.width is None) != (self.height is None):
-            raise ValueError(
+            raise InputError(
                 f"width and height must be given together (got width={self.width}, height={self.height})"
             )
         return self
@@ -317,13 +318,13 @@ def probe_video(path: Path) -> FileReport:
     try:
         cap, fps = _open_video(path)
     except SourceError as err:
-        raise ValueError(str(err)) from None
+        raise InputError(str(err)) from None
     try:
         fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("ascii", errors="replace")
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         ok, first = cap.read()
         if not ok or first is None:
-            raise ValueError(f"{path}: the first frame cannot be decoded (codec {fourcc!r})")
+            raise InputError(f"{path}: the first frame cannot be decoded (codec {fourcc!r})")
         frames = declared
         if frames <= 0:
             frames = 1

@@ -19,9 +19,10 @@ import numpy as np
 import open3d as o3d
 from pydantic import Field
 
+from fusion.errors import InputError, SourceError
 from fusion.sample import Modality
 from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import SourceConfig, SourceError
+from fusion.sensors.source import SourceConfig
 from fusion.sensors.sweeps import RawSweep, SweepFileSource
 
 POINT_CLOUD_SUFFIXES = (".pcd", ".ply")
@@ -39,7 +40,7 @@ def _open3d_cloud(path: Path) -> o3d.t.geometry.PointCloud:
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
         cloud = o3d.t.io.read_point_cloud(path)
     if "positions" not in cloud.point or len(cloud.point.positions) == 0:
-        raise ValueError(f"{path}: open3d read no points (not a valid PCD/PLY file, or an empty one)")
+        raise InputError(f"{path}: open3d read no points (not a valid PCD/PLY file, or an empty one)")
     return cloud
 
 
@@ -222,7 +223,7 @@ def probe_kitti(path: Path) -> FileReport:
     try:
         times = kitti_times(path, len(files))
     except SourceError as err:
-        raise ValueError(str(err)) from None
+        raise InputError(str(err)) from None
     stamps = times[: len(files)][good] if times is not None else np.flatnonzero(good) / 10.0
     return FileReport(
         path=str(path),

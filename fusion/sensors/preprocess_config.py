@@ -17,6 +17,7 @@ from typing import Annotated, Protocol
 from pydantic import Field, Strict, model_validator
 
 from fusion.config import StrictModel
+from fusion.errors import InputError
 from fusion.sample import Frame, Modality, Segment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,13 +72,13 @@ class MicrophonePreprocessConfig(StrictModel):
         nyquist = self.sample_rate / 2
         top = nyquist if self.fmax is None else self.fmax
         if top > nyquist:
-            raise ValueError(
+            raise InputError(
                 f"fmax={self.fmax} is above the Nyquist frequency {nyquist} of sample_rate={self.sample_rate}"
             )
         if self.fmin >= top:
-            raise ValueError(f"fmin={self.fmin} must be below fmax={top}")
+            raise InputError(f"fmin={self.fmin} must be below fmax={top}")
         if self.frames is None and self.window_samples < self.n_fft:
-            raise ValueError(
+            raise InputError(
                 f"window_s={self.window_s} holds {self.window_samples} samples, fewer than n_fft={self.n_fft}"
             )
         return self
@@ -121,5 +122,5 @@ class LidarPreprocessConfig(StrictModel):
     @model_validator(mode="after")
     def _z_range(self) -> LidarPreprocessConfig:
         if self.z_max <= self.z_min:
-            raise ValueError(f"z_max ({self.z_max}) must be above z_min ({self.z_min})")
+            raise InputError(f"z_max ({self.z_max}) must be above z_min ({self.z_min})")
         return self

@@ -10,6 +10,7 @@ import librosa
 import numpy as np
 import open3d as o3d
 
+from fusion.errors import InputError
 from fusion.sample import Frame, Modality, Segment
 from fusion.sensors.preprocess_config import (
     IMAGENET_MEAN,
@@ -71,7 +72,7 @@ class CameraPreprocessor:
 
     def __call__(self, frame: Frame) -> Segment:
         if frame.modality is not Modality.CAMERA:
-            raise ValueError(
+            raise InputError(
                 f"camera preprocessor got a {frame.modality.value} frame from {frame.sensor_id!r}"
             )
         h, w, p = self.config.height, self.config.width, self.config.patch
@@ -111,11 +112,11 @@ class MicrophonePreprocessor:
     def __call__(self, frame: Frame) -> Segment:
         cfg = self.config
         if frame.modality is not Modality.MICROPHONE:
-            raise ValueError(
+            raise InputError(
                 f"microphone preprocessor got a {frame.modality.value} frame from {frame.sensor_id!r}"
             )
         if frame.sample_rate != cfg.sample_rate:
-            raise ValueError(
+            raise InputError(
                 f"microphone frame from {frame.sensor_id!r} is at {frame.sample_rate} Hz, "
                 f"the preprocessor expects {cfg.sample_rate} Hz"
             )
@@ -201,11 +202,11 @@ class LidarPreprocessor:
 
     def __call__(self, frame: Frame) -> Segment:
         if frame.modality is not Modality.LIDAR:
-            raise ValueError(f"LidarPreprocessor got a {frame.modality.value} frame from {frame.sensor_id!r}")
+            raise InputError(f"LidarPreprocessor got a {frame.modality.value} frame from {frame.sensor_id!r}")
         points = self.crop(frame.data)
         if len(points) == 0:
             cfg = self.config
-            raise ValueError(
+            raise InputError(
                 f"lidar/{frame.sensor_id}: no points within range (|x|, |y| <= {cfg.range_m} m, "
                 f"z in [{cfg.z_min}, {cfg.z_max}] m) in sweep {frame.index}"
             )

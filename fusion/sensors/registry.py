@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from fusion.config import StrictModel, parse_config
+from fusion.errors import InputError, MissingFileError
 from fusion.sample import Modality, parse_modality
 from fusion.sensors.preprocess_config import Preprocessor
 from fusion.sensors.source import Source, SourceConfig
@@ -57,7 +58,7 @@ def register_source(cls: S) -> S:
     """Class decorator: make a Source backend available to configs by (modality, backend)."""
     key = (cls.modality, cls.backend)
     if key in _SOURCES and _SOURCES[key] is not cls:
-        raise ValueError(f"source backend {cls.modality.value}/{cls.backend} registered twice")
+        raise RuntimeError(f"source backend {cls.modality.value}/{cls.backend} registered twice")
     _SOURCES[key] = cls
     return cls
 
@@ -74,7 +75,7 @@ def source_class(modality: Modality, backend: object) -> type[Source]:
     cls = _SOURCES.get((modality, str(backend)))
     if cls is None:
         known = ", ".join(backends(modality))
-        raise ValueError(f"unknown {modality.value} backend {backend!r} (known: {known})")
+        raise InputError(f"unknown {modality.value} backend {backend!r} (known: {known})")
     return cls
 
 
@@ -93,10 +94,10 @@ def make_source(
     try:
         cls = source_class(modality, backend)
     except ValueError as err:
-        raise ValueError(f"{source}.backend: {err}") from None
+        raise InputError(f"{source}.backend: {err}") from None
     if isinstance(config, SourceConfig):
         if not isinstance(config, cls.config_cls):
-            raise ValueError(
+            raise InputError(
                 f"{source}: a {type(config).__name__} is not a {modality.value}/{backend} config "
                 f"(expected {cls.config_cls.__name__})"
             )
@@ -149,11 +150,11 @@ def probe_file(path: str | Path) -> FileReport:
     _load(SOURCE_MODULES)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise MissingFileError(f"{path}: no such file or directory")
     for matches, fn in _PROBES:
         if matches(path):
             return fn(path)
-    raise ValueError(
+    raise InputError(
         f"{path}: not a supported video, audio, point cloud, KITTI folder, pcap, ROS bag, MCAP or recording"
     )
 
@@ -178,7 +179,7 @@ _PREPROCESSORS: dict[Modality, PreprocessorClass] = {}
 def register_preprocessor(cls: P) -> P:
     """Class decorator: make `cls` the preprocessor of its modality."""
     if cls.modality in _PREPROCESSORS and _PREPROCESSORS[cls.modality] is not cls:
-        raise ValueError(f"{cls.modality.value} preprocessor registered twice")
+        raise RuntimeError(f"{cls.modality.value} preprocessor registered twice")
     _PREPROCESSORS[cls.modality] = cls
     return cls
 
@@ -195,7 +196,7 @@ def make_preprocessor(
     cls = _preprocessor_class(modality)
     if isinstance(config, StrictModel):
         if not isinstance(config, cls.config_cls):
-            raise ValueError(f"{source}: a {type(config).__name__} is not a {cls.config_cls.__name__}")
+            raise InputError(f"{source}: a {type(config).__name__} is not a {cls.config_cls.__name__}")
         return cls(config)
     return cls(parse_config(cls.config_cls, dict(config), source=source))
 

@@ -29,13 +29,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from fusion.config import StrictModel
+from fusion.errors import SourceError
 from fusion.sample import Frame, Modality
 
 log = logging.getLogger(__name__)
-
-
-class SourceError(RuntimeError):
-    """A source cannot be opened, or its device is gone (the message names which)."""
 
 
 class EndOfStream(Exception):

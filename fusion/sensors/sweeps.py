@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fusion.errors import SourceError
 from fusion.sample import Frame, Modality
-from fusion.sensors.source import EndOfStream, Source, SourceConfig, SourceError
+from fusion.sensors.source import EndOfStream, Source, SourceConfig
 
 
 def finite_sweep(source: Source, points: np.ndarray, where: str) -> np.ndarray | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 
+from fusion.errors import InputError
 from fusion.sim.objects import CLASS_NAMES
 from fusion.sim.world import World
 from fusion.training.labels import LabelSegment
@@ -25,9 +26,9 @@ def ground_truth(
 ) -> list[LabelSegment]:
     """Segments from `start` to past `end` (seconds of scene time) on the grid `origin + k / rate_hz`."""
     if not end >= start:
-        raise ValueError(f"end ({end}) is before start ({start})")
+        raise InputError(f"end ({end}) is before start ({start})")
     if not rate_hz > 0:
-        raise ValueError(f"rate_hz must be positive, got {rate_hz}")
+        raise InputError(f"rate_hz must be positive, got {rate_hz}")
     first = math.floor((start - origin) * rate_hz + 0.5)
     last = math.floor((end - origin) * rate_hz + 0.5)
     episode_s = world.config.episode_s

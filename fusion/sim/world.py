@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fusion.config import StrictModel
+from fusion.errors import InputError
 from fusion.sim.objects import CLASSES, ObjectModel
 
 CAMERA_HFOV_DEG = 45.0  # the camera's horizontal field of view; objects are kept inside it
@@ -64,23 +65,23 @@ class WorldConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
         if self.max_distance_m <= self.min_distance_m:
-            raise ValueError(
+            raise InputError(
                 f"max_distance_m ({self.max_distance_m}) must exceed min_distance_m ({self.min_distance_m})"
             )
         if self.fog_probability + self.rain_probability > 1:
-            raise ValueError(
+            raise InputError(
                 f"fog_probability + rain_probability = {self.fog_probability + self.rain_probability} exceeds 1"
             )
         for name in ("fog_visibility_m", "noise_dbfs"):
             lo, hi = getattr(self, name)
             if hi < lo:
-                raise ValueError(f"{name}: [{lo}, {hi}] is not a [low, high] range")
+                raise InputError(f"{name}: [{lo}, {hi}] is not a [low, high] range")
         if self.class_weights is not None and (
             len(self.class_weights) != len(CLASSES)
             or min(self.class_weights) < 0
             or sum(self.class_weights) <= 0
         ):
-            raise ValueError(
+            raise InputError(
                 f"class_weights needs {len(CLASSES)} non-negative weights (one per class), got {self.class_weights}"
             )
         return self

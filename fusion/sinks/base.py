@@ -19,6 +19,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fusion.errors import InputError
 from fusion.sample import Prediction
 
 
@@ -116,7 +117,7 @@ def open_sink(spec: str, *, class_names: list[str] | None = None) -> Sink:
         from fusion.sinks.mcap import McapPredictionSink  # rosbags loads only when asked for
 
         return McapPredictionSink(spec, class_names=class_names)
-    raise ValueError(f"--output {spec!r}: expected '-', a .jsonl, a .parquet or a .mcap path")
+    raise InputError(f"--output {spec!r}: expected '-', a .jsonl, a .parquet or a .mcap path")
 
 
 class OrderedSink(Sink):
@@ -195,7 +196,7 @@ class BackgroundSink(Sink):
 
     def __init__(self, sink: Sink, *, capacity: int = 256) -> None:
         if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
+            raise InputError(f"capacity must be >= 1, got {capacity}")
         self.sink = sink
         self.capacity = capacity
         self.dropped = 0

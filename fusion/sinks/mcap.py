@@ -18,6 +18,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from fusion.errors import OutputExistsError
 from fusion.sample import Prediction
 from fusion.sensors.ros.types import RosVersion, header, sensor_topic, to_ns
 from fusion.sinks.base import Sink
@@ -66,7 +67,7 @@ class McapPredictionSink(Sink):
     def __init__(self, path: str | Path, *, class_names: list[str] | None = None) -> None:
         self.path = Path(path)
         if self.path.exists():
-            raise FileExistsError(f"{self.path}: already exists (predictions go to a new file)")
+            raise OutputExistsError(f"{self.path}: already exists (predictions go to a new file)")
         self._folder = self.path.with_name(f".{self.path.name}.bag")
         if self._folder.exists():
             shutil.rmtree(self._folder)  # left by a run that died: it is ours to replace

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fusion.config import parse_config
+from fusion.errors import CheckpointError
 from fusion.model import ModelConfig, Perceiver, build_model
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,6 @@ _PACKAGE = Path(__file__).resolve().parents[1]  # fusion/
 # Shipped checkpoints, by preset name: a wheel carries checkpoints/ as fusion/_checkpoints, a
 # source checkout has it at the repo root.
 _SHIPPED_DIRS = (_PACKAGE / "_checkpoints", _PACKAGE.parent / "checkpoints")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and the reason."""
 
 
 def save_checkpoint(model: Perceiver, path: str | Path, *, extra: dict[str, str] | None = None) -> Path:

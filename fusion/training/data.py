@@ -39,6 +39,7 @@ from pydantic import Field, ValidationError, model_validator
 from tqdm import tqdm
 
 from fusion.config import ModalityKey, StrictModel
+from fusion.errors import InputError, MissingFileError
 from fusion.fuser import fuse
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.schema import samples_to_table, table_to_samples
@@ -104,22 +105,22 @@ class DataConfig(StrictModel):
         seeds = [s.seed for s in self.splits.values()]
         if len(set(seeds)) != len(seeds):
             shown = ", ".join(f"{k}={s.seed}" for k, s in self.splits.items())
-            raise ValueError(f"splits must use different seeds, got {shown}")
+            raise InputError(f"splits must use different seeds, got {shown}")
         for name, split in self.splits.items():
             if "seed" in split.world:
-                raise ValueError(f"splits.{name}.world.seed: the split's own `seed` sets it")
+                raise InputError(f"splits.{name}.world.seed: the split's own `seed` sets it")
             try:
                 split_world(self, name)
             except ValidationError as err:
                 first = err.errors()[0]
                 where = "".join(f".{p}" for p in first["loc"])
-                raise ValueError(f"splits.{name}.world{where}: {first['msg']}") from None
+                raise InputError(f"splits.{name}.world{where}: {first['msg']}") from None
         if self.world.seed != 0:
-            raise ValueError(
+            raise InputError(
                 f"world.seed ({self.world.seed}): give each split its own seed (splits.<name>.seed) instead"
             )
         if self.sensors.microphone.window_s >= self.world.episode_s:
-            raise ValueError(
+            raise InputError(
                 f"sensors.microphone.window_s ({self.sensors.microphone.window_s}) must be shorter than "
                 f"world.episode_s ({self.world.episode_s}): each sample's audio lies within one episode"
             )
@@ -396,7 +397,7 @@ def split_files(data_dir: str | Path, split: str) -> list[Path]:
     folder = Path(data_dir) / split
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
-        raise FileNotFoundError(f"no shards of split {split!r} in {folder} (run `fusion data generate`)")
+        raise MissingFileError(f"no shards of split {split!r} in {folder} (run `fusion data generate`)")
     return files
 
 
@@ -407,7 +408,7 @@ def load_split(data_dir: str | Path, split: str, *, limit: int | None = None) ->
     for path in split_files(data_dir, split):
         table = pq.read_table(path)
         if SCENE_COLUMN not in table.column_names:
-            raise ValueError(f"{path}: no {SCENE_COLUMN!r} column; not written by `fusion data generate`")
+            raise InputError(f"{path}: no {SCENE_COLUMN!r} column; not written by `fusion data generate`")
         samples.extend(table_to_samples(table, source=str(path)))
         scenes.append(table.select([SCENE_COLUMN]))
         if limit is not None and len(samples) >= limit:
@@ -419,12 +420,12 @@ def load_split(data_dir: str | Path, split: str, *, limit: int | None = None) ->
         columns = {k: v[:limit] for k, v in columns.items()}
     for sample in samples:
         if sample.label is None:
-            raise ValueError(f"{data_dir}/{split}: sample {sample.seq} has no label")
+            raise InputError(f"{data_dir}/{split}: sample {sample.seq} has no label")
     return LabelledSet(samples=samples, scene=columns)
 
 
 def read_manifest(data_dir: str | Path) -> Mapping[str, Any]:
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; was {data_dir} written by `fusion data generate`?")
+        raise MissingFileError(f"{path}: missing; was {data_dir} written by `fusion data generate`?")
     return json.loads(path.read_text())

@@ -14,8 +14,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from fusion.errors import CheckpointError
 from fusion.model import Perceiver
-from fusion.training.checkpoint import CheckpointError, read_checkpoint
+from fusion.training.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from fusion.errors import InputError, OutputExistsError
 from fusion.fuser import Fuser, PreprocessConfig
 from fusion.recording import RecordingReader
 from fusion.sample import Frame, FusedSample, Modality
@@ -69,7 +70,7 @@ class Frames:
     def of_recording(cls, recording: str | Path) -> Frames:
         reader = RecordingReader(recording)
         if not reader.sensors:
-            raise ValueError(f"{recording}: no sensor streams (a recording of fused samples only?)")
+            raise InputError(f"{recording}: no sensor streams (a recording of fused samples only?)")
         sensors = {sid: info.modality for sid, info in reader.sensors.items()}
         return cls(rig=Path(recording).name or "recording", sensors=sensors, stream=reader.frames())
 
@@ -79,7 +80,7 @@ class Frames:
         each is closed when it ends. A live device never ends: refused."""
         live = [sid for sid, src in sources.items() if isinstance(src, LiveSource)]
         if live:
-            raise ValueError(f"rig {rig}: sensors {live} are live devices; label files or bags, not devices")
+            raise InputError(f"rig {rig}: sensors {live} are live devices; label files or bags, not devices")
         sensors = {sid: src.modality for sid, src in sources.items()}
         streams = [_until_end(src) for _, src in sorted(sources.items())]
         merged = heapq.merge(*streams, key=lambda f: (f.timestamp, f.sensor_id, f.index))
@@ -118,7 +119,7 @@ def labelled_samples(
     """
     unknown = labels.names - classes.known()
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{labels.source}: labels {sorted(unknown)} map to none of the classes {classes.classes}"
         )
     fuser = Fuser(rig=frames.rig, sensors=frames.sensors, sync=sync, preprocess=preprocess, lossless=True)
@@ -165,7 +166,7 @@ def from_recording(
     frames = recording if isinstance(recording, Frames) else Frames.of_recording(recording)
     folder = Path(out) / split
     if any(folder.glob("part-*.parquet")):
-        raise FileExistsError(f"{folder}: already holds shards; write to another --out or --split")
+        raise OutputExistsError(f"{folder}: already holds shards; write to another --out or --split")
     folder.mkdir(parents=True, exist_ok=True)
     skipped: Counter[str] = Counter()
     per_class: Counter[str] = Counter()

@@ -23,13 +23,11 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fusion.errors import InputError, LabelError
+
 LABELS_FILE = "labels.csv"
 _HEADER = ["start", "end", "label"]
 _POSITION = ["x", "y", "z"]
-
-
-class LabelError(ValueError):
-    """A labels file that cannot be used; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -156,15 +154,15 @@ class ClassMap:
 
     def __init__(self, classes: Sequence[str], spec: str = "") -> None:
         if len(set(classes)) != len(classes) or not classes:
-            raise ValueError(f"classes must be distinct names, got {list(classes)}")
+            raise InputError(f"classes must be distinct names, got {list(classes)}")
         self.classes = list(classes)
         self.mapping: dict[str, str] = {}
         for pair in filter(None, (p.strip() for p in spec.split(","))):
             source, sep, target = (s.strip() for s in pair.partition("="))
             if not sep or not source or not target:
-                raise ValueError(f"class map: {pair!r} is not source=target")
+                raise InputError(f"class map: {pair!r} is not source=target")
             if target not in self.classes:
-                raise ValueError(f"class map: {pair!r} maps to {target!r}, not one of {', '.join(classes)}")
+                raise InputError(f"class map: {pair!r} maps to {target!r}, not one of {', '.join(classes)}")
             self.mapping[source] = target
 
     def known(self) -> set[str]:

@@ -39,11 +39,12 @@ from pydantic import Field, model_validator
 from torch import nn
 from tqdm import tqdm
 
-from fusion.config import ConfigError, StrictModel, load_config
+from fusion.config import StrictModel, load_config
+from fusion.errors import CheckpointError, ConfigError, InputError
 from fusion.model import ModelConfig, Perceiver, build_model, collate, preset_config
 from fusion.model.config import DropoutSchedule
 from fusion.sample import FusedSample
-from fusion.training.checkpoint import TRAIN_CONFIG_KEY, CheckpointError, read_checkpoint, save_checkpoint
+from fusion.training.checkpoint import TRAIN_CONFIG_KEY, read_checkpoint, save_checkpoint
 from fusion.training.data import DataConfig, load_split
 from fusion.training.finetune import InitReport, init_from_checkpoint
 from fusion.training.train_state import STEP_KEY, atomic_write, latest_checkpoint, load_state, save_state
@@ -87,11 +88,11 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if "train" not in self.data.splits:
-            raise ValueError(f"data.splits needs a 'train' split (has: {', '.join(self.data.splits)})")
+            raise InputError(f"data.splits needs a 'train' split (has: {', '.join(self.data.splits)})")
         if self.val_every is not None and "val" not in self.data.splits:
-            raise ValueError("val_every is set but data.splits has no 'val' split")
+            raise InputError("val_every is set but data.splits has no 'val' split")
         if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) exceeds lr ({self.lr})")
+            raise InputError(f"min_lr ({self.min_lr}) exceeds lr ({self.lr})")
         return self
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusion.training.checkpoint import CheckpointError
+from fusion.errors import CheckpointError
 
 STEP_KEY = "fusion.train_step"
 

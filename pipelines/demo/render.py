@@ -11,6 +11,7 @@ import base64
 import cv2
 import numpy as np
 
+from fusion.errors import InputError
 from fusion.sample import Segment
 from fusion.sensors.preprocess_config import IMAGENET_MEAN, IMAGENET_STD, CameraPreprocessConfig, Normalize
 from fusion.sensors.preprocessors import from_patches
@@ -116,5 +117,5 @@ def data_url(image: np.ndarray, fmt: str = "jpeg") -> str:
     ext = {"jpeg": ".jpg", "png": ".png"}[fmt]
     ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise ValueError(f"OpenCV could not encode a {image.shape} image as {fmt}")
+        raise InputError(f"OpenCV could not encode a {image.shape} image as {fmt}")
     return f"data:image/{fmt};base64," + base64.b64encode(buf.tobytes()).decode("ascii")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fusion.config import ConfigError
+from fusion.errors import ConfigError
 from fusion.fuser import PreprocessConfig
 from fusion.sensors import SourceConfig
 from fusion.sync import SyncConfig

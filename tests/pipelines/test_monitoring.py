@@ -24,7 +24,7 @@ import pytest
 import ray
 import yaml
 
-from fusion.config import ConfigError
+from fusion.errors import ConfigError
 from fusion.sample import Prediction
 from fusion.sinks.base import CallbackSink
 from fusion_cli.main import main as fusion_main

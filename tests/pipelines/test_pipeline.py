@@ -9,7 +9,7 @@ import pytest
 import ray
 import yaml
 
-from fusion.config import ConfigError
+from fusion.errors import ConfigError
 from pipelines.runner import PipelineStartError
 from tests.pipelines.conftest import run_pipeline, sim_config
 

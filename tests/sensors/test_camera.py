@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from fusion.config import ConfigError, parse_config
+from fusion.config import parse_config
+from fusion.errors import ConfigError, SourceError
 from fusion.sample import Frame, Modality
-from fusion.sensors import EndOfStream, SourceError, make_source
+from fusion.sensors import EndOfStream, make_source
 from fusion.sensors.opencv import (
     CameraDeviceConfig,
     CameraDeviceSource,

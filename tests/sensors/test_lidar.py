@@ -8,10 +8,11 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from fusion.config import ConfigError, parse_config
+from fusion.config import parse_config
+from fusion.errors import ConfigError, SourceError
 from fusion.model.multimodal import collate
 from fusion.sample import Frame, Modality
-from fusion.sensors import EndOfStream, SourceError, make_source
+from fusion.sensors import EndOfStream, make_source
 from fusion.sensors.pointclouds import (
     KittiConfig,
     KittiSource,

@@ -17,9 +17,10 @@ import sounddevice
 import soundfile as sf
 import yaml
 
-from fusion.config import ConfigError, parse_config
+from fusion.config import parse_config
+from fusion.errors import ConfigError, SourceError
 from fusion.sample import Frame, Modality
-from fusion.sensors import EndOfStream, SourceError
+from fusion.sensors import EndOfStream
 from fusion.sensors.audio import (
     MicrophoneDeviceConfig,
     MicrophoneDeviceSource,

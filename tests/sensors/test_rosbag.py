@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fusion.config import ConfigError
+from fusion.errors import ConfigError, SourceError
 from fusion.fuser import Fuser
 from fusion.offline import build_sources, inspect_lines, open_all, replay_samples
 from fusion.sample import Frame, FusedSample, Modality
-from fusion.sensors import EndOfStream, SourceError, make_source
+from fusion.sensors import EndOfStream, make_source
 from fusion.sensors.ros.messages import (
     AudioFormat,
     MessageError,

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusion.errors import SourceError
 from fusion.sample import Modality
-from fusion.sensors import EndOfStream, SourceError
+from fusion.sensors import EndOfStream
 from fusion.sensors.velodyne.packets import packet_problem, parse_model
 from fusion.sensors.velodyne.source import PcapConfig, PcapSource, VelodyneConfig, VelodyneSource, probe_pcap
 

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from fusion.config import ConfigError, parse_config
+from fusion.config import parse_config
+from fusion.errors import ConfigError
 from fusion.sim.audio import AudioSynth, synth_audio
 from fusion.sim.camera import render_camera
 from fusion.sim.lidar import lidar_rays, scan_lidar

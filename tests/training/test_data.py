@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from fusion.config import ConfigError, parse_config
+from fusion.config import parse_config
+from fusion.errors import ConfigError
 from fusion.sample import Modality
 from fusion.sensors import make_preprocessor
 from fusion.training.data import DataConfig, ExampleRenderer, generate, load_split, read_manifest

@@ -6,8 +6,9 @@ import pytest
 import torch
 import yaml
 
+from fusion.errors import CheckpointError
 from fusion.model import build_model
-from fusion.training.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from fusion.training.checkpoint import read_checkpoint, save_checkpoint
 from fusion.training.train import Trainer, model_config
 from fusion_cli.main import main
 from tests.training.test_train import TINY_MODEL, data_dir, tiny_train_config  # noqa: F401 - data_dir: a fixture

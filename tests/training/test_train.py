@@ -6,7 +6,8 @@ import pytest
 import torch
 import yaml
 
-from fusion.config import ConfigError, parse_config
+from fusion.config import parse_config
+from fusion.errors import ConfigError
 from fusion.training.checkpoint import load_checkpoint, read_checkpoint
 from fusion.training.data import generate
 from fusion.training.train import TrainConfig, Trainer, lr_at

@@ -24,13 +24,10 @@ from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from fusion.errors import BagError
 from fusion.sensors.ros.types import RosVersion, typestore
 
 ROS2_METADATA = "metadata.yaml"
-
-
-class BagError(ValueError):
-    """A bag, or one of its topics, cannot be read (the message names the file and topic)."""
 
 
 class BagKind(StrEnum):

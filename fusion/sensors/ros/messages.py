@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 import velodyne_decoder as vd
 
+from fusion.errors import InputError
 from fusion.sensors.ros.types import AUDIO_DATA, AUDIO_DATA_STAMPED, AUDIO_INFO, IMAGE, POINT_CLOUD2
 from fusion.sensors.velodyne.packets import packet_problem
 
 
-class MessageError(ValueError):
+class MessageError(InputError):
     """One message cannot become a frame; `reason` is the counter it is skipped under."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -277,7 +278,7 @@ def sample_format(name: str) -> SampleFormat:
     try:
         return SampleFormat(name.upper())
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"unsupported audio sample format {name!r} (supported: {', '.join(SampleFormat)})"
         ) from None
 
@@ -286,9 +287,9 @@ def audio_format(info: Any) -> AudioFormat:
     """The format an audio_common_msgs/AudioInfo announces; ValueError when it is not raw PCM fusion reads."""
     coding = str(info.coding_format).lower()
     if coding not in ("", "wave", "wav", "pcm", "raw"):
-        raise ValueError(f"audio coding {info.coding_format!r} is not supported (raw PCM / wave only)")
+        raise InputError(f"audio coding {info.coding_format!r} is not supported (raw PCM / wave only)")
     if info.channels < 1 or info.sample_rate < 1:
-        raise ValueError(f"AudioInfo announces {info.channels} channels at {info.sample_rate} Hz")
+        raise InputError(f"AudioInfo announces {info.channels} channels at {info.sample_rate} Hz")
     return AudioFormat(int(info.sample_rate), int(info.channels), sample_format(str(info.sample_format)))
 
 

@@ -31,9 +31,10 @@ import numpy as np
 import velodyne_decoder as vd
 from pydantic import Field, Strict, field_validator
 
+from fusion.errors import BagError, InputError, SourceError
 from fusion.sample import MODALITY_ORDER, Frame, Modality
 from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.ros.bagfile import BagError, BagFile, Topic, bag_kind
+from fusion.sensors.ros.bagfile import BagFile, Topic, bag_kind
 from fusion.sensors.ros.messages import (
     AudioFormat,
     MessageError,
@@ -58,7 +59,7 @@ from fusion.sensors.ros.types import (
     seconds,
     stamp_ns,
 )
-from fusion.sensors.source import EndOfStream, Source, SourceConfig, SourceError
+from fusion.sensors.source import EndOfStream, Source, SourceConfig
 from fusion.sensors.sweeps import finite_sweep
 from fusion.sensors.velodyne.packets import decoder_config, parse_model
 
@@ -262,9 +263,9 @@ class RosbagMicrophoneSource(RosbagSource):
             try:
                 self._format = audio_format(bag.deserializer([info])(raw, AUDIO_INFO))
             except ValueError as err:
-                raise ValueError(f"{bag.path}: {info.name}: {err}") from None
+                raise InputError(f"{bag.path}: {info.name}: {err}") from None
             return
-        raise ValueError(f"{bag.path}: {info.name} holds no AudioInfo message")
+        raise InputError(f"{bag.path}: {info.name} holds no AudioInfo message")
 
     def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray:
         assert self._format is not None, "read() before open()"
@@ -296,7 +297,7 @@ def _info_topic(bag: BagFile, audio: Topic, name: str | None) -> Topic:
     if len(infos) == 1:
         return infos[0]
     found = ", ".join(t.name for t in infos) or "none"
-    raise ValueError(
+    raise InputError(
         f"{bag.path}: which AudioInfo describes {audio.name}? (AudioInfo topics: {found}); "
         "set info_topic, or sample_rate (with channels and sample_format)"
     )
@@ -322,7 +323,7 @@ def probe_bag(path: Path) -> FileReport:
     modalities = [m for m in MODALITY_ORDER if m in feeds.values()]
     if not modalities:
         listed = ", ".join(f"{t.name} ({t.msgtype})" for t in topics) or "no topics"
-        raise ValueError(f"{path}: no topic of a type fusion reads ({listed})")
+        raise InputError(f"{path}: no topic of a type fusion reads ({listed})")
     details: dict[str, Any] = {"format": str(bag.kind)}
     for t in topics:
         span = seconds(last.get(t.name, 0) - first.get(t.name, 0))

@@ -22,7 +22,7 @@ import dpkt
 import numpy as np
 import velodyne_decoder as vd
 
-from fusion.sensors.source import SourceError
+from fusion.errors import InputError, SourceError
 
 PACKET_SIZE = vd.PACKET_SIZE  # 1206
 BLOCK_FLAG = 0xEEFF  # bytes FF EE at the start of every firing block
@@ -57,7 +57,7 @@ def parse_model(name: str | None) -> vd.Model | None:
     model = _MODELS.get(_model_key(name))
     if model is None:
         known = ", ".join(sorted(vd.Model.__members__))
-        raise ValueError(f"unknown Velodyne model {name!r} (known: {known})")
+        raise InputError(f"unknown Velodyne model {name!r} (known: {known})")
     return model
 
 
@@ -202,4 +202,4 @@ def iter_udp(path: Path, port: int) -> Iterator[tuple[float, bytes]]:
                 if isinstance(udp, dpkt.udp.UDP) and udp.dport == port:
                     yield float(stamp), bytes(udp.data)
         except dpkt.UnpackError as err:
-            raise ValueError(f"{path}: capture ends mid-record: {err}") from None
+            raise InputError(f"{path}: capture ends mid-record: {err}") from None

@@ -15,9 +15,10 @@ from typing import Literal
 import velodyne_decoder as vd
 from pydantic import Field, field_validator
 
+from fusion.errors import InputError, SourceError
 from fusion.sample import Frame, Modality
 from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import LiveSource, SourceConfig, SourceError
+from fusion.sensors.source import LiveSource, SourceConfig
 from fusion.sensors.sweeps import RawSweep, SweepFileSource, finite_sweep
 from fusion.sensors.velodyne.packets import (
     PACKET_SIZE,
@@ -218,7 +219,7 @@ def probe_pcap(path: Path) -> FileReport:
     try:
         source.open()
     except SourceError as err:
-        raise ValueError(str(err)) from None
+        raise InputError(str(err)) from None
     stamps = [frame.timestamp for frame in source]
     source.close()
     return FileReport(
