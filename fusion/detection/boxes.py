@@ -60,11 +60,6 @@ class Box3D:
             raise InputError(f"Box3D track_id must be a string or None, got {self.track_id!r}")
 
     @property
-    def is_ground_truth(self) -> bool:
-        """True for a box without a score."""
-        return self.score is None
-
-    @property
     def ground_range(self) -> float:
         """Distance of the centre from the rig's origin in the ground plane (x, y), metres."""
         return math.hypot(self.center[0], self.center[1])

@@ -110,7 +110,7 @@ def accumulate(
     positives = sum(box.class_name == class_name for boxes in ground_truth.values() for box in boxes)
     if positives == 0:
         return MatchCurves.no_match()
-    matches = _match(ground_truth, _ranked(predictions, class_name), threshold, yaw_period)
+    matches = _match(ground_truth, _ranked(predictions, class_name), class_name, threshold, yaw_period)
     if not any(match.errors is not None for match in matches):
         return MatchCurves.no_match()
     return _curves(matches, positives)
@@ -126,12 +126,13 @@ def _ranked(predictions: Samples, class_name: str) -> list[tuple[str, Box3D]]:
 
 
 def _match(
-    ground_truth: Samples, ranked: Sequence[tuple[str, Box3D]], threshold: float, yaw_period: float
+    ground_truth: Samples,
+    ranked: Sequence[tuple[str, Box3D]],
+    class_name: str,
+    threshold: float,
+    yaw_period: float,
 ) -> list[_Match]:
     """Greedy matching in rank order: each prediction takes the nearest free ground truth."""
-    if not ranked:
-        return []
-    class_name = ranked[0][1].class_name
     truth = {token: [b for b in ground_truth[token] if b.class_name == class_name] for token, _ in ranked}
     free = {token: np.ones(len(boxes), dtype=bool) for token, boxes in truth.items()}
     matches = []
@@ -178,7 +179,7 @@ def aligned_iou(size_a: Sequence[float], size_b: Sequence[float]) -> float:
 
 
 def yaw_difference(yaw_a: float, yaw_b: float, period: float = 2 * math.pi) -> float:
-    """Smallest absolute difference of two headings modulo `period`, radians in [0, pi]."""
+    """Smallest absolute difference of two headings modulo `period`, radians in [0, period / 2]."""
     difference = (yaw_a - yaw_b + period / 2) % period - period / 2
     return abs(difference)
 

@@ -188,7 +188,7 @@ def evaluate(ground_truth: Samples, predictions: Samples, config: DetectionConfi
             with more than `config.max_boxes_per_sample` predictions, or a prediction for a
             sample that has no ground truth entry; the message names sample and box.
     """
-    check_inputs(ground_truth, predictions, config)
+    _check_inputs(ground_truth, predictions, config)
     return DetectionMetrics(
         config=config,
         classes={name: _class_metrics(ground_truth, predictions, name, config) for name in config.classes},
@@ -218,7 +218,7 @@ def tp_error(curves: MatchCurves, error: TPError, min_recall: float) -> float:
     return float(np.mean(curves.errors[error][first : last + 1]))
 
 
-def check_inputs(ground_truth: Samples, predictions: Samples, config: DetectionConfig) -> None:
+def _check_inputs(ground_truth: Samples, predictions: Samples, config: DetectionConfig) -> None:
     """Raise `InputError` for what `evaluate` cannot use (see there); the message names it."""
     known = set(config.classes)
     for token, boxes in ground_truth.items():

@@ -17,7 +17,7 @@ def test_sequences_are_stored_as_float_tuples():
     assert b.velocity == (1.0, 2.0)
     assert b.score == 0.5 and type(b.score) is float
     assert b.ground_range == 5.0
-    assert not b.is_ground_truth and Box3D(**GOOD).is_ground_truth
+    assert Box3D(**GOOD).score is None  # ground truth
 
 
 @pytest.mark.parametrize(
