@@ -60,7 +60,7 @@ def _noisy(rng: np.random.Generator, truth: Box3D, classes: tuple[str, ...]) -> 
     wrong_class = rng.random() < 0.1
     return Box3D(
         class_name=str(rng.choice(classes)) if wrong_class else truth.class_name,
-        center=tuple(np.array(truth.center) + rng.normal(0, 1.2, 3)),
+        center=tuple(np.array(truth.center) + rng.normal(0, rng.choice([0.1, 0.4, 1.5]), 3)),
         size=tuple(np.array(truth.size) * rng.uniform(0.6, 1.5, 3)),
         yaw=truth.yaw + float(rng.normal(0, 0.6)),
         velocity=tuple(np.array(truth.velocity) + rng.normal(0, 1.0, 2)),
