@@ -1,7 +1,17 @@
 """The simulated world: one scene that drives camera, microphone and LiDAR consistently."""
 
 from fusion.sim.objects import CLASS_NAMES, CLASSES, ObjectClass, ObjectModel
-from fusion.sim.world import Conditions, Episode, Noise, ObjectState, Weather, World, WorldConfig
+from fusion.sim.world import (
+    Conditions,
+    Episode,
+    Noise,
+    ObjectState,
+    Scene,
+    Track,
+    Weather,
+    World,
+    WorldConfig,
+)
 
 __all__ = [
     "CLASSES",
@@ -12,6 +22,8 @@ __all__ = [
     "ObjectClass",
     "ObjectModel",
     "ObjectState",
+    "Scene",
+    "Track",
     "Weather",
     "World",
     "WorldConfig",

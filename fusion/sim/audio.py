@@ -1,32 +1,42 @@
-"""The simulated microphone: the object's sound, carried to the rig, over a background.
+"""The simulated microphone: the objects' sounds, carried to the rig, over a background.
 
-The object's source signal is a function of emission time tau (engine harmonics with a slow
+Each object's source signal is a function of emission time tau (engine harmonics with a slow
 rev wobble, a siren sweep, impulse trains of footsteps or freewheel clicks, tyre noise). The
 microphone at time t hears it as emitted at the retarded time tau = t - r(t) / c, attenuated by
-spherical spreading 1 / r: Doppler (the pitch rises while the object approaches) and the
-loudness change with range both follow from the trajectory, nothing is added by hand. The
+spherical spreading 1 / r: Doppler (the pitch rises while the object approaches), the
+propagation delay and the loudness change with range all follow from the trajectory, nothing
+is added by hand. Several objects add up, each over its own range. The
 background (wind, rain, crowd, distant traffic) has a level drawn per episode, so the
 signal-to-noise ratio varies with the class's loudness, the range and the background.
 
 Audio is a pure function of the absolute sample index: the timeline is cut into blocks of one
 second whose random parts are drawn from (seed, block), so a training window and the live
-microphone's 50 ms chunks hear exactly the same samples.
+microphone's 50 ms chunks hear exactly the same samples. Object 0 and the background draw from
+the streams they always did; every further object from a stream of its own, so adding objects
+changes neither.
+
+Two views of one `AudioSynth`: `__call__` and `components` hear object 0 alone (the one-object
+world, as `World.state` sees it); `scene_audio`, `scene_components` and `sources` hear every
+object of the world (as `World.scene` sees it).
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from fusion.sim.objects import Sound
-from fusion.sim.world import Episode, Noise, World
+from fusion.sim.world import Episode, Noise, Track, World
 
 SPEED_OF_SOUND = 343.0  # m/s
 _SOURCE_HEIGHT = 0.8  # metres above the ground: engines, tyres, footsteps
 _SELF_NOISE = 10 ** (-72 / 20)  # the microphone's own noise floor, RMS full scale
 _OBJECT_STREAM, _NOISE_STREAM = 11, 12
+_FURTHER = (24, 1)  # ends the streams of objects after the first: apart from every other stream
 
 
 def _band_noise(
@@ -118,6 +128,21 @@ def _background(
     return out / (np.sqrt(np.mean(out**2)) + 1e-12)
 
 
+@dataclass(frozen=True)
+class _Block:
+    """One second of the timeline, each part [sample_rate] float64."""
+
+    first: np.ndarray  # object 0's sound (zero in an empty episode)
+    every: np.ndarray  # every object's sound, summed
+    sources: dict[int, np.ndarray]  # track id -> that object's sound (zero outside its episode)
+    noise: np.ndarray  # background and self-noise
+
+
+def _source_of(track_id: int, sample_rate: int) -> Callable[[_Block], np.ndarray]:
+    """The part of a block that is one object's sound (silence in a block it is not heard in)."""
+    return lambda block: block.sources.get(track_id, np.zeros(sample_rate))
+
+
 class AudioSynth:
     """The microphone's samples for any range of the timeline, built one-second block at a time."""
 
@@ -126,24 +151,49 @@ class AudioSynth:
     def __init__(self, world: World, *, sample_rate: int) -> None:
         self.world = world
         self.sample_rate = sample_rate
-        self._blocks: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._blocks: OrderedDict[int, _Block] = OrderedDict()
 
     def components(self, start_sample: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(object sound, background incl. self-noise), each [n] float64, for samples [start, start + n)."""
-        sr = self.sample_rate
-        first, last = start_sample // sr, (start_sample + n - 1) // sr
-        parts = [self._block(b) for b in range(first, last + 1)]
-        sig = np.concatenate([p[0] for p in parts])
-        noise = np.concatenate([p[1] for p in parts])
-        lo = start_sample - first * sr
-        return sig[lo : lo + n], noise[lo : lo + n]
+        """(object 0's sound, background incl. self-noise), each [n] float64, for samples
+        [start, start + n): the one-object world."""
+        return self._span(start_sample, n, lambda b: b.first), self._span(start_sample, n, lambda b: b.noise)
 
     def __call__(self, start_sample: int, n: int) -> np.ndarray:
-        """Microphone samples [start, start + n) as float32 PCM in [-1, 1]."""
+        """Microphone samples [start, start + n) of object 0 alone as float32 PCM in [-1, 1]."""
         sig, noise = self.components(start_sample, n)
         return np.clip(sig + noise, -1.0, 1.0).astype(np.float32)
 
-    def _block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+    def scene_components(self, start_sample: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(every object's sound summed, background incl. self-noise), each [n] float64."""
+        return self._span(start_sample, n, lambda b: b.every), self._span(start_sample, n, lambda b: b.noise)
+
+    def scene_audio(self, start_sample: int, n: int) -> np.ndarray:
+        """Microphone samples [start, start + n) of every object as float32 PCM in [-1, 1]."""
+        sig, noise = self.scene_components(start_sample, n)
+        return np.clip(sig + noise, -1.0, 1.0).astype(np.float32)
+
+    def sources(self, start_sample: int, n: int) -> dict[int, np.ndarray]:
+        """Each object's sound as the microphone hears it, track id -> [n] float64, for the
+        objects of the episodes that samples [start, start + n) touch; they sum to
+        `scene_components(...)[0]`."""
+        sr, episode_s = self.sample_rate, self.world.config.episode_s
+        t = (start_sample + np.arange(n)) / sr  # as `_render_block` computes it
+        out: dict[int, np.ndarray] = {}
+        for ep_index in np.unique(np.floor(t / episode_s).astype(np.int64)):
+            for track in self.world.episode(int(ep_index)).objects:
+                tid = track.track_id
+                out[tid] = self._span(start_sample, n, _source_of(tid, sr))
+        return out
+
+    def _span(self, start_sample: int, n: int, part: Callable[[_Block], np.ndarray]) -> np.ndarray:
+        """Samples [start, start + n) of one part of the blocks (`part`: _Block -> [sr])."""
+        sr = self.sample_rate
+        first, last = start_sample // sr, (start_sample + n - 1) // sr
+        whole = np.concatenate([part(self._block(b)) for b in range(first, last + 1)])
+        lo = start_sample - first * sr
+        return whole[lo : lo + n]
+
+    def _block(self, block: int) -> _Block:
         cached = self._blocks.get(block)
         if cached is None:
             cached = self._render_block(block)
@@ -152,42 +202,67 @@ class AudioSynth:
                 self._blocks.popitem(last=False)
         return cached
 
-    def _render_block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+    def _render_block(self, block: int) -> _Block:
         sr, world = self.sample_rate, self.world
         seed = world.config.seed
         t = (block * sr + np.arange(sr)) / sr  # (sr,) absolute seconds
         eps = np.floor(t / world.config.episode_s).astype(np.int64)
-        sig, noise = np.zeros(sr), np.zeros(sr)
+        first, noise = np.zeros(sr), np.zeros(sr)
+        sources: dict[int, np.ndarray] = {}
+        further: list[tuple[np.ndarray, np.ndarray]] = []  # (samples, sound) of objects 1..
         # A block straddles at most a couple of episodes; each renders its own samples.
         for ep_index in np.unique(eps):
             sel = eps == ep_index
             ep = world.episode(int(ep_index))
             rng = np.random.default_rng([seed, _OBJECT_STREAM, block, int(ep_index)])
             params = np.random.default_rng([seed, _NOISE_STREAM, int(ep_index)])
-            sig[sel] = self._object(ep, t[sel], rng, phase=params.random())
+            first[sel] = self._object(ep, ep.tracks[0], t[sel], rng, phase=params.random())
             level = 10 ** (ep.conditions.noise_dbfs / 20)
             noise[sel] = level * _background(
                 ep.conditions.noise, t[sel], params=params, rng=rng, sample_rate=sr
             )
+            for k, track in enumerate(ep.objects):
+                heard = np.zeros(sr)
+                if k == 0:  # object 0, heard above from the one-object world's streams
+                    heard[sel] = first[sel]
+                else:
+                    own = np.random.default_rng([seed, _OBJECT_STREAM, block, track.track_id, *_FURTHER])
+                    phase = np.random.default_rng([seed, _NOISE_STREAM, track.track_id, *_FURTHER]).random()
+                    heard[sel] = self._object(ep, track, t[sel], own, phase=phase)
+                    further.append((sel, heard))
+                sources[track.track_id] = heard
         noise += _SELF_NOISE * np.random.default_rng([seed, _NOISE_STREAM, block]).standard_normal(sr)
-        return sig, noise
+        every = first.copy()
+        for sel, heard in further:
+            every[sel] += heard[sel]
+        return _Block(first=first, every=every, sources=sources, noise=noise)
 
-    def _object(self, ep: Episode, t: np.ndarray, rng: np.random.Generator, *, phase: float) -> np.ndarray:
-        if ep.model is None:
+    def _object(
+        self, ep: Episode, track: Track, t: np.ndarray, rng: np.random.Generator, *, phase: float
+    ) -> np.ndarray:
+        """One object's sound at the microphone at times t [n]: emitted r / c earlier, over 1 / r."""
+        if track.model is None:
             return np.zeros(len(t))
         dt = t - ep.t_center
-        x = ep.center[0] + ep.velocity[0] * dt
-        y = ep.center[1] + ep.velocity[1] * dt
+        x = track.center[0] + track.velocity[0] * dt
+        y = track.center[1] + track.velocity[1] * dt
         dz = _SOURCE_HEIGHT - self.world.config.sensor_height_m
         r = np.sqrt(x**2 + y**2 + dz**2)
         tau = t - r / SPEED_OF_SOUND  # retarded time: Doppler and propagation delay
-        speed = math.hypot(*ep.velocity)
+        speed = math.hypot(*track.velocity)
         src = source_signal(
-            ep.model.sound, tau, speed=speed, phase=phase, rng=rng, sample_rate=self.sample_rate
+            track.model.sound, tau, speed=speed, phase=phase, rng=rng, sample_rate=self.sample_rate
         )
         return src / np.maximum(r, 1.0)
 
 
 def synth_audio(world: World, start_sample: int, n: int, *, sample_rate: int) -> np.ndarray:
-    """Microphone samples [start_sample, start_sample + n) of `world`: float32 [n] in [-1, 1]."""
+    """Microphone samples [start_sample, start_sample + n) of `world`'s object 0 alone (the
+    one-object world): float32 [n] in [-1, 1]."""
     return AudioSynth(world, sample_rate=sample_rate)(start_sample, n)
+
+
+def synth_scene_audio(world: World, start_sample: int, n: int, *, sample_rate: int) -> np.ndarray:
+    """Microphone samples [start_sample, start_sample + n) of every object of `world`: float32
+    [n] in [-1, 1]."""
+    return AudioSynth(world, sample_rate=sample_rate).scene_audio(start_sample, n)

@@ -1,11 +1,14 @@
-"""The simulated camera: a pinhole view of the object's mesh, drawn with OpenCV.
+"""The simulated camera: a pinhole view of the objects' meshes, drawn with OpenCV.
 
-Image formation, in order: sky and road lit by the scene's illumination; the object's
-front-facing triangles filled far to near (painter's algorithm) with Lambert shading under a
-fixed sun, plus the light its lamps emit (headlights, tail lights, a flashing light bar), which
-does not depend on the daylight; motion blur of the object along its image-plane motion during the exposure; fog by
-Koschmieder's law, I = J t + A (1 - t) with transmission t = exp(-3 d / visibility) per pixel
-depth d; then the sensor's analog gain with shot and read noise, and 8-bit quantization. At night
+Image formation, in order: sky and road lit by the scene's illumination; then each object, the
+farthest first so that nearer ones cover it (painter's algorithm over objects, by the distance
+of their box centres, and within an object over its triangles): its front-facing triangles
+filled far to near with Lambert shading under a fixed sun, plus the light its lamps emit
+(headlights, tail lights, a flashing light bar), which does not depend on the daylight; motion
+blur of the object along its image-plane motion during the exposure; fog by Koschmieder's law,
+I = J t + A (1 - t) with transmission t = exp(-3 d / visibility) per pixel depth d (an object's
+at its centre's range); then the sensor's analog gain with shot and read noise, and 8-bit
+quantization. At night
 the camera raises its gain, so a dark scene comes out dim and grainy: the object's contrast
 competes with amplified shot noise, which is what makes the camera less reliable there.
 """
@@ -18,7 +21,7 @@ import math
 import cv2
 import numpy as np
 
-from fusion.sim.world import CAMERA_HFOV_DEG, ObjectState
+from fusion.sim.world import CAMERA_HFOV_DEG, ObjectState, Scene
 
 _SUN = np.array([-0.35, 0.45, 0.82]) / np.linalg.norm([-0.35, 0.45, 0.82])
 _SKY_TOP = np.array([95.0, 140.0, 205.0])
@@ -149,29 +152,64 @@ def _lit_background(
 def render_camera(
     state: ObjectState, *, width: int, height: int, rng: np.random.Generator, sensor_height: float = 1.7
 ) -> np.ndarray:
-    """The camera's view along +x (45 degree horizontal field of view): [height, width, 3] uint8 RGB."""
-    cond = state.conditions
+    """The camera's view of `state`'s object alone (the one-object world): [height, width, 3]
+    uint8 RGB; `render_camera_scene` of the scene that holds just that object."""
+    return render_camera_scene(
+        Scene.of(state), width=width, height=height, rng=rng, sensor_height=sensor_height
+    )
+
+
+def render_camera_scene(
+    scene: Scene, *, width: int, height: int, rng: np.random.Generator, sensor_height: float = 1.7
+) -> np.ndarray:
+    """The camera's view along +x (45 degree horizontal field of view) of every object in
+    `scene`, nearer ones over farther ones: [height, width, 3] uint8 RGB.
+
+    `rng` draws the exposure time and the sensor noise: the same rng state gives the same image.
+    """
+    cond = scene.conditions
     light = cond.illumination
-    scene, airlight = _lit_background(width, height, sensor_height, light, cond.visibility_m)
-    scene = scene.copy()
+    img, airlight = _lit_background(width, height, sensor_height, light, cond.visibility_m)
+    img = img.copy()
     exposure = 1 / 30 if cond.night else rng.uniform(1 / 500, 1 / 60)
-    blur = _blur_vector(state, width, height, exposure) if state.model is not None else (0.0, 0.0)
-    drawn = _draw_object(state, width, height, blur)
-    if drawn is not None:
-        obj, lamps, alpha, (x0, y0) = drawn
-        obj, lamps, alpha = _motion_blur((obj, lamps, alpha), blur)
-        center = state.center()
-        assert center is not None
-        t_obj = np.float32(math.exp(-3.0 / cond.visibility_m * math.hypot(*center)))
-        a = alpha[..., None]
-        win = scene[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1]]  # a view: composited in place
-        win[...] = win * (1 - a) + (obj * np.float32(light) + lamps) * t_obj + a * (airlight * (1 - t_obj))
+    ranges = [math.hypot(*_center(state)) for state in scene.objects]
+    for k in sorted(range(len(ranges)), key=lambda k: -ranges[k]):  # far to near
+        _composite(img, scene.objects[k], ranges[k], width, height, exposure, light, airlight)
     # The sensor: auto exposure sets an analog gain towards mid-grey, up to 64x, applied to the
     # pixel's charge before the read-out and the 8-bit ADC (as CMOS sensors do). Shot noise
     # (variance proportional to the collected signal) is amplified with the signal; read noise
     # comes after the gain. At night few photons arrive, so the picture is dark and grainy, yet
     # a lit body still shows through the grain, as in street-lit night footage.
     gain = np.float32(min(_MAX_GAIN, 0.9 / max(light, 1e-3)) if cond.night else 1.0 / max(light, 0.8))
-    sd = np.sqrt(_READ_NOISE**2 + gain * gain * _SHOT_NOISE * scene)
-    raw = scene * gain + rng.standard_normal(scene.shape, dtype=np.float32) * sd
+    sd = np.sqrt(_READ_NOISE**2 + gain * gain * _SHOT_NOISE * img)
+    raw = img * gain + rng.standard_normal(img.shape, dtype=np.float32) * sd
     return np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+
+
+def _center(state: ObjectState) -> tuple[float, float, float]:
+    center = state.center()
+    assert center is not None  # a scene holds no 'nothing'
+    return center
+
+
+def _composite(
+    img: np.ndarray,
+    state: ObjectState,
+    distance: float,
+    width: int,
+    height: int,
+    exposure: float,
+    light: float,
+    airlight: np.ndarray,
+) -> None:
+    """Draw one object over `img` [H, W, 3] float32 (in place), seen through the fog at `distance`."""
+    blur = _blur_vector(state, width, height, exposure)
+    drawn = _draw_object(state, width, height, blur)
+    if drawn is None:
+        return
+    obj, lamps, alpha, (x0, y0) = drawn
+    obj, lamps, alpha = _motion_blur((obj, lamps, alpha), blur)
+    t_obj = np.float32(math.exp(-3.0 / state.conditions.visibility_m * distance))
+    a = alpha[..., None]
+    win = img[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1]]  # a view: composited in place
+    win[...] = win * (1 - a) + (obj * np.float32(light) + lamps) * t_obj + a * (airlight * (1 - t_obj))

@@ -1,21 +1,26 @@
-"""The simulated LiDAR: a spinning 16-beam scanner ray-cast against the object's mesh and the ground.
+"""The simulated LiDAR: a spinning 16-beam scanner ray-cast against the objects' meshes and the ground.
 
-The object's triangles go into an open3d `RaycastingScene` (Embree's BVH: about 4 ms for a
-900-step sweep against a few hundred triangles here, against 30 ms for a numpy slab test over
-the same parts as boxes); the ground is the plane z = -height, intersected in closed form.
+Each object's triangles go into an open3d `RaycastingScene` of its own (Embree's BVH: about
+4 ms for a 900-step sweep against a few hundred triangles here, against 30 ms for a numpy slab
+test over the same parts as boxes); the ground is the plane z = -height, intersected in closed
+form. A beam returns from the nearest surface along it, so an object hidden behind a nearer one
+gets no points there.
 A return is detected with a probability that falls with range: the received power goes as
 reflectivity x cos(incidence) x exp(-2 alpha r) / r^2, so the maximum range is
 R0 sqrt(reflectivity cos) (R0 = 120 m for a white wall head-on) shortened by fog. On top: range
-noise, random dropouts (more in rain), porous parts (bicycle wheels and frames) that let rays
-through, and a few returns from raindrops close to the sensor.
+noise, random dropouts (more in rain), porous parts (bicycle wheels and frames) that let a ray
+through the object, on to whatever lies behind it (another object or the ground), and a few
+returns from raindrops close to the sensor.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import open3d as o3d
 
-from fusion.sim.world import ObjectState, Weather
+from fusion.sim.world import ObjectState, Scene, Weather
 
 _R0 = 120.0  # metres: detection range of a reflectivity-1 target at normal incidence
 _GROUND_REFLECTIVITY = 0.25  # asphalt
@@ -31,6 +36,20 @@ def lidar_rays(beams: int = 16, azimuth_steps: int = 900) -> np.ndarray:
         [np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev) * np.ones_like(azim)], -1
     )
     return d.reshape(-1, 3)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One LiDAR sweep of a scene.
+
+    Attributes:
+        points: [N, 4] float32 (x, y, z metres in the sensor frame, intensity 0-255).
+        track_ids: [N] int64: the track id of the object each point returned from; -1 for
+            the ground and for raindrops.
+    """
+
+    points: np.ndarray
+    track_ids: np.ndarray
 
 
 def _cast_object(state: ObjectState, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,24 +73,29 @@ def _cast_object(state: ObjectState, rays: np.ndarray) -> tuple[np.ndarray, np.n
 def scan_lidar(
     state: ObjectState, rays: np.ndarray, *, height: float, rng: np.random.Generator, max_range: float = 100.0
 ) -> np.ndarray:
-    """One sweep: [N, 4] float32 (x, y, z metres, intensity 0-255), N <= len(rays)."""
+    """One sweep of `state`'s object alone (the one-object world): [N, 4] float32 (x, y, z
+    metres, intensity 0-255), N <= len(rays); the points of `scan_lidar_scene` of the scene that
+    holds just that object."""
+    return scan_lidar_scene(Scene.of(state), rays, height=height, rng=rng, max_range=max_range).points
+
+
+def scan_lidar_scene(
+    scene: Scene, rays: np.ndarray, *, height: float, rng: np.random.Generator, max_range: float = 100.0
+) -> Sweep:
+    """One sweep of every object in `scene` and the ground, each beam returning from the nearest
+    surface along it; `rays` [R, 3] are unit directions (`lidar_rays`); at most R points plus
+    raindrops. `rng` draws porosity, detection and noise: the same rng state gives the same sweep."""
     n = len(rays)
-    cond = state.conditions
+    cond = scene.conditions
     dz = rays[:, 2]
     r = np.full(n, np.inf)
     refl = np.full(n, _GROUND_REFLECTIVITY)
     cos = np.clip(-dz, 0.0, 1.0)  # ground normal is +z
     down = dz < -1e-6
     r[down] = height / -dz[down]
-    if state.model is not None:
-        mesh = state.model.mesh
-        t, tri, normal = _cast_object(state, rays)
-        obj = np.isfinite(t) & (t < r)
-        porous = mesh.porosity[np.where(obj, tri, 0)]
-        obj &= rng.random(n) >= porous  # through the spokes, on to the ground behind
-        r[obj] = t[obj]
-        refl[obj] = mesh.reflectivity[tri[obj]]
-        cos[obj] = np.abs(np.einsum("ij,ij->i", normal[obj], rays[obj]))
+    ids = np.full(n, -1, np.int64)
+    if scene.objects:
+        _nearest_objects(scene.objects, rays, rng, r, refl, cos, ids)
     alpha = _FOG_LIDAR * 3.0 / cond.visibility_m
     strength = refl * np.maximum(cos, 1e-3)
     with np.errstate(invalid="ignore"):
@@ -83,9 +107,45 @@ def scan_lidar(
     dist = r[keep] + rng_noise
     inten = 255.0 * np.clip(refl[keep] * (0.3 + 0.7 * cos[keep]) + rng.normal(0, 0.03, keep.sum()), 0, 1)
     pts = np.concatenate([rays[keep] * dist[:, None], inten[:, None]], axis=1)
+    ids = ids[keep]
     if cond.weather is Weather.RAIN:
         drops = rng.random(n) < 0.01
         d = rng.uniform(0.8, 6.0, drops.sum())
         wet = np.concatenate([rays[drops] * d[:, None], rng.uniform(0, 20, (drops.sum(), 1))], axis=1)
         pts = np.concatenate([pts, wet])
-    return pts.astype(np.float32)
+        ids = np.concatenate([ids, np.full(len(wet), -1, np.int64)])
+    return Sweep(points=pts.astype(np.float32), track_ids=ids)
+
+
+def _nearest_objects(
+    objects: tuple[ObjectState, ...],
+    rays: np.ndarray,
+    rng: np.random.Generator,
+    r: np.ndarray,
+    refl: np.ndarray,
+    cos: np.ndarray,
+    ids: np.ndarray,
+) -> None:
+    """Stop each ray [N] at the nearest object surface in front of the ground, writing r, refl,
+    cos and ids in place. A ray through a porous part goes on to the next object behind it (with
+    one object: to the ground); each object a ray meets draws its own chance to let it through."""
+    n = len(rays)
+    casts = [_cast_object(state, rays) for state in objects]  # K x (t [N], triangle [N], normal [N, 3])
+    t_all = np.stack([t for t, _, _ in casts])  # (K, N)
+    order = np.argsort(t_all, axis=0, kind="stable")  # (K, N): the objects along each ray, nearest first
+    stopped = np.zeros(n, bool)
+    for rank in range(len(objects)):
+        k_of = order[rank]  # (N,) the rank-th object along each ray
+        t = t_all[k_of, np.arange(n)]
+        meets = ~stopped & np.isfinite(t) & (t < r)
+        u = rng.random(n)
+        for k, (state, (_, tri, normal)) in enumerate(zip(objects, casts, strict=True)):
+            mesh = state.model.mesh  # type: ignore[union-attr]  # a scene holds objects only
+            sel = meets & (k_of == k)
+            porous = mesh.porosity[np.where(sel, tri, 0)]
+            hit = sel & (u >= porous)  # not through the spokes
+            r[hit] = t[hit]
+            refl[hit] = mesh.reflectivity[tri[hit]]
+            cos[hit] = np.abs(np.einsum("ij,ij->i", normal[hit], rays[hit]))
+            ids[hit] = state.track_id
+            stopped |= hit

@@ -8,6 +8,12 @@ time, or at the piece's middle when the frame lies in the other episode. A slowe
 same grid (a 10 Hz LiDAR under a 30 Hz camera) therefore finds, at each of its frames, exactly
 the label that `fusion data generate` gives a sample taken at that instant. Neighbouring pieces
 that agree (an episode with nothing in it, an object standing still) are merged into one.
+These segments describe object 0 alone (the one-object world): a labels file holds one class
+and one position at a time.
+
+`object_list(world, t)` is the ground truth of the multi-object world at one instant: every
+object as a `fusion.detection.Box3D` (class, centre, size, yaw, velocity, track id), the type
+the detection metric scores.
 """
 
 from __future__ import annotations
@@ -15,10 +21,34 @@ from __future__ import annotations
 import itertools
 import math
 
+from fusion.detection.boxes import Box3D
 from fusion.errors import InputError
 from fusion.sim.objects import CLASS_NAMES
-from fusion.sim.world import World
+from fusion.sim.world import ObjectState, World
 from fusion.training.labels import LabelSegment
+
+
+def object_box(state: ObjectState) -> Box3D:
+    """One object's state as a ground-truth box (no score; the track id as a string)."""
+    if state.model is None:
+        raise InputError("a 'nothing' state has no object to describe")
+    center = state.center()
+    assert center is not None
+    return Box3D(
+        class_name=CLASS_NAMES[state.cls],
+        center=center,
+        size=state.model.size,
+        yaw=state.heading,
+        velocity=state.velocity[:2],
+        track_id=str(state.track_id),
+    )
+
+
+def object_list(world: World, t: float) -> list[Box3D]:
+    """Every object of `world` at scene time t as ground-truth boxes, in track order; [] in an
+    empty episode. The track id is the same for one object throughout its episode and never
+    another's; yaw is in [-pi, pi]."""
+    return [object_box(state) for state in world.scene(t).objects]
 
 
 def ground_truth(

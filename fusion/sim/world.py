@@ -2,14 +2,25 @@
 
 The rig sits at the origin (x forward, y left, z up); its sensors share one pose,
 `sensor_height_m` above flat ground, so the ground is the plane z = -sensor_height_m. Time is
-cut into episodes of `episode_s` seconds. Each episode draws, from (seed, episode) alone, one
-object of one class (or none), its trajectory (a straight line at constant speed through a
-point at the episode's middle, kept inside the camera's view and the LiDAR's range), and the
-conditions: day or night, clear, fog or rain, and the background noise. Any time t therefore
-maps to the same state however and in whatever order it is asked, in any process.
+cut into episodes of `episode_s` seconds. Each episode draws, from (seed, episode) alone, up to
+`max_objects` objects, each of its own class, size, trajectory (a straight line at constant
+speed through a point at the episode's middle, kept inside the camera's view and the LiDAR's
+range) and speed, and the conditions: day or night, clear, fog or rain, and the background
+noise. Any time t therefore maps to the same scene however and in whatever order it is asked,
+in any process.
 
-The renderers live beside this module: `fusion.sim.camera`, `fusion.sim.lidar`,
-`fusion.sim.audio`.
+How an episode is drawn, so that `max_objects: 1` is the one-object world of before, byte for
+byte, and adding objects never changes the first: object 0 and then the conditions come from
+the episode's stream, as they always did; object 0 may be of class 'nothing', and then the
+episode is empty (so the empty-episode probability is the 'nothing' weight, whatever
+`max_objects`). Otherwise the number of further objects is drawn uniformly from 0 to
+`max_objects - 1` from a stream of its own, and object k from its own stream (seed, episode,
+k), among the classes other than 'nothing'; a further object whose pass would cross an earlier
+one's footprint is tried elsewhere a few times, then left out.
+
+`World.state(t)` is object 0 at t (the one-object view that older callers use); `World.scene(t)`
+is every object at t. The renderers live beside this module: `fusion.sim.camera`,
+`fusion.sim.lidar`, `fusion.sim.audio`; the object list as ground truth is `fusion.sim.truth`.
 """
 
 from __future__ import annotations
@@ -59,8 +70,11 @@ class WorldConfig(StrictModel):
     # [low, high] ranges drawn uniformly per episode:
     fog_visibility_m: list[float] = Field(default=[20.0, 80.0], min_length=2, max_length=2)  # in fog
     noise_dbfs: list[float] = Field(default=[-55.0, -22.0], min_length=2, max_length=2)  # background RMS
-    # Relative frequency of each class (CLASSES order); None: all equally likely.
+    # Relative frequency of each class (CLASSES order); None: all equally likely. The weight of
+    # 'nothing' is the probability of an empty episode.
     class_weights: list[float] | None = None
+    # Objects an episode holds at most; 1 is the one-object world the shipped checkpoint saw.
+    max_objects: int = Field(default=4, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
@@ -100,16 +114,14 @@ class Conditions:
 
 
 @dataclass(frozen=True)
-class Episode:
-    """One object's pass: its class, instance, trajectory and the conditions."""
+class Track:
+    """One object's straight pass through its episode (rig frame, metres)."""
 
-    index: int
+    track_id: int  # stable within the episode, unique across episodes: episode * max_objects + k
     cls: int
-    model: ObjectModel | None  # None for 'nothing'
+    model: ObjectModel | None  # None for 'nothing' (object 0 of an empty episode)
     center: tuple[float, float]  # x, y (m) at the episode's middle
     velocity: tuple[float, float]  # m/s, along the heading
-    t_center: float
-    conditions: Conditions
 
     @property
     def heading(self) -> float:
@@ -118,28 +130,72 @@ class Episode:
 
 
 @dataclass(frozen=True)
+class Episode:
+    """One episode: its objects' passes and the conditions.
+
+    `tracks[0]` is object 0, drawn as in the one-object world ('nothing' when the episode is
+    empty); `cls`, `model`, `center`, `velocity` and `heading` are object 0's.
+    """
+
+    index: int
+    tracks: tuple[Track, ...]
+    t_center: float
+    conditions: Conditions
+
+    @property
+    def objects(self) -> tuple[Track, ...]:
+        """The tracks that hold an object (none in an empty episode)."""
+        return tuple(tr for tr in self.tracks if tr.model is not None)
+
+    @property
+    def cls(self) -> int:
+        return self.tracks[0].cls
+
+    @property
+    def model(self) -> ObjectModel | None:
+        return self.tracks[0].model
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return self.tracks[0].center
+
+    @property
+    def velocity(self) -> tuple[float, float]:
+        return self.tracks[0].velocity
+
+    @property
+    def heading(self) -> float:
+        return self.tracks[0].heading
+
+
+@dataclass(frozen=True)
 class ObjectState:
-    """The scene at one instant (metres, rig frame)."""
+    """One object at one instant (metres, rig frame)."""
 
     episode: Episode
+    track: Track
     t: float
     position: tuple[float, float, float]  # the object's footprint centre on the ground
 
     @property
+    def track_id(self) -> int:
+        return self.track.track_id
+
+    @property
     def cls(self) -> int:
-        return self.episode.cls
+        return self.track.cls
 
     @property
     def model(self) -> ObjectModel | None:
-        return self.episode.model
+        return self.track.model
 
     @property
     def velocity(self) -> tuple[float, float, float]:
-        return (*self.episode.velocity, 0.0)
+        return (*self.track.velocity, 0.0)
 
     @property
     def heading(self) -> float:
-        return self.episode.heading
+        return self.track.heading
 
     @property
     def conditions(self) -> Conditions:
@@ -169,8 +225,32 @@ class ObjectState:
         return (float(c[0]), float(c[1]), float(c[2]))
 
 
+@dataclass(frozen=True)
+class Scene:
+    """Every object of the world at one instant, and the conditions: what the scene renderers
+    (`render_camera_scene`, `scan_lidar_scene`) draw. `objects` are in track order."""
+
+    episode: Episode
+    t: float
+    objects: tuple[ObjectState, ...]  # no 'nothing': empty in an empty episode
+
+    @classmethod
+    def of(cls, state: ObjectState) -> Scene:
+        """The scene that holds `state`'s object alone (none for 'nothing'): how the one-object
+        renderers draw a state."""
+        return cls(episode=state.episode, t=state.t, objects=() if state.model is None else (state,))
+
+    @property
+    def conditions(self) -> Conditions:
+        return self.episode.conditions
+
+    @property
+    def night(self) -> bool:
+        return self.episode.conditions.night
+
+
 class World:
-    """Answers `state(t)` for any scene time t, the same for every sensor and every call."""
+    """Answers `scene(t)` and `state(t)` for any scene time t, the same for every sensor and call."""
 
     _CACHE = 8  # episodes kept: sensors ask about a few neighbouring episodes at a time
 
@@ -192,30 +272,96 @@ class World:
         return ep
 
     def state(self, t: float) -> ObjectState:
+        """Object 0 at t (class 'nothing' in an empty episode): the one-object world's view."""
         ep = self.episode(self.episode_index(t))
+        return self._at(ep, ep.tracks[0], t)
+
+    def scene(self, t: float) -> Scene:
+        """Every object at t, in track order."""
+        ep = self.episode(self.episode_index(t))
+        return Scene(episode=ep, t=t, objects=tuple(self._at(ep, tr, t) for tr in ep.objects))
+
+    def _at(self, ep: Episode, track: Track, t: float) -> ObjectState:
         dt = t - ep.t_center
-        x, y = ep.center[0] + ep.velocity[0] * dt, ep.center[1] + ep.velocity[1] * dt
-        return ObjectState(episode=ep, t=t, position=(x, y, -self.config.sensor_height_m))
+        x, y = track.center[0] + track.velocity[0] * dt, track.center[1] + track.velocity[1] * dt
+        return ObjectState(episode=ep, track=track, t=t, position=(x, y, -self.config.sensor_height_m))
+
+
+_FURTHER = 24  # tags the streams of objects 1.. and of their count (issue 24), apart from all others
+_PLACEMENT_TRIES = 8  # places tried for a further object before it is left out
+_GAP_M = 0.5  # the least clearance between two objects' footprints during an episode
 
 
 def draw_episode(cfg: WorldConfig, index: int) -> Episode:
-    """The class, instance, trajectory and conditions of one episode."""
+    """The objects, their trajectories and the conditions of one episode."""
     rng = np.random.default_rng([cfg.seed, index, 7])
     weights = np.ones(len(CLASSES)) if cfg.class_weights is None else np.asarray(cfg.class_weights, float)
+    scale = max(cfg.max_objects, 1)
+    first = _draw_track(cfg, rng, weights, track_id=index * scale)
+    conditions = _conditions(cfg, rng)  # after object 0, as in the one-object world
+    if cfg.max_objects == 0:
+        first = Track(track_id=first.track_id, cls=0, model=None, center=first.center, velocity=(0.0, 0.0))
+    tracks = [first]
+    if first.model is not None and cfg.max_objects > 1:
+        further = int(np.random.default_rng([cfg.seed, index, 8, 0, _FURTHER]).integers(cfg.max_objects))
+        others = weights.copy()
+        others[0] = 0.0  # object 0 alone decides whether the episode is empty
+        for k in range(1, further + 1):
+            obj_rng = np.random.default_rng([cfg.seed, index, 7, k, _FURTHER])
+            for _ in range(_PLACEMENT_TRIES):
+                track = _draw_track(cfg, obj_rng, others, track_id=index * scale + k)
+                if not any(_cross(cfg, track, placed) for placed in tracks):
+                    tracks.append(track)
+                    break
+    return Episode(
+        index=index, tracks=tuple(tracks), t_center=(index + 0.5) * cfg.episode_s, conditions=conditions
+    )
+
+
+def _draw_track(cfg: WorldConfig, rng: np.random.Generator, weights: np.ndarray, *, track_id: int) -> Track:
+    """One object: its class, instance and pass (in this order from `rng`, as always)."""
     cls = int(rng.choice(len(CLASSES), p=weights / weights.sum()))
     build = CLASSES[cls].build
     model = None if build is None else build(rng)
-    t_center = (index + 0.5) * cfg.episode_s
     center, velocity = _trajectory(cfg, rng, model)
-    return Episode(
-        index=index,
-        cls=cls,
-        model=model,
-        center=center,
-        velocity=velocity,
-        t_center=t_center,
-        conditions=_conditions(cfg, rng),
-    )
+    return Track(track_id=track_id, cls=cls, model=model, center=center, velocity=velocity)
+
+
+def _footprint(track: Track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre [2] at the episode's middle, unit axes [2, 2] (rows: along, across), half sizes [2])."""
+    assert track.model is not None
+    lo, hi = track.model.bounds
+    c, s = math.cos(track.heading), math.sin(track.heading)
+    axes = np.array([[c, s], [-s, c]])
+    mid = (lo[:2] + hi[:2]) / 2
+    return np.asarray(track.center) + mid @ axes, axes, (hi[:2] - lo[:2]) / 2
+
+
+def _cross(cfg: WorldConfig, a: Track, b: Track) -> bool:
+    """Whether the footprints of a and b come within `_GAP_M` of each other during the episode.
+
+    Exact for two rectangles moving at constant velocity: by the separating axis theorem they
+    overlap at time t iff their centres' separation projected on each of the four edge normals
+    is less than the sum of their projected half extents; each projection is linear in t, so
+    each axis gives an interval of t, and they meet iff the intervals and the episode overlap.
+    """
+    ca, axes_a, ha = _footprint(a)
+    cb, axes_b, hb = _footprint(b)
+    sep0, dsep = cb - ca, np.subtract(b.velocity, a.velocity)
+    half = cfg.episode_s / 2
+    lo_t, hi_t = -half, half
+    for axis in (*axes_a, *axes_b):
+        reach = np.abs(axes_a @ axis) @ ha + np.abs(axes_b @ axis) @ hb + _GAP_M
+        s0, ds = float(sep0 @ axis), float(dsep @ axis)
+        if abs(ds) < 1e-12:
+            if abs(s0) >= reach:
+                return False
+            continue
+        t1, t2 = sorted(((-reach - s0) / ds, (reach - s0) / ds))
+        lo_t, hi_t = max(lo_t, t1), min(hi_t, t2)
+        if lo_t >= hi_t:
+            return False
+    return True
 
 
 def _trajectory(

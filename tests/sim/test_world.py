@@ -11,6 +11,7 @@ from fusion.sim.camera import render_camera
 from fusion.sim.lidar import lidar_rays, scan_lidar
 from fusion.sim.objects import CLASS_NAMES, CLASSES, Sound
 from fusion.sim.world import CAMERA_HFOV_DEG, Conditions, Noise, Weather, World, WorldConfig, frame_rng
+from tests.sim.helpers import replaced, serve
 
 CLEAR_DAY = Conditions(
     night=False, illumination=1.0, weather=Weather.CLEAR, visibility_m=1e4, noise=Noise.WIND, noise_dbfs=-60.0
@@ -20,15 +21,11 @@ CLEAR_DAY = Conditions(
 def _episode_of(world: World, cls: int, **changes):
     """The first episode of class `cls`, with fields replaced (the world then serves it)."""
     index = next(i for i in range(500) if world.episode(i).cls == cls)
-    ep = dataclasses.replace(world.episode(index), **changes)
-    world._episodes[index] = ep  # serve exactly this episode to the renderers
-    return ep
+    return serve(world, replaced(world.episode(index), **changes))
 
 
 def _state(world: World, ep, position=(12.0, 0.5)):
-    center = (position[0], position[1])
-    ep = dataclasses.replace(ep, center=center)
-    world._episodes[ep.index] = ep
+    ep = serve(world, replaced(ep, center=(position[0], position[1])))
     return world.state(ep.t_center)
 
 
@@ -155,8 +152,7 @@ def _tone_episode(velocity, x0):
     w = World(WorldConfig(seed=0))
     sound = Sound(engine_hz=400.0, engine_level=0.5, harmonics=1, rev_wobble=0.0)
     ep = _episode_of(w, 3, conditions=dataclasses.replace(CLEAR_DAY, noise_dbfs=-90.0), velocity=velocity)
-    ep = dataclasses.replace(ep, model=dataclasses.replace(ep.model, sound=sound), center=(x0, 0.0))
-    w._episodes[ep.index] = ep
+    ep = serve(w, replaced(ep, model=dataclasses.replace(ep.model, sound=sound), center=(x0, 0.0)))
     return w, ep
 
 
@@ -196,7 +192,7 @@ def _without_lamps(ep):
     dark = dataclasses.replace(
         mesh, glow_night=np.zeros_like(mesh.glow_night), glow_day=np.zeros_like(mesh.glow_day)
     )
-    return dataclasses.replace(ep, model=dataclasses.replace(ep.model, mesh=dark))
+    return replaced(ep, model=dataclasses.replace(ep.model, mesh=dark))
 
 
 def test_vehicle_lamps_shine_at_night_whatever_the_daylight():
