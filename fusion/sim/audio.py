@@ -26,6 +26,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,6 +37,7 @@ SPEED_OF_SOUND = 343.0  # m/s
 _SOURCE_HEIGHT = 0.8  # metres above the ground: engines, tyres, footsteps
 _SELF_NOISE = 10 ** (-72 / 20)  # the microphone's own noise floor, RMS full scale
 _OBJECT_STREAM, _NOISE_STREAM = 11, 12
+_V = TypeVar("_V")
 _FURTHER = (24, 1)  # ends the streams of objects after the first: apart from every other stream
 
 
@@ -130,17 +132,19 @@ def _background(
 
 @dataclass(frozen=True)
 class _Block:
-    """One second of the timeline, each part [sample_rate] float64."""
+    """One second of the timeline as the one-object world hears it, each [sample_rate] float64."""
 
     first: np.ndarray  # object 0's sound (zero in an empty episode)
-    every: np.ndarray  # every object's sound, summed
-    sources: dict[int, np.ndarray]  # track id -> that object's sound (zero outside its episode)
     noise: np.ndarray  # background and self-noise
 
 
-def _source_of(track_id: int, sample_rate: int) -> Callable[[_Block], np.ndarray]:
-    """The part of a block that is one object's sound (silence in a block it is not heard in)."""
-    return lambda block: block.sources.get(track_id, np.zeros(sample_rate))
+@dataclass(frozen=True)
+class _SceneBlock:
+    """The same second with every object, each [sample_rate] float64; built only when asked for,
+    so that a caller of the one-object view pays for object 0 alone."""
+
+    every: np.ndarray  # every object's sound, summed
+    sources: dict[int, np.ndarray]  # track id -> that object's sound (zero outside its episode)
 
 
 class AudioSynth:
@@ -152,11 +156,13 @@ class AudioSynth:
         self.world = world
         self.sample_rate = sample_rate
         self._blocks: OrderedDict[int, _Block] = OrderedDict()
+        self._scene_blocks: OrderedDict[int, _SceneBlock] = OrderedDict()
 
     def components(self, start_sample: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(object 0's sound, background incl. self-noise), each [n] float64, for samples
         [start, start + n): the one-object world."""
-        return self._span(start_sample, n, lambda b: b.first), self._span(start_sample, n, lambda b: b.noise)
+        first = self._span(start_sample, n, lambda b: self._block(b).first)
+        return first, self._span(start_sample, n, lambda b: self._block(b).noise)
 
     def __call__(self, start_sample: int, n: int) -> np.ndarray:
         """Microphone samples [start, start + n) of object 0 alone as float32 PCM in [-1, 1]."""
@@ -165,7 +171,8 @@ class AudioSynth:
 
     def scene_components(self, start_sample: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(every object's sound summed, background incl. self-noise), each [n] float64."""
-        return self._span(start_sample, n, lambda b: b.every), self._span(start_sample, n, lambda b: b.noise)
+        every = self._span(start_sample, n, lambda b: self._scene_block(b).every)
+        return every, self._span(start_sample, n, lambda b: self._block(b).noise)
 
     def scene_audio(self, start_sample: int, n: int) -> np.ndarray:
         """Microphone samples [start, start + n) of every object as float32 PCM in [-1, 1]."""
@@ -181,35 +188,38 @@ class AudioSynth:
         out: dict[int, np.ndarray] = {}
         for ep_index in np.unique(np.floor(t / episode_s).astype(np.int64)):
             for track in self.world.episode(int(ep_index)).objects:
-                tid = track.track_id
-                out[tid] = self._span(start_sample, n, _source_of(tid, sr))
+                out[track.track_id] = self._span(start_sample, n, self._source_of(track.track_id))
         return out
 
-    def _span(self, start_sample: int, n: int, part: Callable[[_Block], np.ndarray]) -> np.ndarray:
-        """Samples [start, start + n) of one part of the blocks (`part`: _Block -> [sr])."""
+    def _source_of(self, track_id: int) -> Callable[[int], np.ndarray]:
+        silence = np.zeros(self.sample_rate)  # in a block the object is not heard in
+        return lambda b: self._scene_block(b).sources.get(track_id, silence)
+
+    def _span(self, start_sample: int, n: int, part: Callable[[int], np.ndarray]) -> np.ndarray:
+        """Samples [start, start + n) of one part of the blocks (`part`: block index -> [sr])."""
         sr = self.sample_rate
         first, last = start_sample // sr, (start_sample + n - 1) // sr
-        whole = np.concatenate([part(self._block(b)) for b in range(first, last + 1)])
+        whole = np.concatenate([part(b) for b in range(first, last + 1)])
         lo = start_sample - first * sr
         return whole[lo : lo + n]
 
     def _block(self, block: int) -> _Block:
-        cached = self._blocks.get(block)
-        if cached is None:
-            cached = self._render_block(block)
-            self._blocks[block] = cached
-            if len(self._blocks) > self._CACHE:
-                self._blocks.popitem(last=False)
-        return cached
+        return _cached(self._blocks, block, self._render_block, self._CACHE)
+
+    def _scene_block(self, block: int) -> _SceneBlock:
+        return _cached(self._scene_blocks, block, self._render_scene_block, self._CACHE)
+
+    def _times(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """(absolute seconds [sr], episode index [sr]) of a block's samples."""
+        sr = self.sample_rate
+        t = (block * sr + np.arange(sr)) / sr
+        return t, np.floor(t / self.world.config.episode_s).astype(np.int64)
 
     def _render_block(self, block: int) -> _Block:
         sr, world = self.sample_rate, self.world
         seed = world.config.seed
-        t = (block * sr + np.arange(sr)) / sr  # (sr,) absolute seconds
-        eps = np.floor(t / world.config.episode_s).astype(np.int64)
+        t, eps = self._times(block)
         first, noise = np.zeros(sr), np.zeros(sr)
-        sources: dict[int, np.ndarray] = {}
-        further: list[tuple[np.ndarray, np.ndarray]] = []  # (samples, sound) of objects 1..
         # A block straddles at most a couple of episodes; each renders its own samples.
         for ep_index in np.unique(eps):
             sel = eps == ep_index
@@ -221,21 +231,30 @@ class AudioSynth:
             noise[sel] = level * _background(
                 ep.conditions.noise, t[sel], params=params, rng=rng, sample_rate=sr
             )
+        noise += _SELF_NOISE * np.random.default_rng([seed, _NOISE_STREAM, block]).standard_normal(sr)
+        return _Block(first=first, noise=noise)
+
+    def _render_scene_block(self, block: int) -> _SceneBlock:
+        """Object 0 as `_render_block` heard it; each further object from streams of its own."""
+        sr, seed = self.sample_rate, self.world.config.seed
+        t, eps = self._times(block)
+        first = self._block(block).first
+        every = first.copy()
+        sources: dict[int, np.ndarray] = {}
+        for ep_index in np.unique(eps):
+            sel = eps == ep_index
+            ep = self.world.episode(int(ep_index))
             for k, track in enumerate(ep.objects):
                 heard = np.zeros(sr)
-                if k == 0:  # object 0, heard above from the one-object world's streams
+                if k == 0:
                     heard[sel] = first[sel]
                 else:
                     own = np.random.default_rng([seed, _OBJECT_STREAM, block, track.track_id, *_FURTHER])
                     phase = np.random.default_rng([seed, _NOISE_STREAM, track.track_id, *_FURTHER]).random()
                     heard[sel] = self._object(ep, track, t[sel], own, phase=phase)
-                    further.append((sel, heard))
+                    every[sel] += heard[sel]
                 sources[track.track_id] = heard
-        noise += _SELF_NOISE * np.random.default_rng([seed, _NOISE_STREAM, block]).standard_normal(sr)
-        every = first.copy()
-        for sel, heard in further:
-            every[sel] += heard[sel]
-        return _Block(first=first, every=every, sources=sources, noise=noise)
+        return _SceneBlock(every=every, sources=sources)
 
     def _object(
         self, ep: Episode, track: Track, t: np.ndarray, rng: np.random.Generator, *, phase: float
@@ -254,6 +273,17 @@ class AudioSynth:
             track.model.sound, tau, speed=speed, phase=phase, rng=rng, sample_rate=self.sample_rate
         )
         return src / np.maximum(r, 1.0)
+
+
+def _cached(cache: OrderedDict[int, _V], key: int, make: Callable[[int], _V], size: int) -> _V:
+    """cache[key], made by make(key) when missing; the oldest entries beyond `size` dropped."""
+    value = cache.get(key)
+    if value is None:
+        value = make(key)
+        cache[key] = value
+        if len(cache) > size:
+            cache.popitem(last=False)
+    return value
 
 
 def synth_audio(world: World, start_sample: int, n: int, *, sample_rate: int) -> np.ndarray:

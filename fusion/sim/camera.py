@@ -102,16 +102,19 @@ def _draw_object(
     if not model.beacon_on(state.t):
         glow = np.where(mesh.beacon[:, None], 0.0, glow)
     pix = np.round((uv - [x0, y0]) * (1 << _SHIFT)).astype(np.int32)  # (V, 2) in the window
+    # Which triangle shows at each pixel (-1: none), filled far to near: a loop over the few
+    # hundred triangles of one mesh, never over pixels; the colours are looked up once after.
+    # No anti-aliasing here (it would seam shared edges); the preprocessor's area resize
+    # averages edges anyway.
+    top = np.full((y1 - y0, x1 - x0), -1, np.int32)
+    for t in order:
+        cv2.fillConvexPoly(top, pix[mesh.triangles[t]], int(t), shift=_SHIFT)
+    seen = top >= 0
     obj = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
     lamps = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
-    alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
-    # A loop over the few hundred triangles of one mesh, never over pixels. No anti-aliasing
-    # here (it would seam shared edges); the preprocessor's area resize averages edges anyway.
-    for t in order:
-        poly = pix[mesh.triangles[t]]
-        cv2.fillConvexPoly(obj, poly, color[t].tolist(), shift=_SHIFT)
-        cv2.fillConvexPoly(lamps, poly, glow[t].tolist(), shift=_SHIFT)  # dark parts hide lamps
-        cv2.fillConvexPoly(alpha, poly, 1.0, shift=_SHIFT)
+    obj[seen] = color.astype(np.float32)[top[seen]]
+    lamps[seen] = glow.astype(np.float32)[top[seen]]  # a dark part in front hides a lamp
+    alpha = seen.astype(np.float32)
     return obj, lamps, alpha, (x0, y0)
 
 

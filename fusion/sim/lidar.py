@@ -52,22 +52,32 @@ class Sweep:
     track_ids: np.ndarray
 
 
-def _cast_object(state: ObjectState, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(range [N] (inf: miss), triangle index [N], unit normal [N, 3]) of rays from the origin."""
+def _cast_object(
+    state: ObjectState, rays: np.ndarray, azimuth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rays [N, 3] from the origin (azimuths `azimuth` [N]) that meet the object: (ray index
+    [M], range [M], triangle index [M], unit normal [M, 3]). Only the rays within the object's
+    azimuth span are cast: a straight edge's azimuth lies between its ends', so the others miss."""
     model = state.model
     assert model is not None
+    verts = state.vertices()
+    az = np.arctan2(verts[:, 1], verts[:, 0])
+    lo, hi = float(az.min()), float(az.max())
+    if hi - lo < np.pi:  # else the object is behind (across +-pi) or around the sensor: cast all
+        cast = np.flatnonzero((azimuth >= lo - 1e-6) & (azimuth <= hi + 1e-6))
+    else:
+        cast = np.arange(len(rays))
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(
-        o3d.core.Tensor.from_numpy(state.vertices().astype(np.float32)),
+        o3d.core.Tensor.from_numpy(verts.astype(np.float32)),
         o3d.core.Tensor.from_numpy(model.mesh.triangles.astype(np.uint32)),
     )
-    origins = np.zeros_like(rays, dtype=np.float32)
-    hit = scene.cast_rays(
-        o3d.core.Tensor.from_numpy(np.concatenate([origins, rays.astype(np.float32)], axis=1))
-    )
+    sub = rays[cast].astype(np.float32)
+    hit = scene.cast_rays(o3d.core.Tensor.from_numpy(np.concatenate([np.zeros_like(sub), sub], axis=1)))
     t = hit["t_hit"].numpy().astype(np.float64)
-    tri = hit["primitive_ids"].numpy().astype(np.int64)
-    return t, tri, hit["primitive_normals"].numpy().astype(np.float64)
+    met = np.isfinite(t)
+    tri = hit["primitive_ids"].numpy()[met].astype(np.int64)
+    return cast[met], t[met], tri, hit["primitive_normals"].numpy()[met].astype(np.float64)
 
 
 def scan_lidar(
@@ -129,23 +139,35 @@ def _nearest_objects(
     """Stop each ray [N] at the nearest object surface in front of the ground, writing r, refl,
     cos and ids in place. A ray through a porous part goes on to the next object behind it (with
     one object: to the ground); each object a ray meets draws its own chance to let it through."""
-    n = len(rays)
-    casts = [_cast_object(state, rays) for state in objects]  # K x (t [N], triangle [N], normal [N, 3])
-    t_all = np.stack([t for t, _, _ in casts])  # (K, N)
-    order = np.argsort(t_all, axis=0, kind="stable")  # (K, N): the objects along each ray, nearest first
-    stopped = np.zeros(n, bool)
-    for rank in range(len(objects)):
-        k_of = order[rank]  # (N,) the rank-th object along each ray
-        t = t_all[k_of, np.arange(n)]
-        meets = ~stopped & np.isfinite(t) & (t < r)
-        u = rng.random(n)
-        for k, (state, (_, tri, normal)) in enumerate(zip(objects, casts, strict=True)):
+    n, k_objects = len(rays), len(objects)
+    azimuth = np.arctan2(rays[:, 1], rays[:, 0])
+    casts = [_cast_object(state, rays, azimuth) for state in objects]
+    met = np.zeros(n, bool)
+    for index, _, _, _ in casts:
+        met[index] = True
+    rows = np.flatnonzero(met)  # (M,) the rays that meet any object
+    m = len(rows)
+    t_all, tri_all = np.full((k_objects, m), np.inf), np.zeros((k_objects, m), np.int64)
+    normal_all = np.zeros((k_objects, m, 3))
+    for k, (index, t, tri, normal) in enumerate(casts):
+        at = np.searchsorted(rows, index)
+        t_all[k, at], tri_all[k, at], normal_all[k, at] = t, tri, normal
+    order = np.argsort(t_all, axis=0, kind="stable")  # (K, M): the objects along each ray, nearest first
+    ground = r[rows]
+    stopped = np.zeros(m, bool)
+    cols = np.arange(m)
+    for rank in range(k_objects):
+        u = rng.random(n)[rows]  # drawn for every ray, as the one-object world did
+        k_of = order[rank]  # (M,) the rank-th object along each ray
+        t, tri, normal = t_all[k_of, cols], tri_all[k_of, cols], normal_all[k_of, cols]
+        meets = ~stopped & (t < ground)
+        for k, state in enumerate(objects):
             mesh = state.model.mesh  # type: ignore[union-attr]  # a scene holds objects only
             sel = meets & (k_of == k)
-            porous = mesh.porosity[np.where(sel, tri, 0)]
-            hit = sel & (u >= porous)  # not through the spokes
-            r[hit] = t[hit]
-            refl[hit] = mesh.reflectivity[tri[hit]]
-            cos[hit] = np.abs(np.einsum("ij,ij->i", normal[hit], rays[hit]))
-            ids[hit] = state.track_id
+            hit = sel & (u >= mesh.porosity[np.where(sel, tri, 0)])  # not through the spokes
+            at = rows[hit]
+            r[at] = t[hit]
+            refl[at] = mesh.reflectivity[tri[hit]]
+            cos[at] = np.abs(np.einsum("ij,ij->i", normal[hit], rays[at]))
+            ids[at] = state.track_id
             stopped |= hit
