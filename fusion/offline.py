@@ -115,10 +115,12 @@ def write_simulated_truth(sources: Mapping[str, Source], span: SpanWriter, direc
     """When every source is simulated in one world on one clock, write that world's ground truth
     over the recorded span as `directory/labels.csv` (see `fusion.sim.truth`); else None."""
     from fusion.sensors.simulated import SimulatedSource
+    from fusion.sensors.simulated_config import Clock
     from fusion.sim.truth import ground_truth
     from fusion.sim.world import World
 
-    sims = [s for s in sources.values() if isinstance(s, SimulatedSource)]
+    # Scene time is the frames' time only on the Unix clock; restamped frames get no truth.
+    sims = [s for s in sources.values() if isinstance(s, SimulatedSource) and s.config.clock is Clock.UNIX]
     if not sims or len(sims) != len(sources) or span.end < span.start:
         return None
     clocks = {
@@ -143,8 +145,8 @@ def replay_samples(
     *,
     speed: float | None,
     rig: str = "replay",
-    sync: SyncConfig | Mapping[str, Any] | None = None,
-    preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
+    sync: SyncConfig | None = None,
+    preprocess: PreprocessConfig | None = None,
 ) -> Iterator[FusedSample]:
     """Frames of a recording through a lossless Fuser: the same FusedSamples on every call, as they form."""
     reader = RecordingReader(recording)

@@ -13,17 +13,11 @@ import pytest
 from fusion.clock import Pacer
 from fusion.errors import SourceError
 from fusion.recording import MANIFEST, RecordingReader, RecordingWriter, Replayer
-from fusion.recording.source import (
-    CameraRecordingSource,
-    LidarRecordingSource,
-    MicrophoneRecordingSource,
-    RecordingSourceConfig,
-    probe_recording,
-    probe_stream_file,
-)
+from fusion.recording.source import RecordingSource, probe_recording, probe_stream_file
 from fusion.sample import Frame, FusedSample, Modality, Segment
 from fusion.schema import VERSION_KEY
 from fusion.sensors import EndOfStream
+from fusion.sensors.recording_config import RecordingSourceConfig
 from fusion.sensors.registry import source_class
 from tests.fakes import FakeClock
 
@@ -418,16 +412,18 @@ def test_replay_rejects_bad_speed(recording):
 
 
 def test_recording_sources_are_registered():
-    assert source_class(Modality.CAMERA, "recording") is CameraRecordingSource
-    assert source_class(Modality.LIDAR, "recording") is LidarRecordingSource
-    assert source_class(Modality.MICROPHONE, "recording") is MicrophoneRecordingSource
+    """One class serves every modality; a source reads its modality's stream."""
+    for modality in Modality:
+        assert source_class(modality, "recording") is RecordingSource
+    with pytest.raises(TypeError, match="give the modality"):
+        RecordingSource(RecordingSourceConfig(path="rec"))
 
 
 def test_source_replays_one_stream_then_ends(recording, rig):
     config = RecordingSourceConfig(
         backend="recording", path=str(recording)
     )  # sensor_id: the only lidar stream
-    with LidarRecordingSource(config) as source:
+    with RecordingSource(config, modality=Modality.LIDAR) as source:
         assert source.sensor_id == "lidar"
         frames = list(source)
         with pytest.raises(EndOfStream):
@@ -439,21 +435,21 @@ def test_source_replays_one_stream_then_ends(recording, rig):
 def test_source_open_errors_name_the_problem(tmp_path, recording, rig):
     missing = RecordingSourceConfig(backend="recording", path=str(tmp_path / "nope"))
     with pytest.raises(SourceError, match=rf"camera recording {tmp_path / 'nope'}: .*no such recording"):
-        CameraRecordingSource(missing).open()
+        RecordingSource(missing, modality=Modality.CAMERA).open()
     wrong = RecordingSourceConfig(backend="recording", path=str(recording), sensor_id="mic")
     with pytest.raises(SourceError, match=r"no camera stream 'mic' \(recorded camera: cam\)"):
-        CameraRecordingSource(wrong).open()
+        RecordingSource(wrong, modality=Modality.CAMERA).open()
     rng = np.random.default_rng(4)
     two = record(tmp_path / "two", camera_frames(rng, 0.2, "front") + camera_frames(rng, 0.2, "rear"))
     ambiguous = RecordingSourceConfig(backend="recording", path=str(two))
     with pytest.raises(SourceError, match="set sensor_id to one of the recorded camera streams: front, rear"):
-        CameraRecordingSource(ambiguous).open()
+        RecordingSource(ambiguous, modality=Modality.CAMERA).open()
 
 
 def test_source_skips_a_corrupt_batch_and_goes_on(recording, rig):
     _rewrite(recording / "cam.arrow", _break_batch(1))
     config = RecordingSourceConfig(backend="recording", path=str(recording), sensor_id="cam")
-    with CameraRecordingSource(config) as source:
+    with RecordingSource(config, modality=Modality.CAMERA) as source:
         frames = list(source)
     assert source.stats.errors["corrupt_batch"] == 1
     cam = [f for f in rig if f.sensor_id == "cam"]
@@ -495,11 +491,12 @@ def test_probe_stream_file_refuses_a_samples_file(tmp_path):
 # --- realtime: a recording as a live device ---------------------------------------------------
 
 
-def realtime_lidar(recording: Path, clock: FakeClock) -> LidarRecordingSource:
-    source = LidarRecordingSource(
-        RecordingSourceConfig(backend="recording", path=str(recording), realtime=True)
+def realtime_lidar(recording: Path, clock: FakeClock) -> RecordingSource:
+    source = RecordingSource(
+        RecordingSourceConfig(backend="recording", path=str(recording), realtime=True),
+        modality=Modality.LIDAR,
     )
-    source._pacer = Pacer(1.0, clock=clock, sleep=clock.sleep, anchor=(0.0, 0.0))
+    source._buffer.pacer = Pacer(1.0, clock=clock, sleep=clock.sleep, anchor=(0.0, 0.0))
     source.open()
     return source
 

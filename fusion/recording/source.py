@@ -5,43 +5,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pyarrow.compute as pc
-from pydantic import Field
 
-from fusion.clock import Pacer
+from fusion.clock import DeviceBuffer
 from fusion.errors import InputError, SourceError
 from fusion.recording.manifest import MANIFEST, SUFFIX
 from fusion.recording.reader import RecordingReader, StreamFile
 from fusion.sample import MODALITY_ORDER, Frame, Modality
 from fusion.schema import FRAMES, check_schema, schema_modality, table_to_frames
-from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import EndOfStream, Source, SourceConfig
-
-
-class RecordingSourceConfig(SourceConfig):
-    """Replay one stream of a recording as a sensor.
-
-    `sensor_id` picks the stream; empty: the recording's only stream of this modality.
-    """
-
-    path: str  # the recording directory (holds manifest.json)
-    # Replay the stream as a live device would deliver it: on the wall clock, looping, each frame
-    # restamped to when it is handed over. A live rig fed pre-rendered frames (a real rig's cost
-    # without the simulator's rendering); every stream of every rig on the same loop, so a rig's
-    # streams stay aligned as recorded.
-    realtime: bool = False
-    # Realtime: seconds of frames the device holds for a reader that falls behind; older ones are
-    # skipped and counted (`overrun`), as the simulated device does.
-    buffer_s: float = Field(default=1.0, gt=0)
+from fusion.sensors.recording_config import RECORDING, RecordingSourceConfig
+from fusion.sensors.registry import FileReport, register_probe
+from fusion.sensors.source import EndOfStream, Source
 
 
 class RecordingSource(Source):
     """A finite source over one recorded stream: never waits on a clock (pace with `Replayer`).
 
+    Serves every modality: the stream read is the recording's stream of the source's modality.
     A corrupt batch is skipped and counted under `stats.errors["corrupt_batch"]`; the
     stream goes on with the next batch.
 
@@ -49,27 +32,27 @@ class RecordingSource(Source):
     (its streams' common span, one frame period past the last frame, so loops join seamlessly)
     on a grid anchored at Unix time 0, a frame recorded `r` seconds after the recording's start
     is due at `k * period + r`, and `read(timeout)` blocks until the next frame is due, as a
-    device does. The first read joins the loop at the present; a reader more than `buffer_s`
-    behind skips the frames a device's buffer would have overwritten.
+    device does (`fusion.clock.DeviceBuffer`). The first read joins the loop at the present; a
+    reader more than `buffer_s` behind skips the frames a device's buffer would have overwritten.
     """
 
-    backend = "recording"
-    config_cls = RecordingSourceConfig
+    backend = RECORDING
+    config: RecordingSourceConfig
 
-    def __init__(self, config: SourceConfig) -> None:
-        super().__init__(config)
-        assert isinstance(config, RecordingSourceConfig)
-        self.config: RecordingSourceConfig = config
+    def __init__(self, config: RecordingSourceConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self._frames: Iterator[Frame] | None = None
         self._reader: RecordingReader | None = None
-        # Realtime: (loop number, the loop's frames), the frame read but not yet due, the loop's
-        # period and the recording's start; frame times are Unix times, mapped onto the wall clock.
-        self._loop: tuple[int, Iterator[Frame]] | None = None
-        self._held: Frame | None = None
+        # Realtime: the looped stream the device buffer hands over (frame times are Unix times),
+        # the loop's period and the recording's start.
+        self._buffer: DeviceBuffer[Frame] = DeviceBuffer(buffer_s=config.buffer_s, on_overrun=self._overrun)
+        self._looping: Generator[tuple[float, Frame]] | None = None
         self.period = 0.0
         self._start = 0.0
         self._count = 0
-        self._pacer = Pacer(1.0, clock=time.time, anchor=(0.0, 0.0))
+
+    def _overrun(self, lost: int) -> None:
+        self.stats.dropped["overrun"] += lost
 
     def open(self) -> None:
         where = f"{self.modality.value} recording {self.config.path}"
@@ -98,7 +81,7 @@ class RecordingSource(Source):
         if self.config.realtime:
             self.period, self._start = loop_period(reader)
             self._count = reader.sensors[stream_id].frames
-            self._loop, self._held = None, None
+            self._buffer.stop()
 
     def _stream_frames(self) -> Iterator[Frame]:
         assert self._reader is not None
@@ -121,45 +104,44 @@ class RecordingSource(Source):
         return frame
 
     def _read_realtime(self, timeout: float | None) -> Frame:
-        deadline = None if timeout is None else self._pacer.now() + timeout
-        frame = self._held or self._next_looped()
-        now = self._pacer.now()
-        while frame.timestamp < now - self.config.buffer_s:  # overwritten in the device's buffer
-            self.stats.dropped["overrun"] += 1
-            frame = self._next_looped()
-        if not self._pacer.wait(frame.timestamp, deadline=deadline):
-            self._held = frame
-            raise TimeoutError(
-                f"{self.modality.value}/{self.sensor_id}: next frame due in {self._pacer.delay(frame.timestamp):.3f} s"
-            )
-        self._held = None
+        buffer = self._buffer
+        deadline = buffer.deadline(timeout)
+        if not buffer.streaming:
+            self._looping = self._looped()
+            buffer.start(self._looping)
+        handed = buffer.next()
+        assert handed is not None, "a looped recording never ends"
+        due, frame = handed
+        buffer.hand_over(due, deadline=deadline, what=f"{self.modality.value}/{self.sensor_id}")
         self.stats.frames += 1
         return frame
 
-    def _next_looped(self) -> Frame:
-        """The stream's next frame on the wall clock; the first one is the next due from now."""
-        if self._loop is None:
-            now = self._pacer.now()
-            loop = math.floor(now / self.period)
-            self._loop = (loop, self._stream_frames())
-            skip_before = now - loop * self.period  # seconds into the loop: earlier frames are past
-        else:
-            skip_before = -math.inf
+    def _looped(self) -> Generator[tuple[float, Frame]]:
+        """(due time, frame) of the stream looped on the wall clock, restamped to its due time;
+        from the first frame due at or after the moment it is first asked for."""
+        now = self._buffer.pacer.now()
+        loop = math.floor(now / self.period)
+        skip_before = now - loop * self.period  # seconds into the loop: earlier frames are past
         while True:
-            loop, frames = self._loop
-            for frame in frames:
-                if frame.timestamp - self._start >= skip_before:
-                    due = loop * self.period + (frame.timestamp - self._start)
-                    index = loop * self._count + frame.index  # gaps still mean skipped frames
-                    return dataclasses.replace(frame, timestamp=due, wall_time=due, index=index)
-            self._loop = (loop + 1, self._stream_frames())
-            skip_before = -math.inf
+            frames = self._stream_frames()
+            try:
+                for frame in frames:
+                    if frame.timestamp - self._start >= skip_before:
+                        due = loop * self.period + (frame.timestamp - self._start)
+                        index = loop * self._count + frame.index  # gaps still mean skipped frames
+                        yield due, dataclasses.replace(frame, timestamp=due, wall_time=due, index=index)
+            finally:
+                if isinstance(frames, Generator):
+                    frames.close()  # releases the memory map
+            loop, skip_before = loop + 1, -math.inf
 
     def close(self) -> None:
-        for frames in (self._frames, self._loop[1] if self._loop else None):
-            if isinstance(frames, Generator):
-                frames.close()  # releases the memory map
-        self._frames, self._loop, self._reader = None, None, None
+        if isinstance(self._frames, Generator):
+            self._frames.close()  # releases the memory map
+        if self._looping is not None:
+            self._looping.close()
+        self._buffer.stop()
+        self._frames, self._looping, self._reader = None, None, None
 
 
 def loop_period(reader: RecordingReader) -> tuple[float, float]:
@@ -172,22 +154,6 @@ def loop_period(reader: RecordingReader) -> tuple[float, float]:
     start = min(s.start for s in streams)
     end = max(s.end + (s.end - s.start) / (s.frames - 1) for s in streams)
     return round(end - start, 6), start  # rounded: float noise would shift every loop a little
-
-
-# The registry is keyed by (modality, backend): one small class per modality.
-@register_source
-class CameraRecordingSource(RecordingSource):
-    modality = Modality.CAMERA
-
-
-@register_source
-class LidarRecordingSource(RecordingSource):
-    modality = Modality.LIDAR
-
-
-@register_source
-class MicrophoneRecordingSource(RecordingSource):
-    modality = Modality.MICROPHONE
 
 
 def _shape_text(frame: Frame) -> str:

@@ -1,20 +1,26 @@
 """Sensors: sources for camera, microphone and LiDAR (live devices, files, network, simulated)
 and their preprocessing into Segments. `fusion.sensors.source` holds the source contract,
-`fusion.sensors.registry` the names configs pick backends, probes and preprocessors by."""
+`fusion.sensors.registry` the names configs pick backends, probes and preprocessors by; each
+backend's config classes are in a light `*_config` module (`opencv_config`, `audio_config`,
+`pointclouds_config`, `velodyne.config`, `ros.config`, `simulated_config`, `recording_config`)
+beside the implementation that loads its library."""
 
 from fusion.sensors.registry import (
     FileReport,
     backends,
+    find_backend,
     make_preprocessor,
     make_source,
     preprocess_settings,
     probe_file,
+    register_backend,
     register_preprocessor,
     register_probe,
-    register_source,
+    source_class,
     source_config_class,
 )
 from fusion.sensors.source import (
+    Backend,
     EndOfStream,
     LiveSource,
     Source,
@@ -24,6 +30,7 @@ from fusion.sensors.source import (
 )
 
 __all__ = [
+    "Backend",
     "EndOfStream",
     "FileReport",
     "LiveSource",
@@ -32,12 +39,14 @@ __all__ = [
     "SourceError",
     "SourceStats",
     "backends",
+    "find_backend",
     "make_preprocessor",
     "make_source",
     "preprocess_settings",
     "probe_file",
+    "register_backend",
     "register_preprocessor",
     "register_probe",
-    "register_source",
+    "source_class",
     "source_config_class",
 ]

@@ -10,50 +10,26 @@ import queue
 import struct
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 import soxr
-from pydantic import Field, model_validator
 
 from fusion.errors import InputError, SourceError
 from fusion.sample import Frame, Modality
-from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig
+from fusion.sensors.audio_config import (
+    MICROPHONE_DEVICE,
+    MICROPHONE_FILE,
+    MicrophoneDeviceConfig,
+    MicrophoneFileConfig,
+)
+from fusion.sensors.registry import FileReport, register_probe
+from fusion.sensors.source import EndOfStream, LiveSource, Source
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 
 
-class _AudioConfig(SourceConfig):
-    """Fields every microphone backend has."""
-
-    sample_rate: Annotated[int, Field(gt=0)] = 16000  # delivered samples per second
-    chunk_s: Annotated[float, Field(gt=0)] = 0.05  # seconds of audio per Frame
-
-    @model_validator(mode="after")
-    def _chunk_has_samples(self) -> _AudioConfig:
-        if self.chunk_samples < 1:
-            raise InputError(f"chunk_s={self.chunk_s} is less than one sample at {self.sample_rate} Hz")
-        return self
-
-    @property
-    def chunk_samples(self) -> int:
-        return round(self.chunk_s * self.sample_rate)
-
-
-class MicrophoneDeviceConfig(_AudioConfig):
-    backend: Literal["device"] = "device"
-    device: int | str | None = None  # PortAudio device index or name (substring); None: default input
-    channels: Annotated[int, Field(gt=0)] = 1  # channels opened on the device, averaged to mono
-
-
-class MicrophoneFileConfig(_AudioConfig):
-    backend: Literal["file"] = "file"
-    path: str  # .wav, .flac or .ogg; resampled to sample_rate when its rate differs
-
-
-@register_source
 class MicrophoneDeviceSource(LiveSource):
     """A live input through PortAudio (`sounddevice.InputStream`); reconnects when the device is lost.
 
@@ -61,15 +37,13 @@ class MicrophoneDeviceSource(LiveSource):
     copied and stamped there, and turned into a Frame on the capture thread.
     """
 
-    modality = Modality.MICROPHONE
-    backend = "device"
-    config_cls = MicrophoneDeviceConfig
+    backend = MICROPHONE_DEVICE
     config: MicrophoneDeviceConfig
     # Audio is consumed as a continuous signal, not newest-only: keep seconds of chunks, not a few.
     queue_size = 64
 
-    def __init__(self, config: MicrophoneDeviceConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: MicrophoneDeviceConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self._stream: Any = None  # sounddevice.InputStream while connected
         self._blocks: queue.SimpleQueue[tuple[np.ndarray, float, bool]] = queue.SimpleQueue()
         self._latency = 0.0
@@ -178,7 +152,6 @@ def _wav_declared_frames(path: Path) -> int | None:
     return None
 
 
-@register_source
 class MicrophoneFileSource(Source):
     """An audio file as chunks of `chunk_s`, resampled to `sample_rate` (a finite source: never waits).
 
@@ -192,13 +165,11 @@ class MicrophoneFileSource(Source):
     which may reach into the neighbouring chunk).
     """
 
-    modality = Modality.MICROPHONE
-    backend = "file"
-    config_cls = MicrophoneFileConfig
+    backend = MICROPHONE_FILE
     config: MicrophoneFileConfig
 
-    def __init__(self, config: MicrophoneFileConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: MicrophoneFileConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self._path = Path(config.path)
         self._file: sf.SoundFile | None = None
         self._resampler: soxr.ResampleStream | None = None

@@ -15,16 +15,22 @@ import threading
 import time
 from abc import abstractmethod
 from pathlib import Path
-from typing import Annotated, Literal
 
 import cv2
 import numpy as np
-from pydantic import Field, model_validator
 
 from fusion.errors import InputError, SourceError
 from fusion.sample import Frame, Modality
-from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import EndOfStream, LiveSource, Source, SourceConfig
+from fusion.sensors.opencv_config import (
+    CAMERA_DEVICE,
+    CAMERA_FILE,
+    CAMERA_STREAM,
+    CameraDeviceConfig,
+    CameraFileConfig,
+    CameraStreamConfig,
+)
+from fusion.sensors.registry import FileReport, register_probe
+from fusion.sensors.source import EndOfStream, LiveSource, Source
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 
@@ -32,45 +38,6 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 # in the middle. Past this many failures in a row (about 10 s at 25 fps) with no frame count from
 # the container to say more should come, the file is taken to end there.
 MAX_DECODE_ERRORS_IN_A_ROW = 250
-
-
-class _CaptureConfig(SourceConfig):
-    """Fields every camera backend has."""
-
-    width: Annotated[int, Field(gt=0)] | None = None  # resize at capture (with height), pixels
-    height: Annotated[int, Field(gt=0)] | None = None
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> _CaptureConfig:
-        if (self.width is None) != (self.height is None):
-            raise InputError(
-                f"width and height must be given together (got width={self.width}, height={self.height})"
-            )
-        return self
-
-    @property
-    def size(self) -> tuple[int, int] | None:
-        """(width, height) to resize to, as cv2.resize wants it, or None to keep the native size."""
-        if self.width is None or self.height is None:
-            return None
-        return (self.width, self.height)
-
-
-class CameraDeviceConfig(_CaptureConfig):
-    backend: Literal["device"] = "device"
-    index: Annotated[int, Field(ge=0)] = 0  # OpenCV device index (/dev/video<index> on Linux)
-
-
-class CameraFileConfig(_CaptureConfig):
-    backend: Literal["file"] = "file"
-    path: str  # video file: .mp4 .avi .mkv .mov .webm, anything FFmpeg reads
-    loop: bool = False  # start again at the end; timestamps keep increasing across passes
-
-
-class CameraStreamConfig(_CaptureConfig):
-    backend: Literal["stream"] = "stream"
-    url: str  # rtsp://, http:// (MJPEG, MP4, ...), anything FFmpeg opens
-    timeout_s: Annotated[float, Field(gt=0)] = 5.0  # give up opening or reading after this long
 
 
 def _to_rgb(bgr: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -83,11 +50,12 @@ def _to_rgb(bgr: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 class _OpenCVLiveSource(LiveSource):
     """A live camera read through `cv2.VideoCapture` by the LiveSource capture thread."""
 
-    modality = Modality.CAMERA
     config: CameraDeviceConfig | CameraStreamConfig
 
-    def __init__(self, config: CameraDeviceConfig | CameraStreamConfig) -> None:
-        super().__init__(config)
+    def __init__(
+        self, config: CameraDeviceConfig | CameraStreamConfig, *, modality: Modality | None = None
+    ) -> None:
+        super().__init__(config, modality=modality)
         self._cap: cv2.VideoCapture | None = None
         # OpenCV must not release a capture while another thread is inside read(); close() runs
         # on the caller's thread, so read and release take turns under this lock.
@@ -140,12 +108,10 @@ class _OpenCVLiveSource(LiveSource):
                 self._cap = None
 
 
-@register_source
 class CameraDeviceSource(_OpenCVLiveSource):
     """A local camera by OpenCV device index; reconnects with back-off when it disappears."""
 
-    backend = "device"
-    config_cls = CameraDeviceConfig
+    backend = CAMERA_DEVICE
     config: CameraDeviceConfig
 
     def _describe(self) -> str:
@@ -155,12 +121,10 @@ class CameraDeviceSource(_OpenCVLiveSource):
         return cv2.VideoCapture(self.config.index)
 
 
-@register_source
 class CameraStreamSource(_OpenCVLiveSource):
     """A network stream through FFmpeg; the end of the stream or a network error reconnects."""
 
-    backend = "stream"
-    config_cls = CameraStreamConfig
+    backend = CAMERA_STREAM
     config: CameraStreamConfig
 
     def _describe(self) -> str:
@@ -185,7 +149,6 @@ def _open_video(path: Path) -> tuple[cv2.VideoCapture, float]:
     return cap, fps
 
 
-@register_source
 class CameraFileSource(Source):
     """Frames of a video file, as fast as they are read (a finite source: `read` never waits).
 
@@ -194,13 +157,11 @@ class CameraFileSource(Source):
     (cut short, or frames that never decode), that is counted once per pass as `truncated`.
     """
 
-    modality = Modality.CAMERA
-    backend = "file"
-    config_cls = CameraFileConfig
+    backend = CAMERA_FILE
     config: CameraFileConfig
 
-    def __init__(self, config: CameraFileConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: CameraFileConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self._path = Path(config.path)
         self._cap: cv2.VideoCapture | None = None
         self._fps = 0.0

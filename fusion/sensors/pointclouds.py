@@ -13,25 +13,17 @@ from __future__ import annotations
 import glob
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import open3d as o3d
-from pydantic import Field
 
 from fusion.errors import InputError, SourceError
 from fusion.sample import Modality
-from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import SourceConfig
+from fusion.sensors.pointclouds_config import KITTI, POINT_CLOUD_FILE, KittiConfig, PointCloudFileConfig
+from fusion.sensors.registry import FileReport, register_probe
 from fusion.sensors.sweeps import RawSweep, SweepFileSource
 
 POINT_CLOUD_SUFFIXES = (".pcd", ".ply")
-
-
-class PointCloudFileConfig(SourceConfig):
-    backend: Literal["pointcloud"] = "pointcloud"
-    path: str  # a .pcd / .ply file, a folder of them (sorted by name), or a glob pattern
-    rate_hz: float = Field(default=10.0, gt=0)  # sequence rate: file k is stamped k / rate_hz
 
 
 def _open3d_cloud(path: Path) -> o3d.t.geometry.PointCloud:
@@ -77,7 +69,6 @@ def _point_cloud_files(pattern: str) -> list[Path]:
     return sorted(files)  # by path: name order within a folder
 
 
-@register_source
 class PointCloudFileSource(SweepFileSource):
     """PCD / PLY files through open3d's tensor reader, which keeps the `intensity` field.
 
@@ -85,13 +76,11 @@ class PointCloudFileSource(SweepFileSource):
     sequence a bad file is skipped and counted ("decode_error") and the sequence goes on.
     """
 
-    modality = Modality.LIDAR
-    backend = "pointcloud"
-    config_cls = PointCloudFileConfig
+    backend = POINT_CLOUD_FILE
     config: PointCloudFileConfig
 
-    def __init__(self, config: PointCloudFileConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: PointCloudFileConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self.files: list[Path] = []
         self._single: np.ndarray | None = None
 
@@ -120,12 +109,6 @@ class PointCloudFileSource(SweepFileSource):
 # --------------------------------------------------------------------------- KITTI .bin folders
 
 
-class KittiConfig(SourceConfig):
-    backend: Literal["kitti"] = "kitti"
-    path: str  # folder of KITTI velodyne .bin files, sorted by name
-    rate_hz: float = Field(default=10.0, gt=0)  # stamps file k at k / rate_hz when there is no times.txt
-
-
 _KITTI_ROW_BYTES = 16  # x, y, z, reflectance as float32
 
 
@@ -147,7 +130,6 @@ def kitti_times(folder: Path, count: int) -> np.ndarray | None:
     return None
 
 
-@register_source
 class KittiSource(SweepFileSource):
     """KITTI velodyne scans: each .bin is N x 4 little-endian float32 (x, y, z, reflectance in [0, 1]).
 
@@ -155,13 +137,11 @@ class KittiSource(SweepFileSource):
     counted ("bad_size"), and the sequence goes on.
     """
 
-    modality = Modality.LIDAR
-    backend = "kitti"
-    config_cls = KittiConfig
+    backend = KITTI
     config: KittiConfig
 
-    def __init__(self, config: KittiConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: KittiConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self.files: list[Path] = []
         self._times: np.ndarray | None = None
 

@@ -1,15 +1,18 @@
 """One registry for what the sensors package offers by name: sources, file probes, preprocessors.
 
-- Sources, keyed by (modality, backend), each with its config class: a config picks and
-  validates its backend through `make_source` / `source_config_class`, no if/elif dispatch.
+- Sources, keyed by backend name: each `Backend` names the modalities it serves with their
+  config classes and the `Source` class that reads them. A config picks and validates its
+  backend through `make_source` / `source_config_class`, no if/elif dispatch.
 - File probes: what `fusion inspect` says about a file or folder (`probe_file`).
 - Preprocessors, keyed by modality, each with its config class (`make_preprocessor`).
 
-Backends register themselves when their module is imported (`@register_source`,
-`@register_probe`, `@register_preprocessor`). This module imports none of them: the built-in
-modules are listed below and imported on the first lookup of their kind. Backend modules
-import the registry, never the other way round at import time, so there is no import cycle,
-and a process that only preprocesses never loads a device or file library.
+Backends are declared in light config modules (the config classes and a `register_backend`
+call, no device or file library), listed below and imported on the first lookup; a backend's
+`Source` class lives in its implementation module, which loads the backend's library and is
+imported only when a source of that backend is built. So validating a pipeline config loads
+no backend library, and a sensor process loads only its own backend's. File probes register
+with `@register_probe` in the implementation modules, which `probe_file` imports. Backend
+modules import the registry, never the other way round at import time: no import cycle.
 """
 
 from __future__ import annotations
@@ -25,84 +28,145 @@ from fusion.config import StrictModel, parse_config
 from fusion.errors import InputError, MissingFileError
 from fusion.sample import Modality, parse_modality
 from fusion.sensors.preprocess_config import Preprocessor
-from fusion.sensors.source import Source, SourceConfig
+from fusion.sensors.source import Backend, Source, SourceConfig
 
-# The built-in backends, by what they register. File probes live beside the sources that read
-# the same files, so both come from the source modules.
-SOURCE_MODULES = (
-    "fusion.sensors.opencv",
-    "fusion.sensors.audio",
-    "fusion.sensors.pointclouds",
-    "fusion.sensors.velodyne.source",
-    "fusion.sensors.ros.source",
-    "fusion.sensors.simulated",
-    "fusion.recording.source",
+# The built-in backends' config modules: light, each registers the backends it declares.
+CONFIG_MODULES = (
+    "fusion.sensors.opencv_config",
+    "fusion.sensors.audio_config",
+    "fusion.sensors.pointclouds_config",
+    "fusion.sensors.velodyne.config",
+    "fusion.sensors.ros.config",
+    "fusion.sensors.simulated_config",
+    "fusion.sensors.recording_config",
 )
 PREPROCESSOR_MODULES = ("fusion.sensors.preprocessors",)
 
 
 @functools.cache
 def _load(modules: tuple[str, ...]) -> None:
-    """Import built-in backend modules once, so their decorators run."""
+    """Import built-in modules once, so that their registrations run."""
     for name in modules:
         importlib.import_module(name)
 
 
 # --- sources -------------------------------------------------------------------------------
 
-S = TypeVar("S", bound=type[Source])
-_SOURCES: dict[tuple[Modality, str], type[Source]] = {}
+_BACKENDS: dict[str, list[Backend]] = {}  # backend name -> the classes serving it, by modality
 
 
-def register_source(cls: S) -> S:
-    """Class decorator: make a Source backend available to configs by (modality, backend)."""
-    key = (cls.modality, cls.backend)
-    if key in _SOURCES and _SOURCES[key] is not cls:
-        raise RuntimeError(f"source backend {cls.modality.value}/{cls.backend} registered twice")
-    _SOURCES[key] = cls
-    return cls
+def register_backend(backend: Backend) -> Backend:
+    """Make `backend` available to configs under `backend.name`; returns it.
+
+    Args:
+        backend: its name, the config class of each modality it serves (each one's `backend`
+            field must default to that name) and its Source class as "module:Class".
+
+    Raises RuntimeError when another Backend of that name already serves one of its modalities.
+    """
+    for modality, config_cls in backend.configs.items():
+        field_info = config_cls.model_fields.get("backend")
+        if field_info is None or field_info.default != backend.name:
+            raise RuntimeError(
+                f"{config_cls.__name__}: a {modality.value}/{backend.name} config must default backend to {backend.name!r}"
+            )
+    served = _BACKENDS.setdefault(backend.name, [])
+    if backend in served:
+        return backend
+    for other in served:
+        if twice := sorted(m.value for m in other.configs.keys() & backend.configs.keys()):
+            raise RuntimeError(f"source backend {backend.name} registered twice for {', '.join(twice)}")
+    served.append(backend)
+    return backend
 
 
 def backends(modality: Modality) -> list[str]:
     """The backend names a `modality` source config may ask for, sorted."""
-    _load(SOURCE_MODULES)
-    return sorted(b for m, b in _SOURCES if m is modality)
+    _load(CONFIG_MODULES)
+    return sorted(name for name, served in _BACKENDS.items() if any(modality in b.configs for b in served))
 
 
-def source_class(modality: Modality, backend: object) -> type[Source]:
-    """The Source class of a (modality, backend); ValueError naming the known backends."""
-    _load(SOURCE_MODULES)
-    cls = _SOURCES.get((modality, str(backend)))
-    if cls is None:
-        known = ", ".join(backends(modality))
-        raise InputError(f"unknown {modality.value} backend {backend!r} (known: {known})")
-    return cls
+def find_backend(modality: Modality | str, backend: object) -> Backend:
+    """The Backend serving `modality` under the name `backend`; imports no backend library.
+
+    Args:
+        modality: a `Modality` or its name.
+        backend: the name a config gives (`backend:`).
+
+    Raises InputError naming the backends `modality` has when none of that name serves it.
+    """
+    modality = parse_modality(modality)
+    _load(CONFIG_MODULES)
+    for served in _BACKENDS.get(str(backend), []):
+        if modality in served.configs:
+            return served
+    known = ", ".join(backends(modality))
+    raise InputError(f"unknown {modality.value} backend {backend!r} (known: {known})")
 
 
 def source_config_class(modality: Modality | str, backend: str) -> type[SourceConfig]:
-    """The config class of a (modality, backend); ValueError naming the known backends."""
-    return source_class(parse_modality(modality), backend).config_cls
+    """The config class of a (modality, backend), from the backend's light config module.
+
+    Args:
+        modality: a `Modality` or its name.
+        backend: the backend name a config gives.
+
+    Raises InputError naming the known backends when there is no such backend for `modality`.
+    """
+    modality = parse_modality(modality)
+    return find_backend(modality, backend).configs[modality]
+
+
+def source_class(modality: Modality | str, backend: str) -> type[Source]:
+    """The Source class serving a (modality, backend): imports its module, and so its library.
+
+    Args:
+        modality: a `Modality` or its name.
+        backend: the backend name a config gives.
+
+    Raises InputError naming the known backends when there is no such backend for `modality`.
+    """
+    return _implementation(find_backend(modality, backend))
+
+
+def _implementation(backend: Backend) -> type[Source]:
+    module, _, name = backend.source.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Source) and cls.backend is backend):
+        raise RuntimeError(f"{backend.source} is not the Source class of backend {backend.name}")
+    return cls
 
 
 def make_source(
     modality: Modality | str, config: Mapping[str, Any] | SourceConfig, *, source: str = "sensor"
 ) -> Source:
-    """Build the source a config asks for: a mapping is validated here (unknown backends and bad
-    keys fail naming `source`); a SourceConfig must be the backend's own config class."""
+    """Build (not open) the source a config asks for.
+
+    Args:
+        modality: what the sensor is: a `Modality` or its name.
+        config: the source config: a mapping, validated here against the config class of its
+            `backend` for `modality`, or a SourceConfig, which must be an instance of that class.
+        source: where the config comes from, e.g. `rigs[sim].sensors.cam0.source`; errors name
+            it (`<source>.backend: unknown camera backend ...`, `<source>.KEY: ...`).
+
+    Only the chosen backend's implementation module is imported (and its library loaded).
+    Raises InputError for an unknown backend, a bad key or a config of another class.
+    """
     modality = parse_modality(modality)
-    backend = config.backend if isinstance(config, SourceConfig) else config.get("backend")
+    name = config.backend if isinstance(config, SourceConfig) else config.get("backend")
     try:
-        cls = source_class(modality, backend)
-    except ValueError as err:
+        backend = find_backend(modality, name)
+    except InputError as err:
         raise InputError(f"{source}.backend: {err}") from None
-    if isinstance(config, SourceConfig):
-        if not isinstance(config, cls.config_cls):
-            raise InputError(
-                f"{source}: a {type(config).__name__} is not a {modality.value}/{backend} config "
-                f"(expected {cls.config_cls.__name__})"
-            )
-        return cls(config)
-    return cls(parse_config(cls.config_cls, dict(config), source=source))
+    config_cls = backend.configs[modality]
+    if not isinstance(config, SourceConfig):
+        config = parse_config(config_cls, dict(config), source=source)
+    elif not isinstance(config, config_cls):
+        raise InputError(
+            f"{source}: a {type(config).__name__} is not a {modality.value}/{name} config "
+            f"(expected {config_cls.__name__})"
+        )
+    return _implementation(backend)(config, modality=modality)
 
 
 # --- file probes ---------------------------------------------------------------------------
@@ -146,8 +210,13 @@ def register_probe(matches: Callable[[Path], bool]) -> Callable[[Probe], Probe]:
 
 
 def probe_file(path: str | Path) -> FileReport:
-    """Describe a supported file; ValueError naming the file when none can read it."""
-    _load(SOURCE_MODULES)
+    """Describe a supported file; InputError naming the file when none can read it.
+
+    Imports every backend's implementation module (their probes register there), so it loads
+    every backend library: a file is matched against all of them.
+    """
+    _load(CONFIG_MODULES)
+    _load(tuple(dict.fromkeys(b.source.partition(":")[0] for bs in _BACKENDS.values() for b in bs)))
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: no such file or directory")

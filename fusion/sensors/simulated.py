@@ -1,12 +1,19 @@
 """Simulated camera, microphone and LiDAR, all looking at one `fusion.sim.World`.
 
+One source class, `SimulatedSource`, serves the three; what each sensor captures is its
+`SimulatedSensor` (`CameraSim`, `LidarSim`, `MicrophoneSim`), which the training data renders
+through too. The camera loads OpenCV (it rasterizes) and the LiDAR open3d (it ray-casts), each
+only when one is built: a simulated microphone process loads neither.
+
 They are finite-or-endless pull sources: frame k of a stream is captured at scene time
 `start_s + k / rate_hz` and is a pure function of (world seed, stream, k), so two runs give
 the same frames byte for byte; frames come as fast as they are asked for.
 
 With `realtime: true` (a live demo) the scene clock is the wall clock: frames fall on the grid
-`k / rate_hz` of Unix time and a read waits until its frame is due. Every simulated sensor, in
-any process or on any host, then agrees on the time without being told a common start.
+`k / rate_hz` of Unix time and a read waits until its frame is due (`fusion.clock.DeviceBuffer`).
+Every simulated sensor, in any process or on any host, then agrees on the time without being
+told a common start. `clock: monotonic` restamps the frames onto this host's monotonic clock,
+as live devices stamp theirs.
 """
 
 from __future__ import annotations
@@ -16,40 +23,145 @@ import math
 import os
 import threading
 import time
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
 
-from fusion.clock import Pacer
+from fusion.clock import DeviceBuffer
 from fusion.sample import Frame, Modality
-from fusion.sensors.registry import register_source
-from fusion.sensors.source import EndOfStream, Source, SourceConfig
+from fusion.sensors.simulated_config import (
+    SIMULATED,
+    CameraSensor,
+    Clock,
+    LidarSensor,
+    MicrophoneSensor,
+    SimCameraConfig,
+    SimLidarConfig,
+    SimMicrophoneConfig,
+    SimulatedConfig,
+)
+from fusion.sensors.source import EndOfStream, Source
 from fusion.sim.audio import AudioSynth
-from fusion.sim.camera import render_camera
-from fusion.sim.lidar import lidar_rays, scan_lidar
-from fusion.sim.world import World, WorldConfig, frame_rng
+from fusion.sim.world import World, frame_rng
+
+# --------------------------------------------------------------------------- the sensors
 
 
-class SimulatedConfig(SourceConfig):
-    backend: Literal["simulated"] = "simulated"
-    world: WorldConfig = WorldConfig()
-    rate_hz: float = Field(default=10.0, gt=0)  # frames (audio: chunks) per second
-    start_s: float = 0.0  # scene time of the first frame
-    duration_s: float | None = Field(default=None, gt=0)  # None: endless
-    realtime: bool = False  # pace reads to the scene clock
-    # Realtime: seconds of frames the simulated device holds for a reader that falls behind once
-    # streaming; older ones are lost (counted as dropped 'overrun'), as a camera's, a sound
-    # card's or a LiDAR driver's buffer does. At least one frame.
-    buffer_s: float = Field(default=1.0, gt=0)
-    # Realtime: how long before its due time a frame may be rendered. The simulated device renders
-    # at a lower CPU priority than its reader into that slack, so the simulator's own cost (a real device
-    # spends it on its own hardware) yields to the pipeline it feeds instead of delaying it.
-    render_ahead_s: float = Field(default=0.25, ge=0)
+class SimulatedSensor(ABC):
+    """What one simulated sensor captures of the world: Frame fields for a frame index and time.
+
+    Shared by `SimulatedSource` and the training data (`fusion.training.data`), so a live
+    simulated rig and the data its model was trained on see the world through the same sensor.
+    """
+
+    stream: ClassVar[int]  # `frame_rng` stream: each sensor's noise independent of the others'
+    # Frames after its own start at which a frame is complete and handed over: 0 for a snapshot,
+    # 1 for a chunk of audio (a sound card hands it over once its last sample is in).
+    handover: ClassVar[int] = 0
+
+    def frame_start(self, index: int, rate_hz: float) -> float:
+        """Seconds from the stream's origin to the start of frame `index` at `rate_hz`."""
+        return index / rate_hz
+
+    @abstractmethod
+    def render(self, start: float, end: float, rng: np.random.Generator) -> dict[str, Any]:
+        """The fields of a frame (`data`, and `sample_rate` for audio) captured over scene time
+        [start, end) with `rng` its noise: a snapshot at `start`, or the audio samples in it."""
+
+
+class CameraSim(SimulatedSensor):
+    """[H, W, 3] uint8 RGB images of the world, rendered with OpenCV."""
+
+    stream = 1
+
+    def __init__(self, world: World, config: CameraSensor) -> None:
+        from fusion.sim.camera import render_camera  # OpenCV: loaded where a camera is simulated
+
+        self._render = render_camera
+        self.world = world
+        self.config = config
+
+    def render(self, start: float, end: float, rng: np.random.Generator) -> dict[str, Any]:
+        image = self._render(
+            self.world.state(start),
+            width=self.config.width,
+            height=self.config.height,
+            rng=rng,
+            sensor_height=self.world.config.sensor_height_m,
+        )
+        return {"data": image}
+
+
+class LidarSim(SimulatedSensor):
+    """[N, 4] float32 sweeps of the world, ray-cast with open3d."""
+
+    stream = 2
+
+    def __init__(self, world: World, config: LidarSensor) -> None:
+        from fusion.sim.lidar import lidar_rays, scan_lidar  # open3d: loaded where a LiDAR is simulated
+
+        self._scan = scan_lidar
+        self.world = world
+        self.rays = lidar_rays(config.beams, config.azimuth_steps)
+
+    def render(self, start: float, end: float, rng: np.random.Generator) -> dict[str, Any]:
+        points = self._scan(
+            self.world.state(start), self.rays, height=self.world.config.sensor_height_m, rng=rng
+        )
+        return {"data": points}
+
+
+class MicrophoneSim(SimulatedSensor):
+    """Mono float32 PCM of the world: chunks that tile the timeline on exact sample boundaries.
+
+    Audio is a function of the sample index alone (not of the frame's `rng`): chunks join
+    seamlessly and match the windows of the training data.
+    """
+
+    stream = 3
+    handover = 1
+
+    def __init__(self, world: World, config: MicrophoneSensor) -> None:
+        self.sample_rate = config.sample_rate
+        self.audio = AudioSynth(world, sample_rate=config.sample_rate)
+
+    def frame_start(self, index: int, rate_hz: float) -> float:
+        # Chunks start on exact sample boundaries so the stream has no gaps or overlaps.
+        return round(index * self.sample_rate / rate_hz) / self.sample_rate
+
+    def render(self, start: float, end: float, rng: np.random.Generator) -> dict[str, Any]:
+        first = round(start * self.sample_rate)
+        pcm, _, _ = self.window(first, round(end * self.sample_rate) - first)
+        return {"data": pcm, "sample_rate": float(self.sample_rate)}
+
+    def window(self, first: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples [first, first + n): the PCM [n] float32 in [-1, 1], and its parts (the object's
+        sound, the background with self-noise), each [n] float64."""
+        sig, noise = self.audio.components(first, n)
+        return np.clip(sig + noise, -1.0, 1.0).astype(np.float32), sig, noise
+
+
+_SENSORS: dict[Modality, Any] = {
+    Modality.CAMERA: CameraSim,
+    Modality.LIDAR: LidarSim,
+    Modality.MICROPHONE: MicrophoneSim,
+}
+
+
+def simulated_sensor(
+    modality: Modality, world: World, config: CameraSensor | LidarSensor | MicrophoneSensor
+) -> SimulatedSensor:
+    """The simulated `modality` sensor looking at `world`, with its settings `config`."""
+    sensor: SimulatedSensor = _SENSORS[modality](world, config)
+    return sensor
+
+
+# --------------------------------------------------------------------------- the source
 
 
 DEVICE_NICE_STEP = 4  # how much lower than its reader a simulated device's thread runs
@@ -67,31 +179,41 @@ def _lower_priority() -> None:
 
 
 class SimulatedSource(Source):
-    """Shared pacing and bookkeeping; subclasses render one frame."""
+    """A simulated camera, microphone or LiDAR: pacing and bookkeeping around its `SimulatedSensor`."""
 
+    backend = SIMULATED
     config: SimulatedConfig
-    stream_id: ClassVar[int]
 
-    def __init__(self, config: SimulatedConfig) -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: SimCameraConfig | SimLidarConfig | SimMicrophoneConfig,
+        *,
+        modality: Modality | None = None,
+    ) -> None:
+        super().__init__(config, modality=modality)
         self.world = World(config.world)
+        self.sensor = simulated_sensor(self.modality, self.world, config)
         self._index = 0
         self._origin = config.start_s
         self._first_time = config.start_s
+        self._offset = 0.0  # clock: monotonic: Unix time minus monotonic time, measured at open
         self._render_s = 0.05  # realtime: how long a frame takes to render (the recent slowest)
-        self._streaming = False
         # Realtime: the frames being rendered ahead on a thread of its own (the simulated device),
-        # oldest first; a frame stays here until it is handed over.
+        # oldest first; a frame stays here until it is handed over. The buffer hands them over
+        # when due (frame times are Unix times) and counts the ones a slow reader lost.
         self._device: ThreadPoolExecutor | None = None
         self._queue: deque[tuple[int, Future[Frame]]] = deque()
-        # Realtime: frame times are Unix times, so the pacer maps them onto the wall clock as they are.
-        self._pacer = Pacer(1.0, clock=time.time, anchor=(0.0, 0.0))
+        self._buffer: DeviceBuffer[int] = DeviceBuffer(buffer_s=config.buffer_s, on_overrun=self._overrun)
+
+    def _overrun(self, lost: int) -> None:
+        self.stats.dropped["overrun"] += lost
 
     def open(self) -> None:
         self._origin = 0.0 if self.config.realtime else self.config.start_s
         self._index = 0
         self._first_time = self.frame_time(0)
-        self._streaming = False  # realtime: the first read places the stream on the clock
+        self._offset = time.time() - time.monotonic() if self.config.clock is Clock.MONOTONIC else 0.0
+        self._buffer.stop()  # realtime: the first read places the stream on the clock
         self._queue.clear()
 
     def close(self) -> None:
@@ -99,17 +221,18 @@ class SimulatedSource(Source):
             self._device.shutdown(wait=True, cancel_futures=True)
             self._device = None
         self._queue.clear()
+        self._buffer.stop()
 
     def first_index(self, now: float) -> int:
         """Realtime: the first frame on the wall-clock grid at or after `now`."""
         return math.ceil(now * self.config.rate_hz)
 
     def frame_time(self, index: int) -> float:
-        return self._origin + index / self.config.rate_hz
+        return self._origin + self.sensor.frame_start(index, self.config.rate_hz)
 
     def due_time(self, index: int) -> float:
         """Realtime: when frame `index` is complete and handed over (a chunk: at its last sample)."""
-        return self.frame_time(index)
+        return self.frame_time(index + self.sensor.handover)
 
     def read(self, timeout: float | None = None) -> Frame:
         """Next frame; with `realtime`, blocks until it is due (TimeoutError past `timeout`).
@@ -122,28 +245,50 @@ class SimulatedSource(Source):
         that comes back late does not make the next frame late too, and the rendering fills the
         time the pipeline leaves idle instead of competing with the tick just delivered.
         """
-        deadline = None if timeout is None else self._pacer.now() + timeout
-        if self.config.realtime and not self._streaming:
-            # A device streams from the first read: the reader gets the next frame captured, not a
-            # backlog of everything since `open` (which start-up may have left seconds behind).
-            self._index = self.first_index(self._pacer.now())
-            self._first_time = self.frame_time(self._index)
-            self._streaming = True
-        elif self.config.realtime:
-            self._overrun(self._pacer.now())
+        if self.config.realtime:
+            return self._read_realtime(timeout)
         index = self._index
         if self._past_end(index):
             raise EndOfStream
-        if self.config.realtime:
-            due = self.due_time(index)
-            frame = self._rendered(index, deadline, due)
-            self._pause_until(due, deadline)  # the frame stays queued if this times out
-            self._queue.popleft()
-        else:
-            frame = self._make_frame(index, self.frame_time(index))
+        frame = self._make_frame(index, self.frame_time(index))
         self._index += 1
         self.stats.frames += 1
         return frame
+
+    def _read_realtime(self, timeout: float | None) -> Frame:
+        buffer = self._buffer
+        deadline = buffer.deadline(timeout)
+        if not buffer.streaming:
+            # A device streams from the first read: the reader gets the next frame captured, not a
+            # backlog of everything since `open` (which start-up may have left seconds behind).
+            first = self.first_index(buffer.pacer.now())
+            self._first_time = self.frame_time(first)
+            buffer.start(self._upcoming(first))
+        handed = buffer.next()
+        if handed is None:
+            raise EndOfStream
+        due, index = handed
+        self._index = index
+        frame = self._rendered(index, deadline, due)
+        now = buffer.pacer.now()
+        if due > now and (deadline is None or deadline > now):
+            # The reader waits now, idle: the device renders ahead meanwhile, not while the frame
+            # just handed over is preprocessed and sent by this process (they would share the
+            # GIL, which a low-priority device thread, once preempted, holds long). A poll
+            # (timeout 0) is part of that hand-over.
+            self._schedule(index)
+        buffer.hand_over(due, deadline=deadline, what=self._what())  # the frame stays queued on timeout
+        self._queue.popleft()
+        self._index = index + 1
+        self.stats.frames += 1
+        return frame
+
+    def _upcoming(self, first: int) -> Iterator[tuple[float, int]]:
+        """Realtime: (due time, index) of every frame from `first` to the end of the stream."""
+        index = first
+        while not self._past_end(index):
+            yield self.due_time(index), index
+            index += 1
 
     def _past_end(self, index: int) -> bool:
         t = self.frame_time(index)
@@ -165,7 +310,7 @@ class SimulatedSource(Source):
         while self._queue and self._queue[0][0] < first:
             self._queue.popleft()[1].cancel()
         index = self._queue[-1][0] + 1 if self._queue else first
-        horizon = self._pacer.now() + self._lead()
+        horizon = self._buffer.pacer.now() + self._lead()
         while not self._past_end(index) and (not self._queue or (ahead and self.due_time(index) <= horizon)):
             self._queue.append((index, self._device.submit(self._timed_render, index)))
             index += 1
@@ -183,143 +328,28 @@ class SimulatedSource(Source):
         self._schedule(index, ahead=False)
         assert self._queue and self._queue[0][0] == index
         rendering = self._queue[0][1]
-        wait = None if deadline is None else max(0.0, deadline - self._pacer.now())
+        wait = None if deadline is None else max(0.0, deadline - self._buffer.pacer.now())
         if not rendering.done():
             if wait == 0.0:
-                raise self._not_due(due)  # a poll: nothing to hand over now
+                raise self._buffer.not_due(due, what=self._what())  # a poll: nothing to hand over now
             self._schedule(index)  # the reader waits anyway: the device renders ahead meanwhile
         try:
             return rendering.result(timeout=wait)
         except FutureTimeout:
-            raise self._not_due(due) from None
+            raise self._buffer.not_due(due, what=self._what()) from None
 
-    def _pause_until(self, due: float, deadline: float | None) -> None:
-        """Sleep until `due` (Unix time); past `deadline`, sleep until it and time out."""
-        now = self._pacer.now()
-        if due <= now:
-            return
-        if deadline is None or deadline > now:
-            # The reader waits now, idle: the device renders ahead meanwhile, not while the frame
-            # just handed over is preprocessed and sent by this process (they would share the
-            # GIL, which a low-priority device thread, once preempted, holds long). A poll
-            # (timeout 0) is part of that hand-over.
-            self._schedule(self._index)
-        if not self._pacer.wait(due, deadline=deadline):
-            raise self._not_due(due)  # a poll (timeout 0) returns at once: no sleep(0), no GIL hand-off
-
-    def _not_due(self, due: float) -> TimeoutError:
-        return TimeoutError(
-            f"{self.modality.value}/{self.sensor_id}: next frame due in {self._pacer.delay(due):.3f} s"
-        )
+    def _what(self) -> str:
+        return f"{self.modality.value}/{self.sensor_id}"
 
     def _make_frame(self, index: int, t: float) -> Frame:
         """Frame `index` at scene time `t`: a pure function of (world seed, stream, index)."""
-        rng = frame_rng(self.config.world.seed, self.stream_id, index)
+        rng = frame_rng(self.config.world.seed, self.sensor.stream, index)
         return Frame(
             modality=self.modality,
             sensor_id=self.sensor_id,
-            timestamp=t,
+            timestamp=t - self._offset,
             # Realtime frames are captured on schedule; otherwise at the moment they are made.
             wall_time=t if self.config.realtime else time.time(),
             index=index,
-            **self.render(t, rng),
+            **self.sensor.render(t, self.frame_time(index + 1), rng),
         )
-
-    def _overrun(self, now: float) -> None:
-        """Skip the frames a device's buffer would have overwritten by `now`: a reader that falls
-        behind gets the newest `buffer_s` worth, not an ever older backlog."""
-        newest = math.floor((now - self._origin) * self.config.rate_hz)  # the latest frame already due
-        held = max(1, math.ceil(self.config.buffer_s * self.config.rate_hz))
-        lost = newest - held + 1 - self._index
-        if lost > 0:
-            self._index += lost
-            self.stats.dropped["overrun"] += lost
-
-    @abstractmethod
-    def render(self, t: float, rng: np.random.Generator) -> dict: ...
-
-
-class SimCameraConfig(SimulatedConfig):
-    rate_hz: float = Field(default=30.0, gt=0)
-    width: int = Field(default=640, ge=8)
-    height: int = Field(default=480, ge=8)
-
-
-@register_source
-class SimCamera(SimulatedSource):
-    modality = Modality.CAMERA
-    backend = "simulated"
-    config_cls = SimCameraConfig
-    config: SimCameraConfig
-    stream_id = 1
-
-    def render(self, t: float, rng: np.random.Generator) -> dict:
-        img = render_camera(
-            self.world.state(t),
-            width=self.config.width,
-            height=self.config.height,
-            rng=rng,
-            sensor_height=self.config.world.sensor_height_m,
-        )
-        return {"data": img}
-
-
-class SimLidarConfig(SimulatedConfig):
-    beams: int = Field(default=16, ge=1)
-    azimuth_steps: int = Field(default=900, ge=8)  # 0.4 degree resolution
-
-
-@register_source
-class SimLidar(SimulatedSource):
-    modality = Modality.LIDAR
-    backend = "simulated"
-    config_cls = SimLidarConfig
-    config: SimLidarConfig
-    stream_id = 2
-
-    def __init__(self, config: SimLidarConfig) -> None:
-        super().__init__(config)
-        self._rays = lidar_rays(config.beams, config.azimuth_steps)
-
-    def render(self, t: float, rng: np.random.Generator) -> dict:
-        pts = scan_lidar(self.world.state(t), self._rays, height=self.config.world.sensor_height_m, rng=rng)
-        return {"data": pts}
-
-
-class SimMicrophoneConfig(SimulatedConfig):
-    rate_hz: float = Field(default=20.0, gt=0)  # 50 ms chunks
-    sample_rate: int = Field(default=16000, ge=1000)
-
-
-@register_source
-class SimMicrophone(SimulatedSource):
-    modality = Modality.MICROPHONE
-    backend = "simulated"
-    config_cls = SimMicrophoneConfig
-    config: SimMicrophoneConfig
-    stream_id = 3
-
-    def __init__(self, config: SimMicrophoneConfig) -> None:
-        super().__init__(config)
-        self._audio = AudioSynth(self.world, sample_rate=config.sample_rate)
-
-    def frame_time(self, index: int) -> float:
-        # Chunks start on exact sample boundaries so the stream has no gaps or overlaps.
-        return self._origin + self._chunk_start(index) / self.config.sample_rate
-
-    def due_time(self, index: int) -> float:
-        # A sound card hands a chunk over once its last sample is in, never ahead of the sound.
-        return self.frame_time(index + 1)
-
-    def _chunk_start(self, index: int) -> int:
-        return round(index * self.config.sample_rate / self.config.rate_hz)
-
-    def render(self, t: float, rng: np.random.Generator) -> dict:
-        sr = self.config.sample_rate
-        first = round(t * sr)
-        # The chunk's index from its time (not from `_index`, which the reader moves on).
-        index = round(round((t - self._origin) * sr) * self.config.rate_hz / sr)
-        n = self._chunk_start(index + 1) - self._chunk_start(index)
-        # Audio is a function of the sample index alone (not of `rng`): chunks join seamlessly and
-        # match the windows of the training data.
-        return {"data": self._audio(first, n), "sample_rate": float(sr)}

@@ -13,8 +13,10 @@ Contract, for every source:
 - Bad input never ends a stream: a corrupt frame, packet or file is skipped, counted in
   `stats.errors[reason]`, and logged once per reason with what was wrong.
 
-Backends register themselves with `fusion.sensors.registry.register_source`, and configs pick
-them by `(modality, backend)` name: no if/elif dispatch anywhere.
+One `Source` class per backend: its `backend` (a `Backend`, declared in the backend's light
+config module and registered there with `fusion.sensors.registry.register_backend`) names the
+modalities it serves and each one's config class; configs pick it by backend name, no if/elif
+dispatch anywhere.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from fusion.config import StrictModel
-from fusion.errors import SourceError
+from fusion.errors import InputError, SourceError
 from fusion.sample import Frame, Modality
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,43 @@ class SourceConfig(StrictModel):
     sensor_id: str = ""  # default: the modality name
 
 
+@dataclass(frozen=True, eq=False)
+class Backend:
+    """One source class serving a backend name, declared where its configs are (a light module).
+
+    `name` is what configs write as `backend:`; `configs` the modalities the class serves, each
+    with its config class; `source` the class as "package.module:Class", imported only when a
+    source is built, so that naming or validating a backend loads none of its libraries. Two
+    classes may serve one name for different modalities (`device`: OpenCV camera, PortAudio
+    microphone), each with its own `Backend`.
+    """
+
+    name: str
+    configs: Mapping[Modality, type[SourceConfig]]
+    source: str
+
+    def modality_of(self, config: SourceConfig, modality: Modality | None) -> Modality:
+        """The modality a source of this backend reads: `modality`, or when None the one whose
+        config class `config` is. Raises InputError when the backend does not serve `modality`
+        or `config` is not its config, TypeError when None leaves more than one."""
+        if modality is None:
+            exact = [m for m, cls in self.configs.items() if type(config) is cls]
+            if len(exact) != 1:
+                served = ", ".join(m.value for m in self.configs)
+                raise TypeError(f"{self.name} source: give the modality (it serves {served})")
+            (modality,) = exact
+        if modality not in self.configs:
+            served = ", ".join(m.value for m in self.configs) or "none"
+            raise InputError(f"the {self.name} backend serves no {modality.value} here (serves: {served})")
+        expected = self.configs[modality]
+        if not isinstance(config, expected):
+            raise InputError(
+                f"a {type(config).__name__} is not a {modality.value}/{self.name} config "
+                f"(expected {expected.__name__})"
+            )
+        return modality
+
+
 @dataclass
 class SourceStats:
     """What a source delivered and what it had to skip, by reason."""
@@ -57,13 +96,14 @@ class SourceStats:
 
 
 class Source(ABC):
-    """Base of all sources. Subclasses set `modality`, `backend` and `config_cls`."""
+    """Base of all sources. A subclass sets `backend`: what it serves, and with which configs."""
 
-    modality: ClassVar[Modality]
-    backend: ClassVar[str]
-    config_cls: ClassVar[type[SourceConfig]]
+    backend: ClassVar[Backend]
 
-    def __init__(self, config: SourceConfig) -> None:
+    def __init__(self, config: SourceConfig, *, modality: Modality | None = None) -> None:
+        """`modality`: the one this source reads; None: the one `config`'s class is for (a
+        backend with one config class for several modalities, like `recording`, needs it)."""
+        self.modality = self.backend.modality_of(config, modality)
         self.config = config
         self.sensor_id = config.sensor_id or self.modality.value
         self.stats = SourceStats()
@@ -124,8 +164,8 @@ class LiveSource(Source):
 
     queue_size: ClassVar[int] = 8
 
-    def __init__(self, config: SourceConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: SourceConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self._queue: deque[Frame] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()

@@ -56,8 +56,8 @@ class SweepFileSource(Source):
     `Frame.index`.
     """
 
-    def __init__(self, config: SourceConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: SourceConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self._iter: Iterator[RawSweep] | None = None
 
     @abstractmethod

@@ -3,12 +3,12 @@
 Example i of a split is episode i of `World(seed=split seed)`, seen at one instant inside the
 episode (drawn from the seed, late enough that the 1 s audio window lies within it): the
 camera frame and the LiDAR sweep at that instant and the microphone's window ending there,
-rendered by the same functions that drive the simulated sources and fused into a sample by the
-pipeline's own `fusion.fuser.fuse`, with the same preprocessors (`make_preprocessor`) as the
-live pipeline. Labels: the class index and the object's bounding-box centre in metres
-(`target_position`; None for 'nothing', which has no position). Each row also carries the
-scene's conditions (`scene` column) for the evaluation's breakdowns: day or night, weather,
-range, signal-to-noise ratio.
+rendered by the simulated sensors of the live rig (`fusion.sensors.simulated`, with their
+configs) and fused into a sample by the pipeline's own `fusion.fuser.fuse`, with the same
+preprocessors (`make_preprocessor`) as the live pipeline. Labels: the class index and the
+object's bounding-box centre in metres (`target_position`; None for 'nothing', which has no
+position). Each row also carries the scene's conditions (`scene` column) for the evaluation's
+breakdowns: day or night, weather, range, signal-to-noise ratio.
 
 Layout of an output directory::
 
@@ -45,39 +45,31 @@ from fusion.sample import Frame, FusedSample, Modality
 from fusion.schema import samples_to_table, table_to_samples
 from fusion.sensors import make_preprocessor
 from fusion.sensors.preprocess_config import Preprocessor
-from fusion.sim.audio import AudioSynth
-from fusion.sim.camera import render_camera
-from fusion.sim.lidar import lidar_rays, scan_lidar
+from fusion.sensors.simulated import CameraSim, LidarSim, MicrophoneSim
+from fusion.sensors.simulated_config import CameraSensor, LidarSensor, MicrophoneSensor
 from fusion.sim.world import World, WorldConfig, frame_rng
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 SCENE_COLUMN = "scene"
-_CAMERA_STREAM, _LIDAR_STREAM, _INSTANT_STREAM = 1, 2, 99
+_INSTANT_STREAM = 99
 
 
-class CameraSimConfig(StrictModel):
-    width: int = Field(default=320, ge=8)  # rendered size; the preprocessor resizes to the model's grid
-    height: int = Field(default=240, ge=8)
+class MicrophoneWindowConfig(MicrophoneSensor):
+    """The simulated microphone, and how much of its audio one example holds."""
 
-
-class LidarSimConfig(StrictModel):
-    beams: int = Field(default=16, ge=1)
-    azimuth_steps: int = Field(default=900, ge=8)
-
-
-class MicrophoneSimConfig(StrictModel):
-    sample_rate: int = Field(default=16000, ge=1000)
     window_s: float = Field(default=1.0, gt=0)  # audio per sample, ending at the sample's instant
 
 
 class SensorsConfig(StrictModel):
-    """The simulated sensors: keep them equal to the live rig's (configs/pipeline/sim-local.yaml)."""
+    """The simulated sensors, as the live rig's simulated sources configure them: keep them equal
+    to the live rig's (configs/pipeline/sim-local.yaml). The preprocessor resizes the camera's
+    image to the model's grid."""
 
-    camera: CameraSimConfig = CameraSimConfig()
-    lidar: LidarSimConfig = LidarSimConfig()
-    microphone: MicrophoneSimConfig = MicrophoneSimConfig()
+    camera: CameraSensor = CameraSensor()
+    lidar: LidarSensor = LidarSensor()
+    microphone: MicrophoneWindowConfig = MicrophoneWindowConfig()
 
 
 class SplitConfig(StrictModel):
@@ -161,8 +153,9 @@ class ExampleRenderer:
         self.world_config = world or config.world.model_copy(update={"seed": seed})
         self.world = World(self.world_config)
         sensors = config.sensors
-        self.rays = lidar_rays(sensors.lidar.beams, sensors.lidar.azimuth_steps)
-        self.audio = AudioSynth(self.world, sample_rate=sensors.microphone.sample_rate)
+        self.camera = CameraSim(self.world, sensors.camera)
+        self.lidar = LidarSim(self.world, sensors.lidar)
+        self.microphone = MicrophoneSim(self.world, sensors.microphone)
         self.preprocessors: dict[Modality, Preprocessor] = {
             m: make_preprocessor(m, config.preprocess.get(m, {}), source=f"data.preprocess.{m.value}")
             for m in Modality
@@ -177,23 +170,13 @@ class ExampleRenderer:
 
     def frames(self, index: int, t: float) -> tuple[list[Frame], dict[str, Any]]:
         """The three sensors' frames for example `index` at time `t`, and its scene record."""
-        sensors, world = self.config.sensors, self.world
-        state = world.state(t)
-        height = self.world_config.sensor_height_m
-        cam = sensors.camera
-        image = render_camera(
-            state,
-            width=cam.width,
-            height=cam.height,
-            rng=frame_rng(self.seed, _CAMERA_STREAM, index),
-            sensor_height=height,
-        )
-        sweep = scan_lidar(state, self.rays, height=height, rng=frame_rng(self.seed, _LIDAR_STREAM, index))
-        sr = sensors.microphone.sample_rate
-        n = round(sensors.microphone.window_s * sr)
+        state = self.world.state(t)
+        image = self.camera.render(t, t, frame_rng(self.seed, self.camera.stream, index))["data"]
+        sweep = self.lidar.render(t, t, frame_rng(self.seed, self.lidar.stream, index))["data"]
+        sr = self.microphone.sample_rate
+        n = round(self.config.sensors.microphone.window_s * sr)
         end = round(t * sr)
-        sig, noise = self.audio.components(end - n, n)
-        pcm = np.clip(sig + noise, -1.0, 1.0).astype(np.float32)
+        pcm, sig, noise = self.microphone.window(end - n, n)
         frames = [
             Frame(
                 modality=Modality.CAMERA, sensor_id="cam0", timestamp=t, wall_time=t, data=image, index=index

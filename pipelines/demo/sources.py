@@ -7,90 +7,25 @@ no LiDAR on the network costs one probe time, not three.
 
 Live devices stamp frames with the host's monotonic clock; the simulated world in real time
 stamps them with Unix time. One rig fuses by timestamp, so in the demo every simulated source
-runs as `simulated-monotonic`: the same world, restamped onto the monotonic clock, and a
-webcam and a simulated LiDAR then land on the same ticks. Ray workers learn that backend from
-`register`, the demo's worker setup hook.
+runs with `clock: monotonic`: the same world, restamped onto the monotonic clock, and a
+webcam and a simulated LiDAR then land on the same ticks.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fusion.sample import Frame, Modality
-from fusion.sensors import (
-    EndOfStream,
-    SourceConfig,
-    SourceError,
-    make_source,
-    register_source,
-    source_config_class,
-)
-from fusion.sensors.simulated import (
-    SimCamera,
-    SimCameraConfig,
-    SimLidar,
-    SimLidarConfig,
-    SimMicrophone,
-    SimMicrophoneConfig,
-    SimulatedSource,
-)
+from fusion.sample import Modality
+from fusion.sensors import EndOfStream, SourceConfig, SourceError, make_source, source_config_class
 from pipelines.config import PipelineConfig, RigConfig, SensorSpec
 
 SIMULATED = "simulated"
-MONOTONIC = "simulated-monotonic"
+# What a simulated source runs as in the demo: in real time, on the clock live devices stamp with.
+DEMO_SIMULATED = {"backend": SIMULATED, "realtime": True, "clock": "monotonic"}
 # Rates of the simulated stand-ins: a webcam's 30 fps, 50 ms audio chunks, a 600 rpm LiDAR.
 FALLBACK_RATE_HZ = {Modality.CAMERA: 30.0, Modality.MICROPHONE: 20.0, Modality.LIDAR: 10.0}
-
-
-class _MonotonicClock(SimulatedSource):
-    """Real-time simulated frames restamped from Unix time onto this host's monotonic clock."""
-
-    _offset = 0.0  # Unix time minus monotonic time, measured at open
-
-    def open(self) -> None:
-        super().open()
-        self._offset = time.time() - time.monotonic()
-
-    def read(self, timeout: float | None = None) -> Frame:
-        frame = super().read(timeout)
-        return dataclasses.replace(frame, timestamp=frame.timestamp - self._offset)
-
-
-class MonotonicCameraConfig(SimCameraConfig):
-    backend: Literal["simulated-monotonic"] = MONOTONIC  # type: ignore[assignment]
-
-
-class MonotonicMicrophoneConfig(SimMicrophoneConfig):
-    backend: Literal["simulated-monotonic"] = MONOTONIC  # type: ignore[assignment]
-
-
-class MonotonicLidarConfig(SimLidarConfig):
-    backend: Literal["simulated-monotonic"] = MONOTONIC  # type: ignore[assignment]
-
-
-class MonotonicCamera(_MonotonicClock, SimCamera):
-    backend = MONOTONIC
-    config_cls = MonotonicCameraConfig  # type: ignore[assignment]
-
-
-class MonotonicMicrophone(_MonotonicClock, SimMicrophone):
-    backend = MONOTONIC
-    config_cls = MonotonicMicrophoneConfig  # type: ignore[assignment]
-
-
-class MonotonicLidar(_MonotonicClock, SimLidar):
-    backend = MONOTONIC
-    config_cls = MonotonicLidarConfig  # type: ignore[assignment]
-
-
-def register() -> None:
-    """Make the `simulated-monotonic` backend known in this process (Ray's worker setup hook)."""
-    for cls in (MonotonicCamera, MonotonicMicrophone, MonotonicLidar):
-        register_source(cls)
 
 
 @dataclass(frozen=True)
@@ -138,7 +73,7 @@ def probe(modality: Modality, source: dict[str, Any], *, name: str, probe_s: flo
 
 def fallback_source(modality: Modality, source: dict[str, Any]) -> dict[str, Any]:
     """The simulated stand-in for a device: its rate, size and sample rate where the device config gives them."""
-    sim: dict[str, Any] = {"backend": MONOTONIC, "realtime": True, "rate_hz": FALLBACK_RATE_HZ[modality]}
+    sim: dict[str, Any] = {**DEMO_SIMULATED, "rate_hz": FALLBACK_RATE_HZ[modality]}
     if modality is Modality.CAMERA:
         sim |= {"width": source.get("width") or 320, "height": source.get("height") or 240}
     elif modality is Modality.MICROPHONE:
@@ -159,9 +94,9 @@ def _plan_sensor_source(
     rid: str, sensor_id: str, spec: SensorSpec, probe_s: float
 ) -> tuple[SensorPlan, dict[str, Any]]:
     source = spec.source.model_dump(exclude_unset=True)  # the keys the config gives
-    if source.get("backend") in (SIMULATED, MONOTONIC):
+    if source.get("backend") == SIMULATED:
         plan = SensorPlan(rid, sensor_id, spec.modality, "simulated", "simulated world")
-        return plan, {**source, "backend": MONOTONIC, "realtime": True}
+        return plan, {**source, **DEMO_SIMULATED}
     named = {"sensor_id": sensor_id, **source}  # so that messages name the sensor as the rig does
     problem = probe(spec.modality, named, name=f"rigs[{rid}].sensors.{sensor_id}.source", probe_s=probe_s)
     if problem is None:
@@ -172,7 +107,6 @@ def _plan_sensor_source(
 
 def resolve_sources(config: PipelineConfig, *, probe_s: float) -> tuple[PipelineConfig, list[SensorPlan]]:
     """The config with every absent device replaced by the simulated world, and a plan per sensor."""
-    register()
     jobs = [(rig, sid, spec) for rig in config.rigs for sid, spec in rig.sensors.items()]
     with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
         results = list(pool.map(lambda job: _plan_sensor(job[0].id, job[1], job[2], probe_s), jobs))

@@ -37,7 +37,7 @@ from fusion.sample import FusedSample, Modality, Prediction, Segment
 from fusion.sensors import make_source
 from fusion.sensors.preprocess_config import CameraPreprocessConfig
 from pipelines.demo import render
-from pipelines.demo.sources import SensorPlan, register, resolve_sources
+from pipelines.demo.sources import SensorPlan, resolve_sources
 from pipelines.demo.state import DemoState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -473,9 +473,10 @@ def test_state_keeps_the_newest_prediction_and_its_sample_only() -> None:
 
 
 def test_simulated_sources_run_on_the_monotonic_clock() -> None:
-    register()
     plain = make_source("lidar", {"backend": "simulated", "realtime": True, "rate_hz": 20.0})
-    mono = make_source("lidar", {"backend": "simulated-monotonic", "realtime": True, "rate_hz": 20.0})
+    mono = make_source(
+        "lidar", {"backend": "simulated", "clock": "monotonic", "realtime": True, "rate_hz": 20.0}
+    )
     plain.open()
     mono.open()
     a, b = plain.read(timeout=1), mono.read(timeout=1)
@@ -509,11 +510,13 @@ def test_absent_devices_fall_back_to_the_simulated_world() -> None:
         sid: spec.source.model_dump(exclude_unset=True) for sid, spec in resolved.rigs[0].sensors.items()
     }
     assert sources["mic"] == {
-        "backend": "simulated-monotonic",
+        "backend": "simulated",
+        "clock": "monotonic",
         "realtime": True,
         "rate_hz": 20.0,
         "sample_rate": 16000,
     }
-    assert sources["sim"]["backend"] == "simulated-monotonic" and sources["sim"]["realtime"] is True
+    assert sources["sim"]["backend"] == "simulated" and sources["sim"]["realtime"] is True
+    assert sources["sim"]["clock"] == "monotonic"
     # Typed as the backend's own config, as the runner passes it to the sensor actors.
-    assert type(resolved.rigs[0].sensors["mic"].source).__name__ == "MonotonicMicrophoneConfig"
+    assert type(resolved.rigs[0].sensors["mic"].source).__name__ == "SimMicrophoneConfig"

@@ -19,15 +19,8 @@ from fusion.config import parse_config
 from fusion.errors import ConfigError, SourceError
 from fusion.sample import Frame, Modality
 from fusion.sensors import EndOfStream, make_source
-from fusion.sensors.opencv import (
-    CameraDeviceConfig,
-    CameraDeviceSource,
-    CameraFileConfig,
-    CameraFileSource,
-    CameraStreamConfig,
-    CameraStreamSource,
-    probe_video,
-)
+from fusion.sensors.opencv import CameraDeviceSource, CameraFileSource, CameraStreamSource, probe_video
+from fusion.sensors.opencv_config import CameraDeviceConfig, CameraFileConfig, CameraStreamConfig
 from fusion.sensors.preprocess_config import CameraPreprocessConfig, Normalize
 from fusion.sensors.preprocessors import CameraPreprocessor, from_patches
 

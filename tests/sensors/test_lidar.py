@@ -13,14 +13,8 @@ from fusion.errors import ConfigError, SourceError
 from fusion.model.multimodal import collate
 from fusion.sample import Frame, Modality
 from fusion.sensors import EndOfStream, make_source
-from fusion.sensors.pointclouds import (
-    KittiConfig,
-    KittiSource,
-    PointCloudFileConfig,
-    PointCloudFileSource,
-    probe_kitti,
-    probe_point_cloud,
-)
+from fusion.sensors.pointclouds import KittiSource, PointCloudFileSource, probe_kitti, probe_point_cloud
+from fusion.sensors.pointclouds_config import KittiConfig, PointCloudFileConfig
 from fusion.sensors.preprocess_config import LidarPreprocessConfig, LidarSampling
 from fusion.sensors.preprocessors import LidarPreprocessor, voxel_down_sample
 

@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 
 from fusion.sample import Frame, Modality
-from fusion.sensors.source import LiveSource, SourceConfig
+from fusion.sensors.source import Backend, LiveSource, SourceConfig
 
 
 class GatedDevice(LiveSource):
     """A camera that gives one frame per `release()`; `fail_next` makes the next capture lose the device."""
 
-    modality = Modality.CAMERA
-    backend = "gated-test"
-    config_cls = SourceConfig
+    backend = Backend("gated-test", {Modality.CAMERA: SourceConfig}, f"{__name__}:GatedDevice")
 
     def __init__(self) -> None:
         super().__init__(SourceConfig(backend="gated-test", sensor_id="cam"))

@@ -21,13 +21,8 @@ from fusion.config import parse_config
 from fusion.errors import ConfigError, SourceError
 from fusion.sample import Frame, Modality
 from fusion.sensors import EndOfStream
-from fusion.sensors.audio import (
-    MicrophoneDeviceConfig,
-    MicrophoneDeviceSource,
-    MicrophoneFileConfig,
-    MicrophoneFileSource,
-    probe_audio,
-)
+from fusion.sensors.audio import MicrophoneDeviceSource, MicrophoneFileSource, probe_audio
+from fusion.sensors.audio_config import MicrophoneDeviceConfig, MicrophoneFileConfig
 from fusion.sensors.preprocess_config import MicrophonePreprocessConfig
 from fusion.sensors.preprocessors import MicrophonePreprocessor
 

@@ -16,10 +16,10 @@ from fusion.fuser import Fuser
 from fusion.offline import build_sources, inspect_lines, open_all, replay_samples
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sensors import EndOfStream, make_source
+from fusion.sensors.ros.config import SampleFormat
 from fusion.sensors.ros.messages import (
     AudioFormat,
     MessageError,
-    SampleFormat,
     audio_pcm,
     cloud_points,
     compressed_rgb,

@@ -7,7 +7,8 @@ import pytest
 
 from fusion.sample import Modality
 from fusion.sensors import EndOfStream, make_source
-from fusion.sensors.simulated import SimCamera, SimCameraConfig, SimMicrophone, SimMicrophoneConfig
+from fusion.sensors.simulated import CameraSim, SimulatedSource
+from fusion.sensors.simulated_config import SimCameraConfig, SimMicrophoneConfig
 
 
 def _frames(modality: str, **cfg):
@@ -42,7 +43,7 @@ def test_audio_chunks_tile_the_timeline_exactly():
 
 
 def test_realtime_paces_reads_and_times_out():
-    src = SimCamera(SimCameraConfig(rate_hz=20.0, realtime=True, width=32, height=24))
+    src = SimulatedSource(SimCameraConfig(rate_hz=20.0, realtime=True, width=32, height=24))
     src.open()
     t0 = time.monotonic()
     for _ in range(4):
@@ -55,7 +56,7 @@ def test_realtime_paces_reads_and_times_out():
 
 def test_realtime_microphone_hands_a_chunk_over_after_its_last_sample():
     """A sound card delivers a chunk once it is recorded: never audio from the future."""
-    src = SimMicrophone(SimMicrophoneConfig(rate_hz=20.0, realtime=True))
+    src = SimulatedSource(SimMicrophoneConfig(rate_hz=20.0, realtime=True))
     src.open()
     for _ in range(3):
         chunk = src.read()
@@ -66,15 +67,15 @@ def test_realtime_microphone_hands_a_chunk_over_after_its_last_sample():
 def test_realtime_frame_is_rendered_once_across_timed_out_reads(monkeypatch):
     """The frame is rendered ahead of its due time and kept, so a read that times out costs no
     second rendering, and the frame finally handed over is the one rendered then."""
-    src = SimCamera(SimCameraConfig(rate_hz=1.0, realtime=True, width=32, height=24))
+    src = SimulatedSource(SimCameraConfig(rate_hz=1.0, realtime=True, width=32, height=24))
     renders = []
-    real = SimCamera.render
+    real = CameraSim.render
 
-    def counting(self, t, rng):
-        renders.append(t)
-        return real(self, t, rng)
+    def counting(self, start, end, rng):
+        renders.append(start)
+        return real(self, start, end, rng)
 
-    monkeypatch.setattr(SimCamera, "render", counting)
+    monkeypatch.setattr(CameraSim, "render", counting)
     src.open()
     rendered_while_waiting = []
     while True:
@@ -89,7 +90,7 @@ def test_realtime_frame_is_rendered_once_across_timed_out_reads(monkeypatch):
 
 
 def test_end_of_stream_after_duration():
-    src = SimMicrophone(SimMicrophoneConfig(duration_s=0.1))
+    src = SimulatedSource(SimMicrophoneConfig(duration_s=0.1))
     src.open()
     assert len([src.read(), src.read()]) == 2
     with pytest.raises(EndOfStream):
@@ -140,7 +141,7 @@ def test_simulated_lidar_sees_the_world_object():
 
 
 def test_a_reader_that_falls_behind_loses_the_oldest_frames_as_a_device_would():
-    src = SimCamera(SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24, buffer_s=0.06))
+    src = SimulatedSource(SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24, buffer_s=0.06))
     src.open()
     first = src.read()
     time.sleep(0.5)  # 25 frames come due while nobody reads
@@ -156,14 +157,14 @@ def test_a_reader_that_comes_back_late_does_not_make_the_next_frame_late(monkeyp
     """The next frame renders on the source's own thread, as a device captures on its own clock:
     a reader returning just before a frame is due gets it on time, not a render time later."""
     render_s = 0.04
-    real = SimCamera.render
+    real = CameraSim.render
 
-    def slow(self, t, rng):
+    def slow(self, start, end, rng):
         time.sleep(render_s)
-        return real(self, t, rng)
+        return real(self, start, end, rng)
 
-    monkeypatch.setattr(SimCamera, "render", slow)
-    src = SimCamera(SimCameraConfig(rate_hz=20.0, realtime=True, width=32, height=24))
+    monkeypatch.setattr(CameraSim, "render", slow)
+    src = SimulatedSource(SimCameraConfig(rate_hz=20.0, realtime=True, width=32, height=24))
     src.open()
     try:
         # Streaming starts. Rendering (40 ms) takes most of each 50 ms period, so a first frame
@@ -186,7 +187,7 @@ def test_a_reader_that_comes_back_late_does_not_make_the_next_frame_late(monkeyp
 def test_realtime_stream_starts_at_the_first_read_not_at_open():
     """A device opened long before anyone reads hands over the next frame captured, not a backlog
     of everything since `open` (start-up would otherwise begin the run seconds behind)."""
-    src = SimCamera(SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24))
+    src = SimulatedSource(SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24))
     src.open()
     try:
         time.sleep(0.3)  # 15 frames' worth
@@ -200,7 +201,9 @@ def test_realtime_stream_starts_at_the_first_read_not_at_open():
 def test_the_simulated_device_renders_ahead_at_idle_priority():
     """Frames due within `render_ahead_s` are rendered ahead, on a thread at a lower priority than
     its reader's: the simulator's cost yields to the pipeline it feeds."""
-    src = SimCamera(SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24, render_ahead_s=0.1))
+    src = SimulatedSource(
+        SimCameraConfig(rate_hz=50.0, realtime=True, width=32, height=24, render_ahead_s=0.1)
+    )
     src.open()
     try:
         frame = src.read()
@@ -215,3 +218,13 @@ def test_the_simulated_device_renders_ahead_at_idle_priority():
         assert [src.read().index for _ in range(3)] == [frame.index + 1, frame.index + 2, frame.index + 3]
     finally:
         src.close()
+
+
+def test_one_source_class_serves_every_modality_and_the_clock_is_a_field():
+    sources = {m: make_source(m, {"backend": "simulated"}) for m in ("camera", "lidar", "microphone")}
+    assert {type(s) for s in sources.values()} == {SimulatedSource}
+    assert [s.modality for s in sources.values()] == [Modality.CAMERA, Modality.LIDAR, Modality.MICROPHONE]
+    with pytest.raises(ValueError, match=r"cam0: clock: monotonic needs realtime: true"):
+        make_source("camera", {"backend": "simulated", "clock": "monotonic"}, source="cam0")
+    with pytest.raises(ValueError, match=r"cam0: clock: Input should be 'unix' or 'monotonic'"):
+        make_source("camera", {"backend": "simulated", "clock": "gps", "realtime": True}, source="cam0")

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import velodyne_decoder as vd
 
 from fusion.errors import SourceError
 from fusion.sample import Modality
-from fusion.sensors import EndOfStream
+from fusion.sensors import EndOfStream, make_source
+from fusion.sensors.velodyne.config import MODELS, PcapConfig, VelodyneConfig
 from fusion.sensors.velodyne.packets import packet_problem, parse_model
-from fusion.sensors.velodyne.source import PcapConfig, PcapSource, VelodyneConfig, VelodyneSource, probe_pcap
+from fusion.sensors.velodyne.source import PcapSource, VelodyneSource, probe_pcap
 
 # Laser id -> elevation, degrees (VLP-16 manual, table 9-1).
 ELEVATIONS = np.array([-15, 1, -13, 3, -11, 5, -9, 7, -7, 9, -5, 11, -3, 13, -1, 15], dtype=np.float64)
@@ -101,6 +103,10 @@ def test_model_names() -> None:
     assert parse_model(None) is None
     with pytest.raises(ValueError, match="VLP-99"):
         parse_model("VLP-99")
+    # The config module checks names without loading velodyne-decoder: its list is the library's.
+    assert sorted(MODELS) == sorted(vd.Model.__members__)
+    with pytest.raises(ValueError, match=r"model: .*unknown Velodyne model 'VLP-99'"):
+        make_source("lidar", {"backend": "velodyne", "model": "VLP-99"})
 
 
 # --------------------------------------------------------------------------- live UDP

@@ -7,7 +7,7 @@ import pytest
 from fusion.config import parse_config
 from fusion.errors import ConfigError
 from fusion.sample import Modality
-from fusion.sensors import make_preprocessor
+from fusion.sensors import make_preprocessor, make_source
 from fusion.training.data import DataConfig, ExampleRenderer, generate, load_split, read_manifest
 
 # Small sensors and grids so a shard renders in a fraction of a second.
@@ -138,3 +138,22 @@ def test_a_bad_split_world_names_its_key_path():
     bad = {"train": {"seed": 1, "samples": 2, "world": {"fog_probability": 0.7, "rain_probability": 0.7}}}
     with pytest.raises(ConfigError, match=r"splits.train.world.*fog_probability \+ rain_probability"):
         small_config(splits=bad)
+
+
+def test_a_training_example_sees_what_the_live_simulated_sensors_see():
+    """The training data renders through the live rig's simulated sensors, with their configs:
+    frame 0 of a simulated source started at an example's instant is that example's frame."""
+    config = small_config()
+    renderer = ExampleRenderer(config, seed=11)
+    t = renderer.instant(0)
+    frames, _ = renderer.frames(0, t)
+    trained = {f.modality: f for f in frames}
+    world = renderer.world_config.model_dump()
+    for modality, sensor in (("camera", config.sensors.camera), ("lidar", config.sensors.lidar)):
+        live = make_source(
+            modality, {"backend": "simulated", "world": world, "start_s": t, **sensor.model_dump()}
+        )
+        with live:
+            frame = live.read()
+        assert frame.timestamp == t
+        assert np.array_equal(frame.data, trained[Modality(modality)].data), modality

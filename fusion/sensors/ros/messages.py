@@ -12,7 +12,6 @@ images, x y z intensity float32 clouds, F32LE audio, so a recording round-trips 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import cv2
@@ -20,6 +19,7 @@ import numpy as np
 import velodyne_decoder as vd
 
 from fusion.errors import InputError
+from fusion.sensors.ros.config import SampleFormat
 from fusion.sensors.ros.types import AUDIO_DATA, AUDIO_DATA_STAMPED, AUDIO_INFO, IMAGE, POINT_CLOUD2
 from fusion.sensors.velodyne.packets import packet_problem
 
@@ -226,21 +226,6 @@ def decode_scan(decoder: vd.ScanDecoder, msg: Any, stamp_s: float) -> tuple[np.n
 
 
 # --------------------------------------------------------------------------- audio
-
-
-class SampleFormat(StrEnum):
-    """Raw PCM sample formats by their GStreamer names (what AudioInfo.sample_format carries)."""
-
-    S8 = "S8"
-    U8 = "U8"
-    S16LE = "S16LE"
-    S16BE = "S16BE"
-    S24LE = "S24LE"  # three bytes per sample
-    S32LE = "S32LE"
-    S32BE = "S32BE"
-    F32LE = "F32LE"
-    F32BE = "F32BE"
-    F64LE = "F64LE"
 
 
 # Format -> (numpy dtype of one sample, full scale, zero level). S24LE is widened apart.

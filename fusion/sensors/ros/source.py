@@ -21,24 +21,20 @@ modality cannot read or an unreadable bag fails at `open()`, naming the file and
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Iterator
-from enum import StrEnum
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any
 
-import numpy as np
 import velodyne_decoder as vd
-from pydantic import Field, Strict, field_validator
 
 from fusion.errors import BagError, InputError, SourceError
 from fusion.sample import MODALITY_ORDER, Frame, Modality
-from fusion.sensors.registry import FileReport, register_probe, register_source
+from fusion.sensors.registry import FileReport, register_probe
 from fusion.sensors.ros.bagfile import BagFile, Topic, bag_kind
+from fusion.sensors.ros.config import ROSBAG, BagTime, RosbagConfig, RosbagLidarConfig, RosbagMicrophoneConfig
 from fusion.sensors.ros.messages import (
     AudioFormat,
     MessageError,
-    SampleFormat,
     audio_format,
     audio_pcm,
     cloud_points,
@@ -47,74 +43,41 @@ from fusion.sensors.ros.messages import (
     image_rgb,
 )
 from fusion.sensors.ros.types import (
-    AUDIO_DATA,
     AUDIO_DATA_STAMPED,
     AUDIO_INFO,
     COMPRESSED_IMAGE,
     HEADERLESS,
-    IMAGE,
     MODALITY_OF,
-    POINT_CLOUD2,
     VELODYNE_SCAN,
     seconds,
     stamp_ns,
 )
-from fusion.sensors.source import EndOfStream, Source, SourceConfig
+from fusion.sensors.source import EndOfStream, Source
 from fusion.sensors.sweeps import finite_sweep
-from fusion.sensors.velodyne.packets import decoder_config, parse_model
+from fusion.sensors.velodyne.packets import decoder_config
 
-
-class BagTime(StrEnum):
-    HEADER = "header"  # header.stamp: when the sensor captured it
-    RECEIVE = "receive"  # when the bag logged it
-
-
-class RosbagConfig(SourceConfig):
-    backend: Literal["rosbag"] = "rosbag"
-    path: str  # a ROS 1 .bag, a ROS 2 bag folder (sqlite3 or mcap storage) or a .mcap file
-    topic: str  # the topic to read, e.g. /camera/image_raw
-    time: Annotated[BagTime, Strict(False)] = BagTime.HEADER
-
-
-class RosbagCameraConfig(RosbagConfig):
-    pass
-
-
-class RosbagMicrophoneConfig(RosbagConfig):
-    # The audio_common_msgs/AudioInfo topic; None: `<namespace of topic>/audio_info`, or the
-    # bag's only AudioInfo topic. Not read when `sample_rate` is set.
-    info_topic: str | None = None
-    # Without an AudioInfo in the bag: what the bytes hold.
-    sample_rate: int | None = Field(default=None, gt=0)
-    channels: int = Field(default=1, gt=0)
-    sample_format: Annotated[SampleFormat, Strict(False)] = SampleFormat.S16LE
-
-
-class RosbagLidarConfig(RosbagConfig):
-    # VelodyneScan topics only: the sensor model (None: from the packets) and calibration YAML.
-    model: str | None = None
-    calibration: str | None = None
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str | None) -> str | None:
-        parse_model(value)
-        return value
+# One message as Frame fields (`data`, and `sample_rate` for audio): (type, message, stamp in
+# seconds) -> fields; None when it was skipped (already counted); MessageError when it has none.
+Decode = Callable[[str, Any, float], dict[str, Any] | None]
 
 
 class RosbagSource(Source):
-    """A finite source over one topic: never waits on a clock (pace with the pipeline's replay)."""
+    """A finite source over one topic: never waits on a clock (pace with the pipeline's replay).
 
-    backend = "rosbag"
-    types: ClassVar[frozenset[str]]  # the message types this modality reads
+    Serves every modality: the topic's message types are the modality's (`MODALITY_OF`), and
+    `_DECODERS` turns one message into frame fields, set up at `open()` for the topic.
+    """
+
+    backend = ROSBAG
     config: RosbagConfig
 
-    def __init__(self, config: RosbagConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: RosbagConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self._bag: BagFile | None = None
         self._topic: Topic | None = None
         self._messages: Iterator[tuple[Topic, int, bytes]] | None = None
         self._deserialize: Any = None
+        self._decode: Decode | None = None
         self._last_ns = -(2**63)
         self._index = 0
 
@@ -127,26 +90,20 @@ class RosbagSource(Source):
         except BagError as err:
             raise SourceError(f"{self.modality.value} {self.sensor_id!r}: {err}") from None
         try:
-            topic = bag.topic(self.config.topic, types=self.types)
+            types = frozenset(t for t, m in MODALITY_OF.items() if m is self.modality)
+            topic = bag.topic(self.config.topic, types=types)
             if self.config.time is BagTime.HEADER and topic.msgtype in HEADERLESS:
                 raise BagError(
                     f"{bag.path}: topic {topic.name} is {topic.msgtype}, which has no header.stamp: "
                     "set `time: receive`"
                 )
             self._deserialize = bag.deserializer([topic])
-            self._prepare(bag, topic)
+            self._decode = _DECODERS[self.modality](self, bag, topic)
         except (BagError, ValueError) as err:
             bag.close()
             raise SourceError(f"{self.modality.value} {self.sensor_id!r}: {err}") from None
         self._bag, self._topic = bag, topic
         self._messages = bag.messages([topic])
-
-    def _prepare(self, bag: BagFile, topic: Topic) -> None:
-        """Modality-specific set-up before the first message (ValueError / BagError when impossible)."""
-
-    @abstractmethod
-    def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray | None:
-        """The frame data of one message (None: skipped, already counted); MessageError when it has none."""
 
     def read(self, timeout: float | None = None) -> Frame:
         """The next usable message as a Frame; EndOfStream after the last. Never waits."""
@@ -166,6 +123,7 @@ class RosbagSource(Source):
                 return frame
 
     def _frame(self, msgtype: str, raw: bytes, log_ns: int) -> Frame | None:
+        assert self._decode is not None, "read() before open()"
         index, self._index = self._index, self._index + 1
         try:
             msg = self._deserialize(raw, msgtype)
@@ -180,109 +138,89 @@ class RosbagSource(Source):
             return None
         stamp = seconds(ns)
         try:
-            data = self._payload(msgtype, msg, stamp)
+            fields = self._decode(msgtype, msg, stamp)
         except MessageError as err:
             self.skip(err.reason, f"{self._where()}: message {index}: {err}")
             return None
-        if data is None:
+        if fields is None:
             return None
         self._last_ns = ns
         self.stats.frames += 1
-        return self._make_frame(data, stamp, index)
-
-    def _make_frame(self, data: np.ndarray, stamp: float, index: int) -> Frame:
         return Frame(
             modality=self.modality,
             sensor_id=self.sensor_id,
             timestamp=stamp,
             wall_time=stamp,
-            data=data,
             index=index,
+            **fields,
         )
 
     def close(self) -> None:
         self._messages = None
+        self._decode = None
         bag, self._bag = self._bag, None
         if bag is not None:
             bag.close()
 
 
-@register_source
-class RosbagCameraSource(RosbagSource):
-    modality = Modality.CAMERA
-    config_cls = RosbagCameraConfig
-    types = frozenset({IMAGE, COMPRESSED_IMAGE})
-
-    def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray:
-        return compressed_rgb(msg) if msgtype == COMPRESSED_IMAGE else image_rgb(msg)
+def _camera(source: RosbagSource, bag: BagFile, topic: Topic) -> Decode:
+    """sensor_msgs/Image and CompressedImage -> [H, W, 3] uint8 RGB."""
+    return lambda msgtype, msg, stamp: {
+        "data": compressed_rgb(msg) if msgtype == COMPRESSED_IMAGE else image_rgb(msg)
+    }
 
 
-@register_source
-class RosbagLidarSource(RosbagSource):
-    modality = Modality.LIDAR
-    config_cls = RosbagLidarConfig
-    config: RosbagLidarConfig
-    types = frozenset({POINT_CLOUD2, VELODYNE_SCAN})
+def _lidar(source: RosbagSource, bag: BagFile, topic: Topic) -> Decode:
+    """PointCloud2, or VelodyneScan decoded by velodyne-decoder -> [N, 4] float32 finite points."""
+    config = source.config
+    assert isinstance(config, RosbagLidarConfig)
+    decoder = None
+    if topic.msgtype == VELODYNE_SCAN:
+        decoder = vd.ScanDecoder(decoder_config(config.model, config.calibration))
 
-    def __init__(self, config: RosbagLidarConfig) -> None:
-        super().__init__(config)
-        self._decoder: vd.ScanDecoder | None = None  # VelodyneScan topics only
-
-    def _prepare(self, bag: BagFile, topic: Topic) -> None:
-        if topic.msgtype == VELODYNE_SCAN:
-            self._decoder = vd.ScanDecoder(decoder_config(self.config.model, self.config.calibration))
-
-    def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray | None:
-        if self._decoder is None:
+    def decode(msgtype: str, msg: Any, stamp: float) -> dict[str, Any] | None:
+        if decoder is None:
             points = cloud_points(msg)
         else:
-            points, problems = decode_scan(self._decoder, msg, stamp_s)
+            points, problems = decode_scan(decoder, msg, stamp)
             for problem in problems:
-                self.skip("bad_packet", f"{self._where()}: {problem}")
-        return finite_sweep(self, points, self._where())
+                source.skip("bad_packet", f"{source._where()}: {problem}")
+        finite = finite_sweep(source, points, source._where())
+        return None if finite is None else {"data": finite}
+
+    return decode
 
 
-@register_source
-class RosbagMicrophoneSource(RosbagSource):
-    modality = Modality.MICROPHONE
-    config_cls = RosbagMicrophoneConfig
-    config: RosbagMicrophoneConfig
-    types = frozenset({AUDIO_DATA, AUDIO_DATA_STAMPED})
+def _microphone(source: RosbagSource, bag: BagFile, topic: Topic) -> Decode:
+    """AudioData(Stamped) -> mono float32 PCM, in the format of the config or the AudioInfo topic."""
+    fmt = _audio_format(bag, topic, source.config)
 
-    def __init__(self, config: RosbagMicrophoneConfig) -> None:
-        super().__init__(config)
-        self._format: AudioFormat | None = None  # known at open()
-
-    def _prepare(self, bag: BagFile, topic: Topic) -> None:
-        cfg = self.config
-        if cfg.sample_rate is not None:
-            self._format = AudioFormat(cfg.sample_rate, cfg.channels, cfg.sample_format)
-            return
-        info = _info_topic(bag, topic, cfg.info_topic)
-        for _, _, raw in bag.messages([info]):
-            try:
-                self._format = audio_format(bag.deserializer([info])(raw, AUDIO_INFO))
-            except ValueError as err:
-                raise InputError(f"{bag.path}: {info.name}: {err}") from None
-            return
-        raise InputError(f"{bag.path}: {info.name} holds no AudioInfo message")
-
-    def _payload(self, msgtype: str, msg: Any, stamp_s: float) -> np.ndarray:
-        assert self._format is not None, "read() before open()"
+    def decode(msgtype: str, msg: Any, stamp: float) -> dict[str, Any]:
         audio = msg.audio if msgtype == AUDIO_DATA_STAMPED else msg
-        return audio_pcm(audio.data, self._format)
+        return {"data": audio_pcm(audio.data, fmt), "sample_rate": float(fmt.sample_rate)}
 
-    def _make_frame(self, data: np.ndarray, stamp: float, index: int) -> Frame:
-        assert self._format is not None
-        return Frame(
-            modality=Modality.MICROPHONE,
-            sensor_id=self.sensor_id,
-            timestamp=stamp,
-            wall_time=stamp,
-            data=data,
-            sample_rate=float(self._format.sample_rate),
-            index=index,
-        )
+    return decode
+
+
+_DECODERS: dict[Modality, Callable[[RosbagSource, BagFile, Topic], Decode]] = {
+    Modality.CAMERA: _camera,
+    Modality.LIDAR: _lidar,
+    Modality.MICROPHONE: _microphone,
+}
+
+
+def _audio_format(bag: BagFile, topic: Topic, config: RosbagConfig) -> AudioFormat:
+    """What the audio bytes hold: as the config says, or as the topic's AudioInfo announces."""
+    assert isinstance(config, RosbagMicrophoneConfig)
+    if config.sample_rate is not None:
+        return AudioFormat(config.sample_rate, config.channels, config.sample_format)
+    info = _info_topic(bag, topic, config.info_topic)
+    for _, _, raw in bag.messages([info]):
+        try:
+            return audio_format(bag.deserializer([info])(raw, AUDIO_INFO))
+        except ValueError as err:
+            raise InputError(f"{bag.path}: {info.name}: {err}") from None
+    raise InputError(f"{bag.path}: {info.name} holds no AudioInfo message")
 
 
 def _info_topic(bag: BagFile, audio: Topic, name: str | None) -> Topic:

@@ -12,7 +12,6 @@ timestamp in microseconds past the top of the hour, a return-mode byte and a pro
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import velodyne_decoder as vd
 
 from fusion.errors import InputError, SourceError
+from fusion.sensors.velodyne.config import model_name
 
 PACKET_SIZE = vd.PACKET_SIZE  # 1206
 BLOCK_FLAG = 0xEEFF  # bytes FF EE at the start of every firing block
@@ -42,23 +42,11 @@ PRODUCT_IDS: dict[int, str] = {
 }
 
 
-def _model_key(name: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "", name.upper())
-
-
-# "VLP-16", "vlp16", "HDL-64E S3" and the enum's own names all resolve to a vd.Model.
-_MODELS: dict[str, vd.Model] = {_model_key(m.name): m for m in vd.Model.__members__.values()}
-
-
 def parse_model(name: str | None) -> vd.Model | None:
-    """The velodyne-decoder model for a name like "VLP-16"; None (detect from packets) for None."""
-    if name is None:
-        return None
-    model = _MODELS.get(_model_key(name))
-    if model is None:
-        known = ", ".join(sorted(vd.Model.__members__))
-        raise InputError(f"unknown Velodyne model {name!r} (known: {known})")
-    return model
+    """The velodyne-decoder model for a name like "VLP-16"; None (detect from packets) for None;
+    InputError naming the known models for a name it does not know."""
+    model = model_name(name)
+    return None if model is None else vd.Model.__members__[model]
 
 
 def decoder_config(model: str | None, calibration: str | None) -> vd.Config:

@@ -10,16 +10,15 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import velodyne_decoder as vd
-from pydantic import Field, field_validator
 
 from fusion.errors import InputError, SourceError
 from fusion.sample import Frame, Modality
-from fusion.sensors.registry import FileReport, register_probe, register_source
-from fusion.sensors.source import LiveSource, SourceConfig
+from fusion.sensors.registry import FileReport, register_probe
+from fusion.sensors.source import LiveSource
 from fusion.sensors.sweeps import RawSweep, SweepFileSource, finite_sweep
+from fusion.sensors.velodyne.config import PCAP, VELODYNE, PcapConfig, VelodyneConfig
 from fusion.sensors.velodyne.packets import (
     PACKET_SIZE,
     Sweep,
@@ -28,43 +27,10 @@ from fusion.sensors.velodyne.packets import (
     iter_udp,
     open_pcap,
     packet_problem,
-    parse_model,
     product_name,
 )
 
 
-class VelodyneDecoderFields(SourceConfig):
-    """What velodyne-decoder needs to know about the sensor."""
-
-    model: str | None = "VLP-16"  # e.g. VLP-16, HDL-32E, VLP-32C, Puck Hi-Res; None: from the packets
-    calibration: str | None = None  # ROS-style calibration YAML; None: the model's bundled one
-    # Motor speed set on the sensor; a sweep spanning under half a rotation at this speed is
-    # dropped as a fragment ("partial_sweep").
-    rpm: float = Field(default=600.0, ge=300, le=1200)
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str | None) -> str | None:
-        parse_model(value)
-        return value
-
-
-class PcapConfig(VelodyneDecoderFields):
-    backend: Literal["pcap"] = "pcap"
-    path: str  # a .pcap / .pcapng capture
-    port: int = Field(default=2368, ge=1, le=65535)  # UDP port of the data packets
-
-
-class VelodyneConfig(VelodyneDecoderFields):
-    backend: Literal["velodyne"] = "velodyne"
-    # Address to listen on. Every interface by default: a Velodyne sends to the sensor host's LAN
-    # address (or broadcast), never to its loopback, so 127.0.0.1 would hear nothing there.
-    host: str = "0.0.0.0"
-    port: int = Field(default=2368, ge=0, le=65535)  # 0: any free port (see `address`)
-    timeout_s: float = Field(default=1.0, gt=0)  # silence after which the sensor counts as lost
-
-
-@register_source
 class PcapSource(SweepFileSource):
     """Full sweeps from a pcap of Velodyne data packets (UDP to `port`; other traffic is ignored).
 
@@ -73,13 +39,11 @@ class PcapSource(SweepFileSource):
     seconds.
     """
 
-    modality = Modality.LIDAR
-    backend = "pcap"
-    config_cls = PcapConfig
+    backend = PCAP
     config: PcapConfig
 
-    def __init__(self, config: PcapConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: PcapConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self.path = Path(config.path)
         self.packets = 0  # data packets read (to `port`), good or bad
         self.model = "unknown"  # the model named by the first good packet's product id
@@ -121,7 +85,6 @@ class PcapSource(SweepFileSource):
         return RawSweep(index, sweep.host_time - start, sweep.points, where, wall_time=sweep.host_time)
 
 
-@register_source
 class VelodyneSource(LiveSource):
     """A live Velodyne sensor: UDP data packets on `host:port`, one Frame per full sweep.
 
@@ -135,15 +98,13 @@ class VelodyneSource(LiveSource):
     on the same port and the partial sweep is dropped.
     """
 
-    modality = Modality.LIDAR
-    backend = "velodyne"
-    config_cls = VelodyneConfig
+    backend = VELODYNE
     config: VelodyneConfig
 
     poll_s = 0.1  # longest a receive blocks, so close() is noticed promptly
 
-    def __init__(self, config: VelodyneConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: VelodyneConfig, *, modality: Modality | None = None) -> None:
+        super().__init__(config, modality=modality)
         self._sock: socket.socket | None = None
         self._port = config.port
         self._stream: VelodyneStream | None = None
