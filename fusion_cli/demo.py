@@ -22,8 +22,6 @@ from fusion_cli.common import install, pick_rig, positive, stop_handler
 if TYPE_CHECKING:
     from pipelines.config import PipelineConfig
 
-SETUP_HOOK = "pipelines.demo.sources.register"  # every Ray worker learns the demo's sources
-
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port, or a StartError naming the port when it cannot be had."""
@@ -104,8 +102,7 @@ def _serve_and_run(
         stop = stop_handler(runner.stop, who="fusion demo")
         install(stop)
         try:
-            # As the runner would start it (metrics export included), plus the demo's sources.
-            start_ray(config.metrics, args.address, runtime_env={"worker_process_setup_hook": SETUP_HOOK})
+            start_ray(config.metrics, args.address)  # as the runner would start it (metrics export included)
             install(stop)  # ray.init put in a SIGTERM handler that exits without cleaning up
             runner.start()
         except PipelineStartError as err:
