@@ -297,19 +297,24 @@ def draw_episode(cfg: WorldConfig, index: int) -> Episode:
     rng = np.random.default_rng([cfg.seed, index, 7])
     weights = np.ones(len(CLASSES)) if cfg.class_weights is None else np.asarray(cfg.class_weights, float)
     scale = max(cfg.max_objects, 1)
-    first = _draw_track(cfg, rng, weights, track_id=index * scale)
-    conditions = _conditions(cfg, rng)  # after object 0, as in the one-object world
+    cls, model = _draw_object(rng, weights)  # object 0, then the conditions, as in the one-object world
+    center, velocity = _trajectory(cfg, rng, model)
+    conditions = _conditions(cfg, rng)
     if cfg.max_objects == 0:
-        first = Track(track_id=first.track_id, cls=0, model=None, center=first.center, velocity=(0.0, 0.0))
-    tracks = [first]
-    if first.model is not None and cfg.max_objects > 1:
+        cls, model, velocity = 0, None, (0.0, 0.0)
+    tracks = [Track(track_id=index * scale, cls=cls, model=model, center=center, velocity=velocity)]
+    if model is not None and cfg.max_objects > 1:
         further = int(np.random.default_rng([cfg.seed, index, 8, 0, _FURTHER]).integers(cfg.max_objects))
         others = weights.copy()
         others[0] = 0.0  # object 0 alone decides whether the episode is empty
         for k in range(1, further + 1):
             obj_rng = np.random.default_rng([cfg.seed, index, 7, k, _FURTHER])
-            for _ in range(_PLACEMENT_TRIES):
-                track = _draw_track(cfg, obj_rng, others, track_id=index * scale + k)
+            cls, model = _draw_object(obj_rng, others)
+            for _ in range(_PLACEMENT_TRIES):  # new passes for the same object: the class mix holds
+                center, velocity = _trajectory(cfg, obj_rng, model)
+                track = Track(
+                    track_id=index * scale + k, cls=cls, model=model, center=center, velocity=velocity
+                )
                 if not any(_cross(cfg, track, placed) for placed in tracks):
                     tracks.append(track)
                     break
@@ -318,13 +323,11 @@ def draw_episode(cfg: WorldConfig, index: int) -> Episode:
     )
 
 
-def _draw_track(cfg: WorldConfig, rng: np.random.Generator, weights: np.ndarray, *, track_id: int) -> Track:
-    """One object: its class, instance and pass (in this order from `rng`, as always)."""
+def _draw_object(rng: np.random.Generator, weights: np.ndarray) -> tuple[int, ObjectModel | None]:
+    """A class drawn by `weights` and an instance of it (None for 'nothing')."""
     cls = int(rng.choice(len(CLASSES), p=weights / weights.sum()))
     build = CLASSES[cls].build
-    model = None if build is None else build(rng)
-    center, velocity = _trajectory(cfg, rng, model)
-    return Track(track_id=track_id, cls=cls, model=model, center=center, velocity=velocity)
+    return cls, None if build is None else build(rng)
 
 
 def _footprint(track: Track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
