@@ -25,7 +25,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, ClassVar
@@ -146,7 +146,8 @@ class MicrophoneSim(SimulatedSensor):
         return np.clip(sig + noise, -1.0, 1.0).astype(np.float32), sig, noise
 
 
-_SENSORS: dict[Modality, Any] = {
+# Each takes its own settings: a camera's, a LiDAR's or a microphone's (`simulated_config`).
+_SENSORS: dict[Modality, Callable[[World, Any], SimulatedSensor]] = {
     Modality.CAMERA: CameraSim,
     Modality.LIDAR: LidarSim,
     Modality.MICROPHONE: MicrophoneSim,
@@ -157,8 +158,7 @@ def simulated_sensor(
     modality: Modality, world: World, config: CameraSensor | LidarSensor | MicrophoneSensor
 ) -> SimulatedSensor:
     """The simulated `modality` sensor looking at `world`, with its settings `config`."""
-    sensor: SimulatedSensor = _SENSORS[modality](world, config)
-    return sensor
+    return _SENSORS[modality](world, config)
 
 
 # --------------------------------------------------------------------------- the source
@@ -193,7 +193,7 @@ class SimulatedSource(Source):
         super().__init__(config, modality=modality)
         self.world = World(config.world)
         self.sensor = simulated_sensor(self.modality, self.world, config)
-        self._index = 0
+        self._index = 0  # not realtime: the next frame (realtime: the buffer says which)
         self._origin = config.start_s
         self._first_time = config.start_s
         self._offset = 0.0  # clock: monotonic: Unix time minus monotonic time, measured at open
@@ -268,7 +268,6 @@ class SimulatedSource(Source):
         if handed is None:
             raise EndOfStream
         due, index = handed
-        self._index = index
         frame = self._rendered(index, deadline, due)
         now = buffer.pacer.now()
         if due > now and (deadline is None or deadline > now):
@@ -279,7 +278,6 @@ class SimulatedSource(Source):
             self._schedule(index)
         buffer.hand_over(due, deadline=deadline, what=self._what())  # the frame stays queued on timeout
         self._queue.popleft()
-        self._index = index + 1
         self.stats.frames += 1
         return frame
 
