@@ -36,10 +36,11 @@ import ray
 import torch
 import yaml
 
-from fusion.fuser import Fuser
+from fusion.config import parse_config
+from fusion.fuser import Fuser, PreprocessConfig, rig_sync
 from fusion.inference import InferenceEngine, Prediction
 from fusion.model import load_preset
-from fusion.sample import FusedSample, Modality
+from fusion.sample import FusedSample
 from fusion.sensors import EndOfStream, make_source
 from fusion.sinks.base import CallbackSink
 from pipelines.config import PipelineConfig
@@ -117,7 +118,7 @@ def plain_loop(seconds: float, batch: int, engine: InferenceEngine) -> tuple[flo
     fuser = Fuser(
         rig="bench",
         sensors={sid: src.modality for sid, src in sources.items()},
-        sync=rig["sync"],
+        sync=rig_sync([s.modality for s in sources.values()], rig["sync"], rig="bench"),
         lossless=True,
     )
     for src in sources.values():
@@ -181,8 +182,8 @@ def alone_costs(engine: InferenceEngine, threads: int, ticks: int = 30) -> dict[
         return Fuser(
             rig="alone",
             sensors={sid: src.modality for sid, src in sources.items()},
-            sync=rig.get("sync"),
-            preprocess={Modality(k): v for k, v in rig.get("preprocess", {}).items()},
+            sync=rig_sync([s.modality for s in sources.values()], rig.get("sync"), rig="alone"),
+            preprocess=parse_config(PreprocessConfig, rig.get("preprocess", {})),
             lossless=True,
         )
 

@@ -276,7 +276,7 @@ class Sampler(threading.Thread):
             detail[group] = {}
             rss[group], uss[group], procs[group] = memory_of(pids.get(group, []), detail[group])
         store_bytes, store_objects = self.store.used()
-        fused = ray.get([f.stats.remote() for f in self.fusers], timeout=30)
+        fused = [s.as_json() for s in ray.get([f.stats.remote() for f in self.fusers], timeout=30)]
         now = time.time()
         rows = self.recorder.rows[self.seen :]  # appended by the driver loop: a slice is a snapshot
         self.seen += len(rows)

@@ -25,7 +25,7 @@ import ray
 
 from fusion.sample import Frame, Modality
 from pipelines.local_link import FrameClient, FrameServer
-from pipelines.metrics import INLINE_OBJECT_BYTES
+from pipelines.cluster import INLINE_OBJECT_BYTES
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from fusion.sensors.preprocess_config import (
     MicrophonePreprocessConfig,
     Preprocessor,
 )
-from fusion.sync import AlignedSet, SyncConfig, Synchronizer
+from fusion.sync import AlignedSet, DropReason, SyncConfig, Synchronizer
 
 log = logging.getLogger(__name__)
 # Lossless replay waits for every stream however long it takes: ticks are emitted only once
@@ -58,6 +59,13 @@ def default_sync(modalities: Sequence[Modality]) -> dict[str, Any]:
     if Modality.LIDAR in modalities:
         return {"reference": "lidar"}
     return {"rate_hz": 10.0}
+
+
+def rig_sync(modalities: Sequence[Modality], raw: Mapping[str, Any] | None, *, rig: str) -> SyncConfig:
+    """A rig's `sync` section validated, aligning `modalities` (None: `default_sync`); errors
+    name `rigs[RIG].sync.KEY`. The config loader's one door from a mapping to a SyncConfig."""
+    data = {"modalities": [m.value for m in modalities], **(raw or default_sync(modalities))}
+    return parse_config(SyncConfig, data, source=f"rigs[{rig}].sync")
 
 
 def fuse(
@@ -112,6 +120,45 @@ def fuse(
     )
 
 
+@dataclass(frozen=True)
+class FuserStats:
+    """One rig's alignment so far: samples fused, modalities missing from them, frames that
+    could not be preprocessed and frames alignment dropped (by modality and reason).
+
+    Attributes:
+        samples: fused samples made.
+        incomplete: per modality, samples made without it.
+        input_errors: per (modality, stage), frames that could not be used ("preprocess").
+        sync_dropped: per (modality, reason), frames alignment dropped.
+        received: per modality, frames alignment received.
+        inference_transport: live, how the fuser reaches each inference actor ("socket", "ray").
+        link_errors: live, malformed messages its sensors' local links refused.
+    """
+
+    samples: int = 0
+    incomplete: Mapping[Modality, int] = field(default_factory=dict)
+    input_errors: Mapping[tuple[Modality, str], int] = field(default_factory=dict)
+    sync_dropped: Mapping[tuple[Modality, DropReason], int] = field(default_factory=dict)
+    received: Mapping[Modality, int] = field(default_factory=dict)
+    inference_transport: tuple[str, ...] = ()
+    link_errors: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON form of the run summary: modality names, `modality:reason` keys."""
+        out: dict[str, Any] = {
+            "samples": self.samples,
+            "incomplete": {m.value: n for m, n in self.incomplete.items()},
+            "input_errors": {f"{m.value}:{r}": n for (m, r), n in self.input_errors.items()},
+            "sync_dropped": {f"{m.value}:{r.value}": n for (m, r), n in self.sync_dropped.items()},
+            "received": {m.value: n for m, n in self.received.items()},
+        }
+        if self.inference_transport:
+            out["inference_transport"] = list(self.inference_transport)
+        if self.link_errors:
+            out["link_errors"] = list(self.link_errors)
+        return out
+
+
 class Fuser:
     """Aligns one rig's frames into ticks and preprocesses each tick into a FusedSample."""
 
@@ -120,27 +167,29 @@ class Fuser:
         *,
         rig: str,
         sensors: Mapping[str, Modality],
-        sync: SyncConfig | Mapping[str, Any] | None = None,
-        preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
+        sync: SyncConfig | None = None,
+        preprocess: PreprocessConfig | None = None,
         lossless: bool = False,
     ) -> None:
-        """`sync` and `preprocess` as validated configs (what a pipeline config holds), or as
-        mappings validated here; `sync` without `modalities` aligns the sensors' modalities."""
+        """Args:
+        rig: the rig's id (stamped on its samples, named in errors).
+        sensors: sensor id -> modality, one sensor per modality.
+        sync: the rig's alignment (`rig_sync` builds one from a mapping); None: `default_sync`.
+        preprocess: per-modality preprocessing; None (or a modality left out): its defaults.
+        lossless: replay: no tick is ever given up waiting (live gives up after `max_delay_s`).
+        """
         self.rig = rig
         modalities = list(sensors.values())
-        if not isinstance(sync, SyncConfig):
-            raw = {"modalities": [m.value for m in modalities], **(sync or default_sync(modalities))}
-            sync = parse_config(SyncConfig, raw, source=f"rigs[{rig}].sync")
+        if sync is None:
+            sync = rig_sync(modalities, None, rig=rig)
         if lossless:
             sync = sync.model_copy(update={"max_delay_s": _FOREVER_S, "buffer_s": 2 * _FOREVER_S})
         self.sync = Synchronizer(sync)
-        given: Mapping[Modality, Mapping[str, Any] | StrictModel] = (
-            {m: c for m in Modality if (c := preprocess.for_modality(m)) is not None}
-            if isinstance(preprocess, PreprocessConfig)
-            else preprocess or {}
-        )
+        preprocess = preprocess or PreprocessConfig()
         self.preprocessors: dict[Modality, Preprocessor] = {
-            m: make_preprocessor(m, given.get(m, {}), source=f"rigs[{rig}].preprocess.{m.value}")
+            m: make_preprocessor(
+                m, preprocess.for_modality(m) or {}, source=f"rigs[{rig}].preprocess.{m.value}"
+            )
             for m in modalities
         }
         self.samples = 0
@@ -201,12 +250,13 @@ class Fuser:
                 "rig %s: %s frame unusable (%s): %s; counted from now on", self.rig, m.value, reason, err
             )
 
-    def stats_dict(self) -> dict[str, Any]:
+    def stats(self) -> FuserStats:
+        """What the alignment used, dropped (and why) and left incomplete, so far."""
         s = self.sync.stats
-        return {
-            "samples": self.samples,
-            "incomplete": {m.value: n for m, n in self.incomplete.items()},
-            "input_errors": {f"{m.value}:{r}": n for (m, r), n in self.input_errors.items()},
-            "sync_dropped": {f"{m.value}:{r.value}": n for (m, r), n in s.dropped.items()},
-            "received": {m.value: n for m, n in s.received.items()},
-        }
+        return FuserStats(
+            samples=self.samples,
+            incomplete=dict(self.incomplete),
+            input_errors=dict(self.input_errors),
+            sync_dropped=dict(s.dropped),
+            received=dict(s.received),
+        )

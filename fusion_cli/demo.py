@@ -74,7 +74,7 @@ def _serve_and_run(
     from pipelines.demo.server import DemoServer
     from pipelines.demo.sources import resolve_sources
     from pipelines.demo.state import DemoState
-    from pipelines.runner import PipelineRunner, PipelineStartError
+    from pipelines.runner import PipelineRunner
 
     config, plans = resolve_sources(config, probe_s=args.probe_timeout)
     for plan in plans:
@@ -101,14 +101,11 @@ def _serve_and_run(
         say(f"serving http://{host}:{port}/ (rig {rig}; Ctrl-C to stop)")
         stop = stop_handler(runner.stop, who="fusion demo")
         install(stop)
-        try:
-            start_ray(config.metrics, args.address)  # as the runner would start it (metrics export included)
-            install(stop)  # ray.init put in a SIGTERM handler that exits without cleaning up
-            runner.start()
-        except PipelineStartError as err:
-            raise StartError(str(err)) from None
+        start_ray(config.metrics, args.address)  # as the runner would start it (metrics export included)
+        install(stop)  # ray.init put in a SIGTERM handler that exits without cleaning up
+        runner.start()
         state.metrics_url = args.metrics_url or _metrics_url()
-        state.set_status("running", class_names=runner.pool[0].info.get("class_names"))
+        state.set_status("running", class_names=list(runner.pool[0].info.class_names))
         summary = runner.run()
         state.set_status("stopped")
         print(json.dumps({"summary": summary}, default=str), file=sys.stderr)

@@ -16,9 +16,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_pipeline_config(args.config)  # every key, before Ray is even imported
 
-    from fusion.errors import StartError
-    from fusion.sinks.base import open_sink
-    from pipelines.runner import PipelineRunner, PipelineStartError
+    from fusion.model_spec import resolve_model
+    from fusion.sinks import open_sink
+    from pipelines.runner import PipelineRunner
 
     updates = {}
     if args.duration is not None:
@@ -28,17 +28,10 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if args.speed is not None:
         updates["speed"] = args.speed
     config = config.model_copy(update=updates)
-    names = None
-    if config.output.endswith(".mcap"):  # its messages name the classes of the probabilities
-        from pipelines.models import class_names
-
-        names = class_names(config.model.model_dump())
-    sink = open_sink(config.output, class_names=names)
-    runner = PipelineRunner(config, sink, address=args.address, status=not args.quiet)
-    try:
-        runner.start()
-    except PipelineStartError as err:
-        raise StartError(str(err)) from None
+    model = resolve_model(config.model)  # once per run: the sink's class names, the actors' weights
+    sink = open_sink(config.output, class_names=model.class_names)
+    runner = PipelineRunner(config, sink, model=model, address=args.address, status=not args.quiet)
+    runner.start()
     # After start: ray.init installs its own SIGTERM handler, which would skip the clean stop.
     install(stop_handler(runner.stop, who="fusion", doing="stopping, flushing outputs"))
     summary = runner.run()

@@ -21,9 +21,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from fusion.config import ModalityKey, StrictModel, load_config, shipped_config_names
+from fusion.config import ModalityKey, StrictModel, load_config
 from fusion.errors import InputError
 from fusion.fuser import PreprocessConfig, default_sync
+from fusion.model_spec import ModelSpec
 from fusion.sample import Modality
 from fusion.sensors import SourceConfig, source_config_class
 from fusion.sync import SyncConfig
@@ -131,35 +132,6 @@ class RigConfig(StrictModel):
         return self
 
 
-class ModelSpec(StrictModel):
-    preset: str | None = "sensor-small"  # a configs/model preset, or
-    config: str | None = None  # a model YAML path
-    checkpoint: str | None = None  # safetensors path; None: the shipped one for the preset, if any
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ModelSpec:
-        if (self.preset is None) == (self.config is None):
-            raise InputError("give exactly one of model.preset or model.config")
-        return self
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, name: str | None) -> str | None:
-        known = shipped_config_names("model")
-        if name is not None and name not in known:
-            raise InputError(f"unknown model preset {name!r} (known: {', '.join(known)})")
-        return name
-
-    @field_validator("config", "checkpoint")
-    @classmethod
-    def _file_exists(cls, path: str | None) -> str | None:
-        if path is None:
-            return None
-        if not Path(path).is_file():
-            raise InputError(f"no such file: {path}")
-        return str(Path(path).resolve())  # inference actors may run where the cwd differs
-
-
 class InferenceConfig(StrictModel):
     actors: int = Field(default=1, ge=1)
     max_batch_size: int = Field(default=8, ge=1)
@@ -238,6 +210,11 @@ def rig_ids(rig: RigConfig) -> list[str]:
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
     return load_config(PipelineConfig, path)
+
+
+def expand_rigs(config: PipelineConfig) -> list[tuple[str, RigConfig, int]]:
+    """(rig id, rig config, replica index) for every rig, replicas expanded."""
+    return [(rid, rig, k) for rig in config.rigs for k, rid in enumerate(rig_ids(rig))]
 
 
 def replica_source(source: SourceConfig, sensor_id: str, replica: int) -> SourceConfig:

@@ -1,8 +1,9 @@
 """How the runner's loop moves work in each delivery mode: `LiveDriver`, `ReplayDriver`.
 
 The runner assembles the graph and runs the loop; `DRIVERS[config.mode]` decides what the loop
-asks of the actors. Both keep their books in `fusion.flow` (queues, batch plans, reading plan,
-recovery) and only make the Ray calls those books say to make.
+asks of the actors. A driver keeps its books in the run's `RunState` (queues, batch plans and
+reading plan from `fusion.flow`), makes its calls through an `ActorPort` and hands lost actors
+to `Recovery`: it imports no Ray, and is tested with a fake port.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import ray
+from typing import Any, ClassVar
 
 from fusion.flow.messages import (
     Call,
@@ -34,10 +33,9 @@ from fusion.flow.messages import (
 from fusion.flow.replay import Finish, Push, lockstep_reads
 from fusion.sample import FusedSample
 from pipelines.config import Mode
-
-if TYPE_CHECKING:
-    from pipelines.run_state import RigHandle, SensorHandle
-    from pipelines.runner import PipelineRunner
+from pipelines.port import ActorPort, Ref
+from pipelines.recovery import Recovery
+from pipelines.run_state import InferenceHandle, RigHandle, RunState, SensorHandle
 
 log = logging.getLogger(__name__)
 MAX_PUSHES = 4  # calls in flight to one fuser (replay: from the driver; live: from each sensor)
@@ -53,8 +51,8 @@ class Driver(ABC):
 
     lossless: ClassVar[bool]  # replay: nothing is ever dropped; live: the oldest is
 
-    def __init__(self, runner: PipelineRunner) -> None:
-        self.runner = runner
+    def __init__(self, state: RunState, port: ActorPort, recovery: Recovery) -> None:
+        self.state, self.port, self.recovery = state, port, recovery
 
     @abstractmethod
     def begin(self) -> None:
@@ -65,11 +63,11 @@ class Driver(ABC):
         """Each turn of the loop: make the calls that keep work coming to the fusers."""
 
     @abstractmethod
-    def send(self, handle: Any, batch: tuple[FusedSample, ...]) -> Any:
+    def send(self, handle: InferenceHandle, batch: tuple[FusedSample, ...]) -> Ref:
         """Send `batch` to the inference actor `handle`; returns the reference of its predictions."""
 
     @abstractmethod
-    def on_result(self, call: Call, ref: Any, result: Any) -> None:
+    def on_result(self, call: Call, ref: Ref, result: Any) -> None:
         """A call this driver made (not an `InferCall`) answered `result`."""
 
     @abstractmethod
@@ -90,7 +88,7 @@ class Driver(ABC):
 
     @abstractmethod
     def set_enabled(self, sensor: SensorHandle, enabled: bool) -> None:
-        """A sensor was switched off or on (`PipelineRunner.disabled` already says so)."""
+        """A sensor was switched off or on (`RunState.disabled` already says so)."""
 
 
 class LiveDriver(Driver):
@@ -101,65 +99,58 @@ class LiveDriver(Driver):
     lossless = False
 
     def begin(self) -> None:
-        r = self.runner
-        links = (
-            ray.get([rig.fuser.listen.remote() for rig in r.rigs], timeout=120)
-            if r.config.flow.local_link
-            else [None] * len(r.rigs)
+        r = self.state
+        links: list[tuple[str, str] | None] = (
+            list(self.port.fuser_links(r.rigs)) if r.config.flow.local_link else [None] * len(r.rigs)
         )
         for rig, link in zip(r.rigs, links, strict=True):
-            rig.link = None if link is None else (link[0], link[1])
+            rig.link = link
             for sensor in rig.sensors:
                 self._stream(rig, sensor)
 
     def _stream(self, rig: RigHandle, s: SensorHandle) -> None:
         """The sensor hands its frames to its rig's fuser from now on, by itself."""
-        if s.key in self.runner.disabled:
-            s.actor.set_enabled.remote(False)
-        how = ray.get(
-            s.actor.stream_to.remote(
-                rig.fuser, self.runner.config.flow.max_frames_per_read, MAX_PUSHES, rig.link
-            ),
-            timeout=120,
-        )
+        if s.key in self.state.disabled:
+            self.port.set_enabled(s, False)
+        how = self.port.stream_to(s, rig, self.state.config.flow.max_frames_per_read, MAX_PUSHES)
         log.info("sensor %s/%s streams to its fuser by %s", s.rig, s.sensor_id, how)
-        self.runner.stats.transport[f"{s.rig}/{s.sensor_id}"] = how
+        self.state.stats.transport[f"{s.rig}/{s.sensor_id}"] = how
 
     def resume(self, sensor: SensorHandle) -> None:
-        self._stream(self.runner.rig(sensor.rig), sensor)
+        self._stream(self.state.rig(sensor.rig), sensor)
 
     def set_enabled(self, sensor: SensorHandle, enabled: bool) -> None:
-        sensor.actor.set_enabled.remote(enabled)  # streaming sensors discard their frames themselves
+        self.port.set_enabled(sensor, enabled)  # streaming sensors discard their frames themselves
 
     def schedule(self, *, force: bool = False, draining: bool = False) -> None:
         """One `collect` always in flight per fuser (a long poll: it returns as soon as the
         fuser has something for the driver); one `stream_state` per sensor every WATCH_EVERY_S
         (a sensor actor that died and was restarted streams again). `force`: a last collect
         that does not wait; `draining`: collects only while a rig awaits linked predictions."""
-        r = self.runner
+        r = self.state
         now = time.monotonic()
-        collecting = {c.rig for c in r.inflight.values() if isinstance(c, CollectCall)}
-        watched = {c.sensor for c in r.inflight.values() if isinstance(c, WatchCall)}
+        collecting = {c.rig for c in r.calls(CollectCall)}
+        watched = {c.sensor for c in r.calls(WatchCall)}
         for rig in r.rigs:
             if rig.id not in collecting and (not draining or rig.linked):
                 wait = 0.0 if force else COLLECT_WAIT_S
-                r.inflight[rig.fuser.collect.remote(wait)] = CollectCall(rig=rig.id)
+                r.inflight[self.port.collect(rig, wait)] = CollectCall(rig=rig.id)
             for s in rig.sensors:
                 if not (force or draining) and s.key not in watched and now - s.watched >= WATCH_EVERY_S:
                     s.watched = now
-                    r.inflight[s.actor.stream_state.remote()] = WatchCall(sensor=s.key)
+                    r.inflight[self.port.stream_state(s)] = WatchCall(sensor=s.key)
 
-    def send(self, handle: Any, batch: tuple[FusedSample, ...]) -> Any:
+    def send(self, handle: InferenceHandle, batch: tuple[FusedSample, ...]) -> Ref:
         (sample,) = batch
         sample.stage_times["dispatched"] = time.time()
-        return handle.actor.infer.remote(sample)
+        return self.port.infer(handle, sample)
 
-    def on_result(self, call: Call, ref: Any, result: Any) -> None:
+    def on_result(self, call: Call, ref: Ref, result: Any) -> None:
         match call:
             case CollectCall(rig=rid):
-                self._on_collected(self.runner.rig(rid), result)
+                self._on_collected(self.state.rig(rid), result)
             case WatchCall(sensor=key):
-                self._on_watched(self.runner.sensor(key), result)
+                self._on_watched(self.state.sensor(key), result)
             case _:
                 raise AssertionError(f"live mode makes no {type(call).__name__}")
 
@@ -168,7 +159,7 @@ class LiveDriver(Driver):
         with the reference to their prediction, awaited here, or were sent over a local link,
         their predictions following in a later collect; either way a sample whose actor dies
         is resubmitted. Samples that found no room wait here."""
-        r = self.runner
+        r = self.state
         waiting, lost = [], []
         for item in items:
             match item:
@@ -185,45 +176,40 @@ class LiveDriver(Driver):
                     r.on_predictions(slot, prediction)
                 case Lost(sample=sample, slot=slot):
                     rig.linked -= 1
-                    r.inference.answered(slot)
-                    r.restarts.lost(slot)
+                    self.recovery.inference_lost(slot)
                     lost.append(sample)
                 case Failed(sample=sample, why=why):
                     raise RuntimeError(f"rig {rig.id}: inference failed on sample {sample.seq}: {why}")
         if lost:
-            log.warning("inference actor lost; resubmitting %d sample(s) it had over its link", len(lost))
-            r.stats.resubmitted += len(lost)
-            rig.pending.requeue(lost)
+            self.recovery.resubmit(lost, "its link broke")
         r.on_fused(rig, waiting)
 
     def _dispatched_by_fuser(self, sample: FusedSample, slot: int) -> None:
-        r = self.runner
+        r = self.state
         r.inference.sent(slot)
         r.stats.fuser_dispatched += 1
         if r.observer is not None:
             r.observer.on_sample(sample)
 
-    def _on_watched(self, s: SensorHandle, state: StreamState) -> None:
-        r = self.runner
-        s.on_state(state)
+    def _on_watched(self, s: SensorHandle, stream: StreamState) -> None:
+        r = self.state
+        s.on_state(stream)
         if discarded := sum(x.discarded for rig in r.rigs for x in rig.sensors):
             r.stats.dropped["sensor_off"] = discarded
-        if state.streaming or state.ended or r.stopping:
+        if stream.streaming or stream.ended or r.stopping:
             return
         # The stream stopped: an error in the device (named), or the actor was restarted.
-        log.warning("sensor %s/%s stopped streaming (%s); restarting it", s.rig, s.sensor_id, state.error)
-        r.restart_sensor(s, RuntimeError(state.error or "actor restarted"))
+        log.warning("sensor %s/%s stopped streaming (%s); restarting it", s.rig, s.sensor_id, stream.error)
+        self.recovery.restart_sensor(s, RuntimeError(stream.error or "actor restarted"))
+        self.resume(s)
 
     def drain_begin(self, timeout: float) -> None:
         """The sensors stop handing frames over; the last are collected."""
-        r = self.runner
+        r = self.state
         for ref, call in list(r.inflight.items()):
             if isinstance(call, WatchCall):
                 r.inflight.pop(ref)
-        try:
-            ray.get([s.actor.stop_stream.remote() for rig in r.rigs for s in rig.sensors], timeout=timeout)
-        except Exception as err:  # a lost sensor has nothing more to hand over
-            log.debug("stop streams: %s", err)
+        self.port.stop_streams([s for rig in r.rigs for s in rig.sensors], timeout)
         self.schedule(force=True)
 
     def drain_step(self) -> None:
@@ -257,38 +243,38 @@ class ReplayDriver(Driver):
         """Pushes and inference calls in flight finish by themselves."""
 
     def schedule(self) -> None:
-        r = self.runner
-        reading = {c.sensor for c in r.inflight.values() if isinstance(c, ReadCall)}
+        r = self.state
+        reading = {c.sensor for c in r.calls(ReadCall)}
         for rig in r.rigs:
             if rig.pending.full:
                 continue  # backpressure: stop reading rather than dropping
             for s in lockstep_reads(rig.sensors, reading=reading):
-                ref, frames = s.actor.take.remote(r.config.flow.max_frames_per_read, 0.05)
+                ref, frames = self.port.take(s, r.config.flow.max_frames_per_read, 0.05)
                 r.inflight[ref] = ReadCall(sensor=s.key, frames=frames)
 
-    def send(self, handle: Any, batch: tuple[FusedSample, ...]) -> Any:
-        return handle.actor.infer_batch.remote(list(batch))
+    def send(self, handle: InferenceHandle, batch: tuple[FusedSample, ...]) -> Ref:
+        return self.port.infer_batch(handle, batch)
 
-    def on_result(self, call: Call, ref: Any, result: Any) -> None:
+    def on_result(self, call: Call, ref: Ref, result: Any) -> None:
         match call:
             case ReadCall(sensor=key, frames=frames):
-                self._on_frames(self.runner.sensor(key), result, frames)
+                self._on_frames(self.state.sensor(key), result, frames)
             case PushCall(rig=rid):
-                rig = self.runner.rig(rid)
-                self.runner.on_fused(rig, rig.window.answered(ref, result))
+                rig = self.state.rig(rid)
+                self.state.on_fused(rig, rig.window.answered(ref, result))
                 self._push(rig)
             case _:
                 raise AssertionError(f"replay mode makes no {type(call).__name__}")
 
-    def _on_frames(self, s: SensorHandle, taken: Taken | None, frames: Any) -> None:
+    def _on_frames(self, s: SensorHandle, taken: Taken | None, frames: Ref) -> None:
         """A read came back: `taken` says how many frames (None: the stream ended); `frames` is
         the reference to them, handed on to the fuser."""
-        r = self.runner
+        r = self.state
         rig = r.rig(s.rig)
         if count := s.on_read(taken):
             if s.key in r.disabled:
                 r.stats.dropped["sensor_off"] += count
-                r.metrics.frames_dropped(rig=s.rig, modality=s.modality, reason="sensor_off", count=count)
+                r.stats.sensor_off[(s.rig, s.modality)] += count
             else:
                 rig.window.buffer(frames, count)
         self._push(rig)
@@ -296,16 +282,16 @@ class ReplayDriver(Driver):
     def _push(self, rig: RigHandle) -> None:
         match rig.window.next(all_ended=all(s.ended for s in rig.sensors)):
             case Push(frames=frames):
-                ref = rig.fuser.push.remote(*frames)  # references: Ray resolves them in the fuser
+                ref = self.port.push(rig, frames)  # references: the fuser resolves them
             case Finish():
-                ref = rig.fuser.finish.remote()
+                ref = self.port.finish(rig)
             case None:
                 return
         rig.window.sent(ref)
-        self.runner.inflight[ref] = PushCall(rig=rig.id)
+        self.state.inflight[ref] = PushCall(rig=rig.id)
 
     def done(self) -> bool:
-        r = self.runner
+        r = self.state
         return all(rig.window.finished and not rig.pending for rig in r.rigs) and not r.inflight
 
 

@@ -7,6 +7,7 @@ loads torch (the inference actor's class is loaded for its handles, and it defer
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -16,12 +17,12 @@ import ray
 from ray.exceptions import ActorUnavailableError
 
 from fusion.flow.messages import Collected, LinkReply, check_link_reply
-from fusion.flow.outbox import FuserOutbox
-from fusion.fuser import Fuser, PreprocessConfig
+from fusion.flow.outbox import FuserOutbox, SlotCalls
+from fusion.fuser import Fuser, FuserStats, PreprocessConfig
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.sync import SyncConfig
 from pipelines.local_link import FrameServer, LinkClient, LinkError
-from pipelines.metrics import FuserMetrics
+from pipelines.metrics.recorders import FuserMetrics
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,14 @@ class FuserActor:
         self,
         *,
         rig: str,
-        sensors: dict[str, str],
+        sensors: dict[str, Modality],
         sync: SyncConfig,
         preprocess: PreprocessConfig,
         lossless: bool,
     ) -> None:
         self.fuser = Fuser(
             rig=rig,
-            sensors={k: Modality(v) for k, v in sensors.items()},
+            sensors=sensors,
             sync=sync,
             preprocess=preprocess,
             lossless=lossless,
@@ -76,9 +77,8 @@ class FuserActor:
         self.outbox = FuserOutbox(slots=0, max_in_flight=1)
         # Per pool index: Ray references of predictions this fuser awaits, the local link to the
         # actor (None: Ray calls), and a `listen` call asked after it broke.
-        self._calls: list[list[Any]] = []
         self._links: list[LinkClient | None] = []
-        self._relink: list[Any] = []
+        self.awaited = SlotCalls(0)
 
     def set_pool(
         self, pool: list[Any], max_in_flight: int = 1, links: list[tuple[str, str] | None] | None = None
@@ -94,9 +94,8 @@ class FuserActor:
             n = len(pool)
             self.pool = list(pool)
             self.outbox = FuserOutbox(slots=n, max_in_flight=max_in_flight)
-            self._calls = [[] for _ in range(n)]
+            self.awaited = SlotCalls(n)
             self._links = [None] * n
-            self._relink = [None] * n
             for slot, link in enumerate(links or [None] * n):
                 self._connect(slot, link)
             return self._transport()
@@ -144,7 +143,7 @@ class FuserActor:
             reason,
             len(lost),
         )
-        self._relink[slot] = self.pool[slot].listen.remote()
+        self.awaited.relink(slot, self.pool[slot].listen.remote())
         self._wake()
 
     def _wake(self) -> None:
@@ -178,7 +177,7 @@ class FuserActor:
         client = self._links[slot]
         if client is None:
             ref = self.pool[slot].infer.remote(sample)
-            self._calls[slot].append(ref)
+            self.awaited.called(slot, ref)
             self.outbox.called(sample, slot, ref)
             return
         self.outbox.linked(sample, slot)
@@ -190,20 +189,16 @@ class FuserActor:
     def _free_slot(self) -> int | None:
         """The pool index with the fewest of this fuser's samples, if it has room (lock held);
         on the way, forget answered Ray calls and use the links of actors listening again."""
-        for i, refs in enumerate(self._calls):
-            if refs:
-                _, self._calls[i] = ray.wait(refs, num_returns=len(refs), timeout=0)
-            if self._relink[i] is not None and ray.wait([self._relink[i]], timeout=0)[0]:
-                asked, self._relink[i] = self._relink[i], None
-                link = None
-                try:
-                    link = ray.get(asked)
-                except ActorUnavailableError:  # asked before Ray knew it died: ask the restarted one
-                    self._relink[i] = self.pool[i].listen.remote()
-                except Exception as err:  # gone for good: Ray calls fail too, and the driver says so
-                    log.debug("rig %s: inference actor %d does not listen again: %s", self.fuser.rig, i, err)
-                self._connect(i, link)
-        return self.outbox.free_slot([len(refs) for refs in self._calls])
+        for slot, asked in self.awaited.settle(_answered):
+            link = None
+            try:
+                link = ray.get(asked)
+            except ActorUnavailableError:  # asked before Ray knew it died: ask the restarted one
+                self.awaited.relink(slot, self.pool[slot].listen.remote())
+            except Exception as err:  # gone for good: Ray calls fail too, and the driver says so
+                log.debug("rig %s: inference actor %d does not listen again: %s", self.fuser.rig, slot, err)
+            self._connect(slot, link)
+        return self.outbox.free_slot(self.awaited.unanswered())
 
     @ray.method(concurrency_group="collect")  # type: ignore[misc]  # ray.method is untyped
     def collect(self, wait_s: float = 0.0) -> list[Collected]:
@@ -239,13 +234,17 @@ class FuserActor:
                     client.close()
                     self._links[slot] = None
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> FuserStats:
         """What the alignment used, dropped (and why) and left incomplete; live, how this fuser
         reaches each inference actor now."""
         with self._lock:
-            out = self.fuser.stats_dict()
-            if self.live and self.pool:
-                out["inference_transport"] = self._transport()
-        if self._server is not None and self._server.errors:
-            out["link_errors"] = list(self._server.errors)
-        return out
+            stats = self.fuser.stats()
+            transport = tuple(self._transport()) if self.live and self.pool else ()
+        errors = tuple(self._server.errors) if self._server is not None else ()
+        return dataclasses.replace(stats, inference_transport=transport, link_errors=errors)
+
+
+def _answered(refs: list[Any]) -> list[Any]:
+    """The references among `refs` already answered; never blocks."""
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    return list(done)

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from fusion.batching import DynamicBatcher
-from fusion.flow.messages import InferFailed, Inferred, LinkReply
+from fusion.flow.messages import InferenceInfo, InferFailed, Inferred, LinkReply
+from fusion.model_spec import ResolvedModel, load_model
 from fusion.sample import FusedSample, Prediction
 from pipelines.local_link import LinkError, LinkServer, Reply
-from pipelines.metrics import InferenceMetrics
+from pipelines.metrics.recorders import InferenceMetrics
 
 if TYPE_CHECKING:
     from fusion.inference import InferenceEngine
@@ -49,14 +50,11 @@ class InferenceActor:
     fuser gives back what it held there) and stays closed until `listen` is called again.
     """
 
-    def __init__(
-        self, *, model: dict[str, Any], device: str, max_batch_size: int, max_wait_ms: float
-    ) -> None:
+    def __init__(self, *, model: ResolvedModel, device: str, max_batch_size: int, max_wait_ms: float) -> None:
         from fusion.inference import InferenceEngine  # here: see the module's docstring
-        from pipelines.models import load_model
 
-        net, version = load_model(model)
-        self.engine: InferenceEngine = InferenceEngine(net, model_version=version, device=device)
+        net = load_model(model)
+        self.engine: InferenceEngine = InferenceEngine(net, model_version=model.version, device=device)
         self.engine.warm_up()  # the slow first forward happens now, not on the first sample
         self.metrics = InferenceMetrics(self.engine)
         # One thread runs the model so the event loop keeps accepting samples meanwhile.
@@ -111,18 +109,17 @@ class InferenceActor:
             self._server.close()
             self._server = None
 
-    async def info(self) -> dict[str, Any]:
-        params = sum(p.numel() for p in self.engine.model.parameters())
-        return {
-            "device": str(self.engine.device),
-            "model_version": self.engine.model_version,
-            "model": self.engine.model.config.name,
-            "class_names": self.engine.class_names,
-            "parameters": params,
-            "torch_threads": torch_threads(),  # Ray sets it from the actor's num_cpus
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": os.getpid(),
-        }
+    async def info(self) -> InferenceInfo:
+        return InferenceInfo(
+            device=str(self.engine.device),
+            model_version=self.engine.model_version,
+            model=self.engine.model.config.name,
+            class_names=tuple(self.engine.class_names),
+            parameters=sum(p.numel() for p in self.engine.model.parameters()),
+            torch_threads=torch_threads(),  # Ray sets it from the actor's num_cpus
+            node_id=ray.get_runtime_context().get_node_id(),
+            pid=os.getpid(),
+        )
 
 
 def torch_threads() -> int:

@@ -10,35 +10,32 @@ from typing import Any
 
 import ray
 
-from fusion.errors import ConfigError, StartError
+from fusion.errors import ConfigError, InputError, StartError
 from fusion.flow.resources import Demand, avoid_nodes, shortfalls
+from fusion.model_spec import ResolvedModel, check_preprocess, resolve_model
 from fusion.sensors import make_source
-from pipelines.config import PipelineConfig, RigConfig, replica_source, rig_ids
-from pipelines.models import check_model, check_preprocess
+from pipelines.config import PipelineConfig, expand_rigs, replica_source
 
 
 class PipelineStartError(StartError):
     """An actor could not start (a missing file or device, a bad model); the message says which."""
 
 
-def expand_rigs(config: PipelineConfig) -> list[tuple[str, RigConfig, int]]:
-    """(rig id, rig config, replica index) for every rig, replicas expanded."""
-    return [(rid, rig, k) for rig in config.rigs for k, rid in enumerate(rig_ids(rig))]
-
-
-def validate(config: PipelineConfig) -> None:
+def validate(config: PipelineConfig, model: ResolvedModel | None = None) -> ResolvedModel:
     """Backends and their keys, the model, and that the rigs feed the model as it was trained
-    (the checkpoint records how): checked in the driver, before Ray starts."""
+    (the checkpoint records how): checked in the driver, before Ray starts. Returns the model
+    (`model`, when the caller resolved it already), resolved once for the whole run."""
     for rid, rig, replica in expand_rigs(config):
         for sensor_id, spec in rig.sensors.items():
             source = replica_source(spec.source, sensor_id, replica)
             make_source(spec.modality, source, source=f"rigs[{rid}].sensors.{sensor_id}.source")
-    check_model(config.model.model_dump())
+    model = model or resolve_model(config.model)
     rigs = [(rid, rig.preprocess.as_mapping()) for rid, rig, _ in expand_rigs(config)]
     try:
-        check_preprocess(config.model.model_dump(), rigs)
-    except ValueError as err:
+        check_preprocess(model, rigs)
+    except InputError as err:
         raise PipelineStartError(str(err)) from None
+    return model
 
 
 def gpus_per_actor(config: PipelineConfig) -> float:

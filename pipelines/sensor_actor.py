@@ -11,26 +11,19 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from typing import Any
 
 import ray
 
 from fusion.clock import Pacer
-from fusion.flow.messages import (
-    StreamState,
-    Taken,
-)
-from fusion.sample import Frame
-from fusion.sensors import EndOfStream, Source, SourceConfig, make_source
+from fusion.flow.messages import StreamState, Taken
+from fusion.flow.reader import SensorNotStarted, SourceReader
+from fusion.sample import Frame, Modality
+from fusion.sensors import Source, SourceConfig, make_source
 from pipelines.local_link import FrameClient, LinkError
-from pipelines.metrics import SourceMetrics
+from pipelines.metrics.recorders import SourceMetrics
 
 log = logging.getLogger(__name__)
-
-
-class SensorNotStarted(RuntimeError):
-    """A (restarted) sensor actor was asked for frames before `start`."""
 
 
 @ray.remote
@@ -50,79 +43,30 @@ class SensorActor:
     """
 
     def __init__(
-        self, *, rig: str, modality: str, source: SourceConfig, name: str, speed: float | None
+        self, *, rig: str, modality: Modality, source: SourceConfig, name: str, speed: float | None
     ) -> None:
         self.name = name
         self.source: Source = make_source(modality, source, source=name)
         self.metrics = SourceMetrics(rig=rig, modality=modality)
-        self.pacer = Pacer(speed)
-        self.delivered = 0
-        self.ended = False
-        self.started = False
-        self._held: Frame | None = None  # read from the source, not due yet (paced replay)
+        self.reader = SourceReader(self.source, Pacer(speed), name=name)
         # Live: the thread that reads the device and hands frames to the fuser (`stream_to`).
         self._streamer: threading.Thread | None = None
         self._stop_stream = threading.Event()
         self.stream_error: str | None = None
         self.enabled = True  # switched off: frames are read (the device never backs up) and dropped
-        self.newest = -math.inf  # timestamp of the newest frame read
         self.discarded = 0
 
     def start(self, resume_from: int = 0) -> int:
         """Open the source (fails naming the file or device); returns frames skipped to resume."""
-        self.source.open()
-        for _ in range(resume_from):
-            try:
-                self.source.read(timeout=None)
-            except EndOfStream:
-                break
-        self.delivered = resume_from
-        self._held = None
-        self.started = True
-        return resume_from
+        return self.reader.start(resume_from)
 
     def read(self, max_frames: int, timeout_s: float, *, record: bool = True) -> list[Frame] | None:
-        """Waits up to `timeout_s` for the first frame, then takes only those already due.
-
-        It returns as soon as it has something: a frame never waits in the actor for the
-        ones after it, so live latency gains nothing from this call but its Ray round trip.
-        `record: False` leaves the metrics to the caller (the stream records after the hand-over).
-        """
-        if not self.started:
-            raise SensorNotStarted(f"{self.name}: read before start (the actor was restarted)")
-        if self.ended:
-            return None
-        frames: list[Frame] = []
-        deadline = time.monotonic() + timeout_s
-        while len(frames) < max_frames:
-            frame = self._held
-            self._held = None
-            if frame is None:
-                try:
-                    frame = self.source.read(
-                        timeout=max(0.0, deadline - time.monotonic()) if not frames else 0.0
-                    )
-                except TimeoutError:
-                    break
-                except EndOfStream:
-                    self.ended = True
-                    break
-            delay = self.pacer.delay(frame.timestamp)
-            if delay > 0 and (frames or delay > deadline - time.monotonic()):
-                self._held = frame  # paced replay: not due yet, it opens the next read
-                if not frames:
-                    time.sleep(max(0.0, deadline - time.monotonic()))
-                break
-            if delay > 0:
-                time.sleep(delay)
-            frames.append(frame)
-        self.delivered += len(frames)
-        if frames:
-            self.newest = frames[-1].timestamp
+        """Waits up to `timeout_s` for the first frame, then takes only those already due
+        (`fusion.flow.reader.SourceReader.read`). `record: False` leaves the metrics to the
+        caller (the stream records after the hand-over)."""
+        frames = self.reader.read(max_frames, timeout_s)
         if record:
-            self.metrics.record(len(frames), self.source.stats)
-        if not frames and self.ended:
-            return None
+            self.metrics.record(len(frames or ()), self.source.stats)
         return frames
 
     @ray.method(num_returns=2)  # type: ignore[misc]  # ray.method is untyped
@@ -148,7 +92,7 @@ class SensorActor:
         `link` is the fuser's (node id, socket path) from `FuserActor.listen`: on the same node
         frames go over that socket (`pipelines.local_link`) instead of as Ray calls, which cost
         far more here than the frames' bytes. Returns how frames travel: "socket" or "ray"."""
-        if not self.started:
+        if not self.reader.started:
             raise SensorNotStarted(f"{self.name}: stream_to before start (the actor was restarted)")
         self.stop_stream()
         self._stop_stream.clear()
@@ -200,10 +144,10 @@ class SensorActor:
         return StreamState(
             streaming=self._streamer is not None and self._streamer.is_alive(),
             error=self.stream_error,
-            ended=self.ended,
-            delivered=self.delivered,
+            ended=self.reader.ended,
+            delivered=self.reader.delivered,
             discarded=self.discarded,
-            newest=self.newest,
+            newest=self.reader.newest,
         )
 
     def set_enabled(self, enabled: bool) -> None:
@@ -217,17 +161,6 @@ class SensorActor:
         if self._streamer is not None:
             self._streamer.join(timeout=5.0)
             self._streamer = None
-
-    def stats(self) -> dict[str, Any]:
-        """The source's running totals (frames, errors, drops by reason, reconnects), delivered."""
-        s = self.source.stats
-        return {
-            "frames": s.frames,
-            "errors": dict(s.errors),
-            "dropped": dict(s.dropped),
-            "reconnects": s.reconnects,
-            "delivered": self.delivered,
-        }
 
     def close(self) -> None:
         """Stop the stream and close the source (the device or file is released)."""

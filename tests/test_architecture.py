@@ -72,6 +72,91 @@ def test_import_scan_sees_nested_and_dynamic_imports():
     ]
 
 
+# Modules of pipelines/ that decide over the run's books and reach actors only through the port:
+# tested with a fake port, so they must not import Ray (not even through another module).
+RAY_FREE = ("pipelines.drivers", "pipelines.recovery", "pipelines.run_state", "pipelines.port")
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, anywhere in the file (functions and
+    `TYPE_CHECKING` included); `from pkg import name` counts as `pkg.name` when that is a module.
+    A module's own package `__init__` is not counted: Python runs it first, but never in a loop."""
+    paths = {
+        module_name(p): p for pkg in ("fusion", "pipelines", "fusion_cli") for p in (ROOT / pkg).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found = {m for _, m in imported_modules(tree)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {m for m in found if m in paths and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_cycle_finder_sees_a_loop_through_three_modules():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("module", RAY_FREE)
+def test_drivers_and_recovery_reach_no_ray(module):
+    graph = import_graph()
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += graph[m]
+    path = {m: ROOT / (m.replace(".", "/") + ".py") for m in seen}
+    uses_ray = sorted(
+        m
+        for m, p in path.items()
+        if p.exists()
+        and any(name.split(".")[0] == "ray" for _, name in imported_modules(ast.parse(p.read_text())))
+    )
+    assert uses_ray == [], f"{module} reaches Ray through {uses_ray}"
+
+
 # A module past this holds more than one idea: split it along its seams (docs/architecture.md).
 MAX_MODULE_LINES = 450
 

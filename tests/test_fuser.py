@@ -6,7 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fusion.fuser import Fuser
+from fusion.config import parse_config
+from fusion.fuser import Fuser, PreprocessConfig
 from fusion.sample import Modality
 from fusion.schema import samples_to_table
 from fusion.sensors import make_source
@@ -29,7 +30,10 @@ def _frames():
 
 def _fuser():
     return Fuser(
-        rig="r", sensors=SENSORS, preprocess={Modality.CAMERA: {"height": 16, "width": 16}}, lossless=True
+        rig="r",
+        sensors=SENSORS,
+        preprocess=parse_config(PreprocessConfig, {"camera": {"height": 16, "width": 16}}),
+        lossless=True,
     )
 
 
@@ -67,7 +71,7 @@ def test_a_training_example_is_the_sample_the_pipeline_fuses_from_its_frames(pre
         fuser = Fuser(
             rig=trained.rig,
             sensors={f.sensor_id: f.modality for f in frames},
-            preprocess=config.preprocess,
+            preprocess=parse_config(PreprocessConfig, {m.value: v for m, v in config.preprocess.items()}),
             lossless=True,
         )
         (fused,) = fuser.push(sorted(frames, key=lambda f: f.timestamp)) + fuser.finish()

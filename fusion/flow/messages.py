@@ -115,6 +115,21 @@ class StreamState:
     newest: float
 
 
+# ---- inference actor -> driver -----------------------------------------------------------------
+@dataclass(frozen=True)
+class InferenceInfo:
+    """What an inference actor runs, and which process it is (`InferenceActor.info`)."""
+
+    device: str  # "cpu", "cuda:0"
+    model_version: str  # "<checkpoint file>@<sha256 prefix>", or "<name>@random-init"
+    model: str  # the model config's name
+    class_names: tuple[str, ...]
+    parameters: int
+    torch_threads: int  # Ray sets it from the actor's num_cpus
+    node_id: str
+    pid: int
+
+
 # ---- the driver's calls in flight: what a finished Ray reference was for ----------------------
 SensorKey = tuple[str, str]  # (rig id, sensor id)
 

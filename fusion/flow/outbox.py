@@ -9,7 +9,7 @@ drops) what found no room. Calls are the actor's business; this class only keeps
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fusion.flow.messages import (
@@ -112,3 +112,41 @@ class FuserOutbox:
     def _put(self, item: Collected, *, wake: bool) -> None:
         self._items.append(item)
         self.wake = self.wake or wake
+
+
+class SlotCalls:
+    """Per inference actor, what a live fuser awaits from it: its Ray calls not yet answered,
+    and a `listen` asked after its link broke. Not thread-safe: the actor calls it under its lock.
+
+    The caller says which references are answered (`done`, e.g. a non-blocking `ray.wait`),
+    so the books are tested without Ray.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._calls: list[list[Any]] = [[] for _ in range(slots)]
+        self._relink: list[Any] = [None] * slots
+
+    def called(self, slot: int, ref: Any) -> None:
+        self._calls[slot].append(ref)
+
+    def relink(self, slot: int, asked: Any) -> None:
+        """A `listen` was asked of pool[slot]: its answer reopens the link."""
+        self._relink[slot] = asked
+
+    def settle(self, done: Callable[[list[Any]], list[Any]]) -> list[tuple[int, Any]]:
+        """Forget the calls `done` says are answered; return (slot, asked) for each `listen`
+        whose answer has come (forgotten here: the caller opens the link, or asks again)."""
+        answered = []
+        for slot, refs in enumerate(self._calls):
+            if refs:
+                finished = {id(r) for r in done(refs)}
+                self._calls[slot] = [r for r in refs if id(r) not in finished]
+            asked = self._relink[slot]
+            if asked is not None and done([asked]):
+                self._relink[slot] = None
+                answered.append((slot, asked))
+        return answered
+
+    def unanswered(self) -> list[int]:
+        """How many Ray calls each actor still holds for this fuser."""
+        return [len(refs) for refs in self._calls]

@@ -106,20 +106,6 @@ class CallbackSink(Sink):
         self._fn(prediction)
 
 
-def open_sink(spec: str, *, class_names: list[str] | None = None) -> Sink:
-    """`-` (JSON lines to stdout), `PATH.jsonl`, `PATH.parquet` or `PATH.mcap` (ROS 2 messages,
-    which also carry `class_names`, the names of the probabilities)."""
-    if spec == "-" or spec.endswith(".jsonl"):
-        return JsonlSink(spec)
-    if spec.endswith(".parquet"):
-        return ParquetSink(spec)
-    if spec.endswith(".mcap"):
-        from fusion.sinks.mcap import McapPredictionSink  # rosbags loads only when asked for
-
-        return McapPredictionSink(spec, class_names=class_names)
-    raise InputError(f"--output {spec!r}: expected '-', a .jsonl, a .parquet or a .mcap path")
-
-
 class OrderedSink(Sink):
     """Writes each rig's predictions in sequence order, each sequence number once.
 

@@ -105,26 +105,31 @@ def checkpoint_metadata(path: str | Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
 
 
-def checkpoint_model_config(path: str | Path) -> ModelConfig:
-    """The model config a checkpoint holds, without reading its tensors."""
-    raw = checkpoint_metadata(path).get(_CONFIG_KEY)
+def metadata_model_config(metadata: Mapping[str, str], *, source: str) -> ModelConfig:
+    """The model config in a checkpoint's metadata; `source` names the file in errors."""
+    raw = metadata.get(_CONFIG_KEY)
     if raw is None:
-        raise CheckpointError(f"{path}: no model config in the metadata (key {_CONFIG_KEY!r})")
+        raise CheckpointError(f"{source}: no model config in the metadata (key {_CONFIG_KEY!r})")
     try:
-        return parse_config(ModelConfig, json.loads(raw), source=f"{path} metadata")
+        return parse_config(ModelConfig, json.loads(raw), source=f"{source} metadata")
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: model config is not JSON ({err})") from None
+        raise CheckpointError(f"{source}: model config is not JSON ({err})") from None
 
 
 def trained_preprocess(path: str | Path) -> dict[str, dict[str, Any]] | None:
     """Per modality, the preprocessor settings the weights were trained with (None: not recorded)."""
-    raw = checkpoint_metadata(path).get(TRAIN_CONFIG_KEY)
+    return metadata_preprocess(checkpoint_metadata(path), source=str(path))
+
+
+def metadata_preprocess(metadata: Mapping[str, str], *, source: str) -> dict[str, dict[str, Any]] | None:
+    """The preprocessing in a checkpoint's training config (None: not recorded)."""
+    raw = metadata.get(TRAIN_CONFIG_KEY)
     if raw is None:
         return None
     try:
         data = json.loads(raw).get("data", {})
     except (json.JSONDecodeError, AttributeError):
-        raise CheckpointError(f"{path}: training config in the metadata is not a JSON object") from None
+        raise CheckpointError(f"{source}: training config in the metadata is not a JSON object") from None
     return {str(k): dict(v) for k, v in (data.get("preprocess") or {}).items()}
 
 

@@ -108,8 +108,8 @@ def labelled_samples(
     classes: ClassMap,
     *,
     skipped: Counter[str],
-    sync: SyncConfig | Mapping[str, Any] | None = None,
-    preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
+    sync: SyncConfig | None = None,
+    preprocess: PreprocessConfig | None = None,
     fuser_stats: dict[str, Any] | None = None,
 ) -> Iterator[FusedSample]:
     """The FusedSamples of `frames` that a label covers, labelled, in tick order.
@@ -141,7 +141,7 @@ def labelled_samples(
                 sample, stage_times={}, label=classes.index(segment.label), target_position=segment.position
             )
     if fuser_stats is not None:
-        fuser_stats.update(fuser.stats_dict())
+        fuser_stats.update(fuser.stats().as_json())
 
 
 def scene_record(sample: FusedSample) -> dict[str, Any]:
@@ -158,8 +158,8 @@ def from_recording(
     *,
     split: str = "train",
     shard_size: int = 500,
-    sync: SyncConfig | Mapping[str, Any] | None = None,
-    preprocess: PreprocessConfig | Mapping[Modality, Mapping[str, Any]] | None = None,
+    sync: SyncConfig | None = None,
+    preprocess: PreprocessConfig | None = None,
 ) -> FromRecordingReport:
     """Write the labelled samples of `recording` (a recording directory, or `Frames` of a rig's
     sources) as `out/<split>/part-NNNNN.parquet` shards."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.metrics import INLINE_OBJECT_BYTES
+from pipelines.cluster import INLINE_OBJECT_BYTES
 from tests.cluster.hosts import Host
 
 RAY = str(Path(sys.executable).parent / "ray")

@@ -72,3 +72,21 @@ def test_a_retired_link_is_not_heard_from_again():
     box.retire(0)
     box.reply(0, gen, Inferred(seq=0, prediction=prediction(0)))
     assert box.take() == []
+
+
+def test_slot_calls_forget_answered_calls_and_hand_back_answered_relinks():
+    from fusion.flow.outbox import SlotCalls
+
+    awaited = SlotCalls(2)
+    a, b, c, asked = object(), object(), object(), object()
+    for slot, ref in ((0, a), (0, b), (1, c)):
+        awaited.called(slot, ref)
+    awaited.relink(1, asked)
+    answered = {id(a)}
+    done = lambda refs: [r for r in refs if id(r) in answered]  # noqa: E731
+    assert awaited.settle(done) == []  # the listen has not answered yet
+    assert awaited.unanswered() == [1, 1]
+    answered |= {id(c), id(asked)}
+    assert awaited.settle(done) == [(1, asked)]
+    assert awaited.unanswered() == [1, 0]
+    assert awaited.settle(done) == []  # handed back once: the caller reconnects or asks again

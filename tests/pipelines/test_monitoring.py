@@ -29,8 +29,9 @@ from fusion.sample import Prediction
 from fusion.sinks.base import CallbackSink
 from fusion_cli.main import main as fusion_main
 from fusion_cli.monitor import prometheus_config
-from pipelines import metrics
+from pipelines import cluster
 from pipelines.config import MetricsConfig, PipelineConfig
+from pipelines.metrics import names, recorders, sink
 from pipelines.runner import PipelineRunner
 from tests.pipelines.conftest import SIM_RIG
 
@@ -121,7 +122,7 @@ def test_promtool_unit_tests_show_every_alert_firing_and_not_firing():
 
 def test_rules_and_dashboard_use_only_metrics_the_code_exports():
     recorded = {r["record"] for r in _rules() if "record" in r}
-    known = metrics.exported_series() | recorded
+    known = names.exported_series() | recorded
     assert _unknown_names("rate(fusion_frames_ingestd_total[1m])", known) == {"fusion_frames_ingestd_total"}
     for rule in _rules():
         assert not _unknown_names(rule["expr"], known), rule
@@ -144,13 +145,13 @@ def test_rules_and_dashboard_use_only_metrics_the_code_exports():
 
 
 def test_metric_specs_follow_prometheus_conventions():
-    for spec in metrics.SPECS:
+    for spec in names.SPECS:
         assert spec.name.startswith("fusion_"), spec.name
-        assert spec.name.endswith("_total") == (spec.kind is metrics.Kind.COUNTER), spec.name
+        assert spec.name.endswith("_total") == (spec.kind is names.Kind.COUNTER), spec.name
         assert not {"sensor", "file", "path", "sensor_id"} & set(spec.labels), spec.name
-        if spec.kind is metrics.Kind.HISTOGRAM and spec.name.endswith("_seconds"):
+        if spec.kind is names.Kind.HISTOGRAM and spec.name.endswith("_seconds"):
             assert spec.buckets[0] <= 0.001 and spec.buckets[-1] >= 10, spec.name
-    assert len(metrics.SPEC_BY_NAME) == len(metrics.SPECS)
+    assert len(names.SPEC_BY_NAME) == len(names.SPECS)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +166,7 @@ def test_metric_specs_follow_prometheus_conventions():
     ],
 )
 def test_label_values_outside_code_literals_and_config_ids_become_other(value, expected):
-    assert metrics.label(value) == expected
+    assert names.label(value) == expected
 
 
 @pytest.fixture
@@ -174,7 +175,7 @@ def recorded(monkeypatch) -> list[tuple[str, str, float, dict[str, str]]]:
     calls: list[tuple[str, str, float, dict[str, str]]] = []
     for call in ("inc", "observe", "set_gauge"):
         monkeypatch.setattr(
-            metrics,
+            recorders,
             call,
             lambda spec, value=1.0, _c=call, **labels: calls.append((_c, spec.name, value, labels)),
         )
@@ -182,7 +183,7 @@ def recorded(monkeypatch) -> list[tuple[str, str, float, dict[str, str]]]:
 
 
 def test_counter_export_adds_only_what_grew(recorded):
-    export = metrics.CounterExport(metrics.FRAMES_DROPPED)
+    export = recorders.CounterExport(names.FRAMES_DROPPED)
     export.update({("sim", "camera", "late"): 3})
     export.update({("sim", "camera", "late"): 5, ("sim", "lidar", "late"): 0})
     export.update({("sim", "camera", "late"): 5})
@@ -195,7 +196,7 @@ def test_counter_export_adds_only_what_grew(recorded):
 
 def test_instrumented_sink_observes_each_stage_of_a_written_prediction(recorded):
     written: list[Prediction] = []
-    sink = metrics.InstrumentedSink(CallbackSink(written.append), clock=lambda: 100.0)
+    instrumented = sink.InstrumentedSink(CallbackSink(written.append), clock=lambda: 100.0)
     stamps = {"capture.camera": 99.0, "capture.lidar": 99.5, "fused": 99.6, "inferred": 99.9}
     p = Prediction(
         rig="sim",
@@ -209,7 +210,7 @@ def test_instrumented_sink_observes_each_stage_of_a_written_prediction(recorded)
         model_version="v",
         stage_times=stamps,
     )
-    sink.write(p)
+    instrumented.write(p)
     assert written == [p]
     got = {(name, labels.get("stage")): value for _, name, value, labels in recorded}
     expected = {
@@ -232,9 +233,9 @@ def test_a_metrics_port_in_use_fails_at_start_naming_it():
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=rf"metrics\.port: port {port} is already in use"):
-            metrics.ray_init_options(MetricsConfig(port=port), None)
+            cluster.ray_init_options(MetricsConfig(port=port), None)
         # Joining a cluster opens no port here: nothing to check.
-        assert metrics.ray_init_options(MetricsConfig(port=port), "ray://head:10001") == {
+        assert cluster.ray_init_options(MetricsConfig(port=port), "ray://head:10001") == {
             "include_dashboard": False
         }
         config = PipelineConfig.model_validate({"rigs": [SIM_RIG], "metrics": {"port": port}})
@@ -264,7 +265,7 @@ def ray_with_metrics() -> Iterator[tuple[Path, int]]:
             num_cpus=4,
             configure_logging=False,
             _temp_dir=str(temp),
-            **metrics.ray_init_options(MetricsConfig(port=port, report_interval_s=1), None),
+            **cluster.ray_init_options(MetricsConfig(port=port, report_interval_s=1), None),
         )
         discovery = temp / "prom_metrics_service_discovery.json"
         _wait_for(lambda: f":{port}" in _read(discovery), 60, f"Ray listing its metrics agent in {discovery}")
@@ -420,7 +421,7 @@ def test_prometheus_scrapes_the_running_pipeline_under_the_projects_names(promet
     info = _query(url, "fusion_model_info")
     assert info and info[0]["metric"]["device"] == "cpu" and float(info[0]["value"][1]) == 1
     assert int(info[0]["metric"]["parameters"]) > 0
-    assert info[0]["metric"]["version"] == running_pipeline.pool[0].info["model_version"]
+    assert info[0]["metric"]["version"] == running_pipeline.pool[0].info.model_version
     # The scrape config renamed Ray's ray_fusion_* series; nothing is left under Ray's prefix.
     assert _query(url, '{__name__=~"ray_fusion_.+"}') == []
 

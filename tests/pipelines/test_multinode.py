@@ -44,7 +44,7 @@ def test_sensors_and_inference_run_where_their_resources_are(two_nodes):
     def record_placement(p, runner):
         if not placed:
             placed["sensors"] = {ray.get(s.actor.node_id.remote()) for s in runner.rigs[0].sensors}
-            placed["inference"] = {h.info["node_id"] for h in runner.pool}
+            placed["inference"] = {h.info.node_id for h in runner.pool}
 
     preds, _, _ = run_pipeline(config, on_prediction=record_placement)
     head_id = cluster.head_node.node_id
@@ -64,7 +64,7 @@ def test_losing_the_worker_node_mid_run_recovers_on_the_head(two_nodes):
 
     def remove_worker(p, runner):
         if p.seq == 6 and not removed:
-            removed["inference_on_worker"] = [h for h in runner.pool if h.info["node_id"] == worker.node_id]
+            removed["inference_on_worker"] = [h for h in runner.pool if h.info.node_id == worker.node_id]
             cluster.remove_node(worker)
             removed["done"] = True
 
@@ -85,7 +85,7 @@ def test_inference_keeps_off_the_pinned_sensor_host(two_nodes):
     placed = {}
 
     def record_placement(p, runner):
-        placed.setdefault("inference", {h.info["node_id"] for h in runner.pool})
+        placed.setdefault("inference", {h.info.node_id for h in runner.pool})
 
     try:
         preds, _, _ = run_pipeline(config, on_prediction=record_placement)

@@ -10,7 +10,7 @@ from rosbags.rosbag2.storage_mcap import McapReader
 
 from fusion.sample import Prediction
 from fusion.sensors.ros.bagfile import BagFile
-from fusion.sinks.base import open_sink
+from fusion.sinks import open_sink
 from fusion.sinks.mcap import PREDICTION, McapPredictionSink, prediction_typestore
 
 NAMES = ["none", "person", "vehicle"]

@@ -4,7 +4,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fusion.sample import Prediction
-from fusion.sinks.base import BackgroundSink, CallbackSink, JsonlSink, OrderedSink, ParquetSink, open_sink
+from fusion.sinks import open_sink
+from fusion.sinks.base import BackgroundSink, CallbackSink, JsonlSink, OrderedSink, ParquetSink
 
 
 def pred(seq: int, rig: str = "rig0", error: str | None = None) -> Prediction:
