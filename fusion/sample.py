@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion.detection.boxes import Box3D
 from fusion.errors import InputError
 
 
@@ -142,6 +143,9 @@ class FusedSample:
             by the fuser when the driver granted it a free slot, else by the driver), and on the Prediction `forward_start` and `inferred`.
         label: class index when the sample is labelled (training data), else None.
         target_position: [x, y, z] metres when labelled, else None.
+        objects: the ground-truth objects at the tick (`Box3D`, no score; the rig's base frame)
+            when the sample is labelled with objects; [] when it is known to hold none; None
+            when it is not labelled with objects (unlabelled, or a one-label file without them).
     """
 
     seq: int
@@ -152,6 +156,7 @@ class FusedSample:
     stage_times: dict[str, float] = field(default_factory=dict)
     label: int | None = None
     target_position: tuple[float, float, float] | None = None
+    objects: list[Box3D] | None = None
 
     @property
     def missing(self) -> tuple[Modality, ...]:

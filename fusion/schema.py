@@ -2,7 +2,9 @@
 
 One schema serves recording, replay and transport between processes. Every table carries
 `fusion.schema_version` (`SCHEMA_VERSION`) and `fusion.kind` (`frames` or `samples`) in its
-schema metadata; reading refuses a missing or different version, naming the file.
+schema metadata; reading reads every version in `READABLE_VERSIONS` and refuses any other,
+naming the file. Version 2 added the samples' `objects` column: a version-1 samples table reads
+with `objects` None (not labelled with objects); frames are the same in both versions.
 
 Tensors use Arrow's canonical `arrow.variable_shape_tensor` extension type
 (`fusion.arrow_tensor`), always, even where every row of a batch happens to have the same shape:
@@ -14,7 +16,10 @@ camera uint8 [H, W, 3], microphone float32 [n], LiDAR float32 [N, 4]); `fusion.m
 the schema metadata says which. Recordings keep one file per sensor stream.
 
 FusedSamples: one row per sample; per modality in `MODALITY_ORDER` a nullable struct column
-(null: the modality is absent) with `values`, `positions` (tensors) and `grid`.
+(null: the modality is absent) with `values`, `positions` (tensors) and `grid`; `objects`: a
+nullable list (null: not labelled with objects) of structs, one per `Box3D`, named as its
+fields: `class_name`, `center`, `size`, `yaw`, `velocity` (float64: exact round trips),
+`score` (null for ground truth), `track_id`.
 
 Copies: writing concatenates each column's tensors into one buffer; reading gives read-only
 views of the table's buffers (see `fusion.arrow_tensor`).
@@ -22,6 +27,7 @@ views of the table's buffers (see `fusion.arrow_tensor`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -31,10 +37,13 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from fusion.arrow_tensor import decode_tensors, encode_tensors, variable_shape_tensor
+from fusion.detection.boxes import Box3D
 from fusion.errors import InputError
 from fusion.sample import MODALITY_ORDER, Frame, FusedSample, Modality, Segment, parse_modality
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)  # the versions this build reads; it writes the last
+_READABLE = ", ".join(str(v) for v in READABLE_VERSIONS)
 VERSION_KEY = b"fusion.schema_version"
 KIND_KEY = b"fusion.kind"
 MODALITY_KEY = b"fusion.modality"
@@ -53,6 +62,19 @@ FRAME_LAYOUT: dict[Modality, tuple[np.dtype[Any], tuple[str, ...]]] = {
 _MODALITY_DICT = pa.array([m.value for m in MODALITY_ORDER], pa.string())
 _MODALITY_TYPE = pa.dictionary(pa.int8(), pa.string())
 _TIMES_TYPE = pa.map_(pa.string(), pa.float64())
+_OBJECT_TYPE = pa.struct(
+    [
+        pa.field("class_name", pa.string()),
+        pa.field("center", pa.list_(pa.float64(), 3)),
+        pa.field("size", pa.list_(pa.float64(), 3)),
+        pa.field("yaw", pa.float64()),
+        pa.field("velocity", pa.list_(pa.float64(), 2)),
+        pa.field("score", pa.float64()),
+        pa.field("track_id", pa.string()),
+    ]
+)
+_OBJECTS_TYPE = pa.list_(_OBJECT_TYPE)
+_OBJECTS_SINCE = 2  # the schema version that added the samples' `objects` column
 
 
 def _metadata(kind: str, **extra: str) -> dict[bytes, bytes]:
@@ -100,27 +122,30 @@ def sample_schema() -> pa.Schema:
         pa.field("capture_times", _TIMES_TYPE, nullable=False),
         pa.field("stage_times", _TIMES_TYPE, nullable=False),
         *(pa.field(m.value, _segment_type()) for m in MODALITY_ORDER),
+        pa.field("objects", _OBJECTS_TYPE),
     ]
     return pa.schema(fields, metadata=_metadata(SAMPLES))
 
 
-def check_schema(schema: pa.Schema, kind: str, *, source: str) -> None:
-    """Raise ValueError naming `source` unless `schema` is this build's version of `kind`."""
+def check_schema(schema: pa.Schema, kind: str, *, source: str) -> int:
+    """The schema version of `schema`; raises ValueError naming `source` unless it is a version of
+    `kind` that this build reads."""
     meta = schema.metadata or {}
     raw = meta.get(VERSION_KEY)
     if raw is None:
         raise InputError(
             f"{source}: no {VERSION_KEY.decode()} in the Arrow schema metadata, so it was not "
-            f"written by fusion; this build reads {SCHEMA_VERSION}"
+            f"written by fusion; this build reads {_READABLE}"
         )
     version = raw.decode(errors="replace")
-    if version != str(SCHEMA_VERSION):
+    if version not in {str(v) for v in READABLE_VERSIONS}:
         raise InputError(
-            f"{source}: recording written with schema version {version}; this build reads {SCHEMA_VERSION}"
+            f"{source}: recording written with schema version {version}; this build reads {_READABLE}"
         )
     found = meta.get(KIND_KEY, b"").decode(errors="replace")
     if found != kind:
         raise InputError(f"{source}: holds {found or 'unknown'!r} data, expected {kind!r}")
+    return int(version)
 
 
 def schema_modality(schema: pa.Schema, *, source: str) -> Modality:
@@ -284,8 +309,13 @@ def samples_to_table(samples: Sequence[FusedSample]) -> pa.Table:
         pa.array([[(m.value, t) for m, t in s.capture_times.items()] for s in samples], _TIMES_TYPE),
         pa.array([list(s.stage_times.items()) for s in samples], _TIMES_TYPE),
         *(_segments_column([s.segments.get(m) for s in samples], m) for m in MODALITY_ORDER),
+        pa.array([_object_rows(s.objects) for s in samples], _OBJECTS_TYPE),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _object_rows(objects: list[Box3D] | None) -> list[dict[str, Any]] | None:
+    return None if objects is None else [dataclasses.asdict(box) for box in objects]
 
 
 def table_to_samples(table: pa.Table | pa.RecordBatch, *, source: str = "<table>") -> list[FusedSample]:
@@ -295,12 +325,28 @@ def table_to_samples(table: pa.Table | pa.RecordBatch, *, source: str = "<table>
         ValueError: naming `source`, the column and the row, for a wrong version, column type,
             null, unknown modality, or a shape inconsistent with the data.
     """
-    check_schema(table.schema, SAMPLES, source=source)
-    _check_columns(table.schema, sample_schema(), source=source)
+    version = check_schema(table.schema, SAMPLES, source=source)
+    expected = sample_schema()
+    if version < _OBJECTS_SINCE:
+        expected = expected.remove(expected.get_field_index("objects"))
+    _check_columns(table.schema, expected, source=source)
     samples: list[FusedSample] = []
     for batch in _batches(table):
         samples.extend(_batch_to_samples(batch, source=source, first_row=len(samples)))
     return samples
+
+
+def _batch_to_objects(batch: pa.RecordBatch, *, source: str, first_row: int) -> list[list[Box3D] | None]:
+    """The `objects` column of a batch (all None in a table written before it existed)."""
+    if "objects" not in batch.schema.names:
+        return [None] * batch.num_rows
+    out: list[list[Box3D] | None] = []
+    for row, objects in enumerate(batch.column("objects").to_pylist()):
+        try:
+            out.append(None if objects is None else [Box3D(**o) for o in objects])
+        except ValueError as err:
+            raise InputError(f"{source}: column 'objects' row {first_row + row}: {err}") from None
+    return out
 
 
 def _batch_to_segments(
@@ -350,6 +396,7 @@ def _batch_to_samples(batch: pa.RecordBatch, *, source: str, first_row: int) -> 
     captures = batch.column("capture_times").to_pylist()
     stages = batch.column("stage_times").to_pylist()
     segments = {m: _batch_to_segments(batch, m, source=source, first_row=first_row) for m in MODALITY_ORDER}
+    objects = _batch_to_objects(batch, source=source, first_row=first_row)
     samples = []
     for row in range(batch.num_rows):
         try:
@@ -367,6 +414,7 @@ def _batch_to_samples(batch: pa.RecordBatch, *, source: str, first_row: int) -> 
                 stage_times=_times(stages[row]),
                 label=labels[row],
                 target_position=None if target is None else (target[0], target[1], target[2]),
+                objects=objects[row],
             )
         )
     return samples

@@ -11,6 +11,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
+from fusion.detection.boxes import Box3D
 from fusion.sample import MODALITY_ORDER, Frame, FusedSample, Modality, Segment
 from fusion.schema import (
     SCHEMA_VERSION,
@@ -26,6 +27,26 @@ from fusion.schema import (
 )
 
 BASE_T = 1_712_345_678.123456789  # a timestamp that float32 or decimal printing would not keep
+DATA = Path(__file__).parent / "data"
+
+
+def make_objects(seq: int) -> list[Box3D] | None:
+    """None (not labelled with objects), [] (known empty), or 1..3 boxes with values float32
+    would not keep, ground truth (no score) and predictions mixed, with and without track ids."""
+    if seq % 4 == 0:
+        return None
+    return [
+        Box3D(
+            class_name=("car", "pedestrian", "truck")[k],
+            center=(BASE_T / 1e8 + k, -2.0 / 3.0, -1.7 + 1e-9 * seq),
+            size=(4.4 + 0.1 * k, 1.8, 1.0 / 3.0),
+            yaw=-3.141592653589793 + 0.1 * seq,
+            velocity=(0.1 * seq, -1e-12),
+            score=None if k % 2 == 0 else 0.123456789,
+            track_id=None if k == 2 else f"{seq}-{k}",
+        )
+        for k in range(seq % 4 - 1)
+    ]
 
 
 def make_segment(modality: Modality, rng: np.random.Generator, points: int = 37) -> Segment:
@@ -56,6 +77,7 @@ def make_samples(rng: np.random.Generator) -> list[FusedSample]:
                 else {},
                 label=None if seq % 2 else seq,
                 target_position=None if seq % 3 == 0 else (0.1 * seq, -2.5, 1e-7 * seq),
+                objects=make_objects(seq),
             )
         )
     return samples
@@ -72,6 +94,7 @@ def assert_samples_equal(got: list[FusedSample], want: list[FusedSample]) -> Non
             w.target_position,
         )
         assert type(g.seq) is int and type(g.timestamp) is float
+        assert g.objects == w.objects
         assert g.capture_times == w.capture_times and g.stage_times == w.stage_times
         assert g.segments.keys() == w.segments.keys()
         for m, ws in w.segments.items():
@@ -147,6 +170,7 @@ def test_samples_round_trip_every_modality_subset_bit_exact():
     assert_samples_equal(back, samples)
     assert [s.missing for s in back] == [s.missing for s in samples]
     assert back[0].segments == {} and back[0].label == 0 and back[1].label is None
+    assert [None if s.objects is None else len(s.objects) for s in back] == [None, 0, 1, 2, None, 0, 1, 2]
 
 
 def test_samples_round_trip_through_arrow_and_parquet_files(tmp_path):
@@ -312,6 +336,40 @@ def test_newer_schema_version_is_refused_naming_the_file(tmp_path):
         table_to_samples(
             sample_table.replace_schema_metadata({**sample_table.schema.metadata, VERSION_KEY: b"99"})
         )
+
+
+def test_a_samples_file_of_schema_version_1_still_reads_without_objects():
+    # Written by the version-1 code (before the `objects` column): two samples, one labelled.
+    table = read_arrow(DATA / "samples-v1.arrow")
+    assert table.schema.metadata[VERSION_KEY] == b"1" and "objects" not in table.schema.names
+    first, second = table_to_samples(table, source="samples-v1.arrow")
+    assert (first.seq, first.timestamp, first.label, first.target_position) == (
+        0,
+        12.5,
+        3,
+        (10.0, -1.5, -0.75),
+    )
+    assert np.array_equal(first.segments[Modality.MICROPHONE].values, np.arange(6, dtype=np.float32)[:, None])
+    assert second.label is None and set(second.segments) == {Modality.LIDAR}
+    assert first.objects is None and second.objects is None  # not labelled with objects
+    assert SCHEMA_VERSION == 2 and samples_to_table([first]).schema.metadata[VERSION_KEY] == b"2"
+
+
+def test_a_version_2_samples_table_without_objects_is_refused():
+    table = samples_to_table(make_samples(np.random.default_rng(16))[:2])
+    with pytest.raises(ValueError, match="<table>: missing column 'objects'"):
+        table_to_samples(table.drop_columns(["objects"]))
+
+
+def test_a_bad_object_names_column_and_row():
+    table = samples_to_table(make_samples(np.random.default_rng(17))[:3])
+    rows = table.column("objects").to_pylist()
+    rows[2][0]["size"] = [4.0, 0.0, 1.5]
+    bad = table.set_column(
+        table.schema.get_field_index("objects"), "objects", pa.array(rows, table.schema.field("objects").type)
+    )
+    with pytest.raises(ValueError, match=r"column 'objects' row 2: Box3D size w is 0.0 m"):
+        table_to_samples(bad)
 
 
 def test_missing_schema_version_is_refused():

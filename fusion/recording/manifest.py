@@ -8,7 +8,7 @@ from typing import Literal
 
 from fusion.config import ModalityKey, StrictModel, parse_config
 from fusion.errors import InputError
-from fusion.schema import SCHEMA_VERSION
+from fusion.schema import READABLE_VERSIONS
 
 MANIFEST = "manifest.json"
 SAMPLES_STEM = "samples"
@@ -46,15 +46,16 @@ class Manifest(StrictModel):
 
 
 def load_manifest(path: Path) -> Manifest:
-    """`manifest.json` of this build's schema version; ValueError naming the file when it is not."""
+    """`manifest.json` of a schema version this build reads; ValueError naming the file when it is not."""
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not valid JSON: {err}") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         raise InputError(
-            f"{path}: recording written with schema version {version}; this build reads {SCHEMA_VERSION}"
+            f"{path}: recording written with schema version {version}; this build reads {readable}"
         )
     manifest = parse_config(Manifest, raw, source=str(path))
     names = [info.file for info in manifest.sensors.values()]

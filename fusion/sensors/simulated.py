@@ -80,15 +80,15 @@ class CameraSim(SimulatedSensor):
     stream = 1
 
     def __init__(self, world: World, config: CameraSensor) -> None:
-        from fusion.sim.camera import render_camera  # OpenCV: loaded where a camera is simulated
+        from fusion.sim.camera import render_camera_scene  # OpenCV: loaded where a camera is simulated
 
-        self._render = render_camera
+        self._render = render_camera_scene
         self.world = world
         self.config = config
 
     def render(self, start: float, end: float, rng: np.random.Generator) -> dict[str, Any]:
         image = self._render(
-            self.world.state(start),
+            self.world.scene(start),
             width=self.config.width,
             height=self.config.height,
             rng=rng,
@@ -103,17 +103,17 @@ class LidarSim(SimulatedSensor):
     stream = 2
 
     def __init__(self, world: World, config: LidarSensor) -> None:
-        from fusion.sim.lidar import lidar_rays, scan_lidar  # open3d: loaded where a LiDAR is simulated
+        from fusion.sim.lidar import lidar_rays, scan_lidar_scene  # open3d: loaded where a LiDAR is simulated
 
-        self._scan = scan_lidar
+        self._scan = scan_lidar_scene
         self.world = world
         self.rays = lidar_rays(config.beams, config.azimuth_steps)
 
     def render(self, start: float, end: float, rng: np.random.Generator) -> dict[str, Any]:
-        points = self._scan(
-            self.world.state(start), self.rays, height=self.world.config.sensor_height_m, rng=rng
+        sweep = self._scan(
+            self.world.scene(start), self.rays, height=self.world.config.sensor_height_m, rng=rng
         )
-        return {"data": points}
+        return {"data": sweep.points}
 
 
 class MicrophoneSim(SimulatedSensor):
@@ -140,9 +140,9 @@ class MicrophoneSim(SimulatedSensor):
         return {"data": pcm, "sample_rate": float(self.sample_rate)}
 
     def window(self, first: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Samples [first, first + n): the PCM [n] float32 in [-1, 1], and its parts (the object's
-        sound, the background with self-noise), each [n] float64."""
-        sig, noise = self.audio.components(first, n)
+        """Samples [first, first + n): the PCM [n] float32 in [-1, 1], and its parts (every
+        object's sound, the background with self-noise), each [n] float64."""
+        sig, noise = self.audio.scene_components(first, n)
         return np.clip(sig + noise, -1.0, 1.0).astype(np.float32), sig, noise
 
 
