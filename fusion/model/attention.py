@@ -33,12 +33,14 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, n, c] -> [B, heads, n, c / heads]."""
     b, n, c = x.shape
     return x.view(b, n, heads, c // heads).transpose(1, 2)  # (B, h, n, c/h)
 
 
-def _merge(x: torch.Tensor) -> torch.Tensor:
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, h, n, dh] -> [B, n, h * dh]."""
     b, h, n, dh = x.shape
     return x.transpose(1, 2).reshape(b, n, h * dh)  # (B, n, h*dh)
 
@@ -197,9 +199,9 @@ class CrossAttention(nn.Module):
 
     def forward(self, z: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """z: [B, N, D] latents; kv: [B, M, qk+v] from `self.kv`; mask: [B, M] True = real."""
-        q = _heads(self.q(self.q_norm(z)), self.heads)  # (B, h, N, qk/h)
+        q = split_heads(self.q(self.q_norm(z)), self.heads)  # (B, h, N, qk/h)
         k, v = kv.split([self.qk_channels, self.v_channels], dim=-1)
-        k, v = _heads(k, self.heads), _heads(v, self.heads)  # (B, h, M, */h)
+        k, v = split_heads(k, self.heads), split_heads(v, self.heads)  # (B, h, M, */h)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, v/h)
         return self._finish(z, x)
@@ -211,7 +213,7 @@ class CrossAttention(nn.Module):
         so only [B, h, N, rows] scores and [B, rows, qk+v] K/V exist at once. For inference:
         autograd would keep every piece anyway.
         """
-        q = _heads(self.q(self.q_norm(z)), self.heads)  # (B, h, N, qk/h)
+        q = split_heads(self.q(self.q_norm(z)), self.heads)  # (B, h, N, qk/h)
         q = q * q.shape[-1] ** -0.5
         b, h, n, _ = q.shape
         running_max = q.new_full((b, h, n, 1), -math.inf)
@@ -223,7 +225,7 @@ class CrossAttention(nn.Module):
             k, v = self.kv(byte, fast=fast, rows=(start, stop)).split(
                 [self.qk_channels, self.v_channels], dim=-1
             )
-            scores = q @ _heads(k, self.heads).transpose(-1, -2)  # (B, h, N, m)
+            scores = q @ split_heads(k, self.heads).transpose(-1, -2)  # (B, h, N, m)
             if byte.mask is not None:
                 keep = byte.mask[:, None, None, start:stop]
                 scores = scores.masked_fill_(~keep, -math.inf)
@@ -233,13 +235,13 @@ class CrossAttention(nn.Module):
             p = scores.sub_(safe).exp_()  # in place: the scores are not needed again
             rescale = torch.exp(running_max - safe)
             total = total * rescale + p.sum(-1, keepdim=True)
-            acc = acc * rescale + p @ _heads(v, self.heads)
+            acc = acc * rescale + p @ split_heads(v, self.heads)
             running_max = new_max
         return self._finish(z, acc / total)
 
     def _finish(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Output projection, residual and MLP of the attention result x: [B, h, N, v/h]."""
-        z = z + self.drop(self.out(_merge(x)))
+        z = z + self.drop(self.out(merge_heads(x)))
         return z + self.mlp(z)
 
 
@@ -257,7 +259,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: [B, N, D] -> [B, N, D]."""
-        q, k, v = (_heads(t, self.heads) for t in self.qkv(self.norm(z)).chunk(3, dim=-1))  # (B, h, N, D/h)
+        qkv = self.qkv(self.norm(z)).chunk(3, dim=-1)
+        q, k, v = (split_heads(t, self.heads) for t in qkv)  # (B, h, N, D/h)
         x = F.scaled_dot_product_attention(q, k, v)
-        z = z + self.drop(self.out(_merge(x)))
+        z = z + self.drop(self.out(merge_heads(x)))
         return z + self.mlp(z)

@@ -12,6 +12,7 @@ from pydantic import Field, Strict, model_validator
 
 from fusion.config import ModalityKey, StrictModel
 from fusion.errors import InputError
+from fusion.model.detection_config import DetectionHeadConfig
 from fusion.model.position_encoding import num_fourier_channels
 from fusion.sample import MODALITY_ORDER, Modality
 
@@ -35,12 +36,21 @@ class InputConfig(StrictModel):
     max_resolution: list[int]  # per axis; highest band is max_resolution / 2
     concat_pos: bool = True  # paper: raw positions are part of the encoding
     example_shape: list[int]  # grid: d sizes; points: [num_points]. Used for FLOPs and smoke runs.
+    # Points only: the last of the pos_dims axes is time, so several sweeps can share one segment
+    # (each point at t = 1 - 2 * age / window in [-1, 1], newest +1; its Fourier bands follow
+    # that axis's max_resolution): what a detector needs to see motion. `fusion.model.temporal`.
+    time_axis: bool = False
 
     @model_validator(mode="after")
     def _check_shapes(self) -> InputConfig:
         if len(self.max_resolution) != self.pos_dims:
             raise InputError(
                 f"max_resolution has {len(self.max_resolution)} entries, pos_dims is {self.pos_dims}"
+            )
+        if self.time_axis and (self.kind is not PositionKind.POINTS or self.pos_dims < 2):
+            raise InputError(
+                f"time_axis needs a points input with a space axis before time (kind {self.kind.value}, "
+                f"pos_dims {self.pos_dims})"
             )
         want = self.pos_dims if self.kind is PositionKind.GRID else 1
         if len(self.example_shape) != want or min(self.example_shape) < 1:
@@ -84,6 +94,9 @@ class ModelConfig(StrictModel):
     num_classes: int = Field(ge=1)
     class_names: list[str] | None = None
     position_dims: int = Field(default=0, ge=0)  # 0 = no position-regression head
+    # The set-prediction head (issue 24): object queries over the final latents, each a class
+    # and a box. None: only the classifier and position heads (the shipped one-label model).
+    detection: DetectionHeadConfig | None = None
     modality_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # training only; see the schedule
     # How `modality_dropout` = p drops modalities while training:
     #   independent: each present modality of a sample is dropped with probability p (one kept);
@@ -112,6 +125,10 @@ class ModelConfig(StrictModel):
         if self.latent_dim % self.self_heads:
             raise InputError(
                 f"latent_dim ({self.latent_dim}) must be divisible by self_heads ({self.self_heads})"
+            )
+        if self.detection is not None and self.latent_dim % self.detection.heads:
+            raise InputError(
+                f"latent_dim ({self.latent_dim}) must be divisible by detection.heads ({self.detection.heads})"
             )
         for name, value in (
             ("cross_qk_channels", self.qk_channels),

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fusion.model.config import ModelConfig, PositionKind
+from fusion.model.detection import DetectionDecoder
 from fusion.model.multimodal import ModalityInput
 from fusion.model.perceiver import Perceiver
 from fusion.sample import Modality
@@ -73,10 +74,11 @@ def layout_lines(model: Perceiver, shapes: Mapping[Modality, Sequence[int]]) -> 
         ic = cfg.inputs[m]
         enc = model.adapter.encoders[m.value]
         shape = "x".join(map(str, shapes.get(m, ic.example_shape)))
+        axes = f", last of {ic.pos_dims} position axes is time" if ic.time_axis else ""
         rows = math.prod(shapes.get(m, ic.example_shape))
         lines.append(
             f"  {m.value:<10} {ic.kind.value:<6} {shape:>9} -> {rows} rows = {ic.channels} values"
-            f" + {ic.fourier_channels} Fourier ({ic.num_bands} bands) + {enc.pad_width} modality embedding"
+            f" + {ic.fourier_channels} Fourier ({ic.num_bands} bands{axes}) + {enc.pad_width} modality embedding"
         )
     lines.append(f"latents: {cfg.num_latents} x {cfg.latent_dim} ({model.latents.numel():,} params)")
     for j, cross in enumerate(model.cross):
@@ -96,8 +98,19 @@ def layout_lines(model: Perceiver, shapes: Mapping[Modality, Sequence[int]]) -> 
     )
     if model.position_head is not None:
         lines.append(f"position head: mean of latents -> {cfg.position_dims}-D position")
+    if model.detector is not None:
+        lines.append(_detector_line(model.detector))
     lines.append(f"adapter (modality embeddings): {count_parameters(model.adapter):,} params")
     return lines
+
+
+def _detector_line(detector: DetectionDecoder) -> str:
+    det = detector.config
+    return (
+        f"detection head: {det.num_queries} queries x {det.layers} decoder layer(s) over the final latents "
+        f"({det.heads} heads) -> {det.num_classes} classes + nothing, box (x, y, z, l, w, h, yaw, vx, vy); "
+        f"{count_parameters(detector):,} params"
+    )
 
 
 def _ranges(items: list[int]) -> str:

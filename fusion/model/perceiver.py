@@ -12,16 +12,20 @@ from torch import nn
 
 from fusion.model.attention import CrossAttention, SelfAttention
 from fusion.model.config import ModelConfig
+from fusion.model.detection import DetectionDecoder, DetectionOutput
 from fusion.model.multimodal import ModalityInput, MultimodalAdapter
 from fusion.sample import Modality
 
 
 @dataclass
 class PerceiverOutput:
-    """logits: [B, num_classes]; position: [B, position_dims] or None without that head."""
+    """logits: [B, num_classes]; position: [B, position_dims] or None without that head;
+    detections: the object queries' predictions (logits [B, Q, C + 1], boxes [B, Q, 9]) when
+    the model has a detection head, else None."""
 
     logits: torch.Tensor
     position: torch.Tensor | None
+    detections: DetectionOutput | None = None
 
 
 class Perceiver(nn.Module):
@@ -29,7 +33,8 @@ class Perceiver(nn.Module):
 
     `num_cross_attends` iterations of (cross-attend, `self_attends_per_block` latent blocks).
     With the paper's weight sharing, the first cross-attend has its own weights and the others
-    share one module; latent blocks are shared across iterations. Heads read the mean latent.
+    share one module; latent blocks are shared across iterations. The classifier and position
+    heads read the mean latent; the detection decoder's object queries read all final latents.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -67,6 +72,11 @@ class Perceiver(nn.Module):
         self.position_head = (
             nn.Linear(config.latent_dim, config.position_dims) if config.position_dims else None
         )
+        self.detector = (
+            DetectionDecoder(config.detection, latent_dim=config.latent_dim, dropout=config.dropout)
+            if config.detection is not None
+            else None
+        )
         self.kv_fast_path = config.kv_fast_path
 
     def cross_index(self, i: int) -> int:
@@ -80,7 +90,15 @@ class Perceiver(nn.Module):
         return range(start, start + per)
 
     def forward(self, inputs: Mapping[Modality | str, ModalityInput]) -> PerceiverOutput:
-        """inputs: modality -> ModalityInput (any configured subset). Returns logits and position."""
+        """inputs: modality -> ModalityInput (any configured subset). Returns the heads' outputs."""
+        z = self.encode(inputs)  # (B, N, D)
+        pooled = z.mean(dim=1)  # (B, D)
+        position = None if self.position_head is None else self.position_head(pooled)
+        detections = None if self.detector is None else self.detector(z)
+        return PerceiverOutput(logits=self.classifier(pooled), position=position, detections=detections)
+
+    def encode(self, inputs: Mapping[Modality | str, ModalityInput]) -> torch.Tensor:
+        """The final latents [B, N, D]: the iterated cross-attends and latent blocks."""
         byte = self.adapter(inputs)
         batch = byte.chunks[0].varying.shape[0]
         z = self.latents.expand(batch, -1, -1)  # (B, N, D)
@@ -103,6 +121,4 @@ class Perceiver(nn.Module):
                 z = cross(z, kv, byte.mask)
             for b in self.block_indices(i):
                 z = self.blocks[b](z)
-        pooled = z.mean(dim=1)  # (B, D)
-        position = None if self.position_head is None else self.position_head(pooled)
-        return PerceiverOutput(logits=self.classifier(pooled), position=position)
+        return z
