@@ -55,6 +55,9 @@ from typing import Any
 import psutil
 import yaml
 
+from fusion.sample import Modality
+from fusion.sensors import parse_source
+
 ROOT = Path(__file__).resolve().parent.parent
 SIM_LOCAL = ROOT / "configs/pipeline/sim-local.yaml"
 TICK_HZ = 10.0  # the rig's LiDAR: one fused sample per sweep
@@ -336,7 +339,8 @@ def render_cost(frames: int) -> dict[str, dict[str, Any]]:
     rows = {}
     for sensor_id, spec in base_config()["rigs"][0]["sensors"].items():
         source_config = spec["source"] | {"realtime": False}
-        with make_source(spec["modality"], source_config) as source:
+        modality = Modality(spec["modality"])
+        with make_source(modality, parse_source(modality, source_config)) as source:
             for _ in range(5):  # first frames: lazy imports and caches
                 source.read()
             cpu, wall = time.process_time(), time.perf_counter()

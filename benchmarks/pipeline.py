@@ -40,8 +40,8 @@ from fusion.config import parse_config
 from fusion.fuser import Fuser, PreprocessConfig, rig_sync
 from fusion.inference import InferenceEngine, Prediction
 from fusion.model import load_preset
-from fusion.sample import FusedSample
-from fusion.sensors import EndOfStream, make_source
+from fusion.sample import FusedSample, Modality
+from fusion.sensors import EndOfStream, make_source, parse_source
 from fusion.sinks.base import CallbackSink
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineRunner
@@ -111,9 +111,10 @@ def plain_loop(seconds: float, batch: int, engine: InferenceEngine) -> tuple[flo
     rig = copy.deepcopy(RIG)
     sources = {
         sid: make_source(
-            s["modality"], {"sensor_id": sid, **s["source"], "duration_s": seconds, "realtime": False}
+            m, parse_source(m, {"sensor_id": sid, **s["source"], "duration_s": seconds, "realtime": False})
         )
         for sid, s in rig["sensors"].items()
+        if (m := Modality(s["modality"]))
     }
     fuser = Fuser(
         rig="bench",
@@ -167,10 +168,13 @@ def alone_costs(engine: InferenceEngine, threads: int, ticks: int = 30) -> dict[
     rig = RIG
     sources = {
         sid: make_source(
-            s["modality"],
-            {"sensor_id": sid, **s["source"], "duration_s": ticks / 10 + 1.0, "realtime": False},
+            m,
+            parse_source(
+                m, {"sensor_id": sid, **s["source"], "duration_s": ticks / 10 + 1.0, "realtime": False}
+            ),
         )
         for sid, s in rig["sensors"].items()
+        if (m := Modality(s["modality"]))
     }
     frames = []
     for src in sources.values():

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.sensors import machine_info, pin_to_one_core  # noqa: E402
 from fusion.sample import Frame, Modality  # noqa: E402
-from fusion.sensors import make_source  # noqa: E402
+from fusion.sensors import make_source, parse_source  # noqa: E402
 from tests.sensors.rosbag_fixtures import TOPICS, Kind, record_sim, write_bag  # noqa: E402
 
 RIG = {
@@ -68,7 +68,11 @@ def ingest(kind: str, path: Path, expected: dict[str, list[Frame]]) -> tuple[flo
     frames = 0
     t0 = time.perf_counter()
     for sid, (modality, cfg) in source_configs(kind, path).items():
-        src = make_source(modality, {**cfg, "sensor_id": sid}, source=f"{kind}.{sid}")
+        src = make_source(
+            modality,
+            parse_source(modality, {**cfg, "sensor_id": sid}, source=f"{kind}.{sid}"),
+            source=f"{kind}.{sid}",
+        )
         with src:
             got = list(src)
         frames += len(got)

@@ -54,7 +54,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from fusion.sample import Frame, FusedSample, Modality, Segment
 from fusion.schema import deserialize_sample, frames_to_table, serialize_sample
-from fusion.sensors import EndOfStream, Source, make_source
+from fusion.sensors import EndOfStream, Source, make_source, parse_source
 from fusion.sensors.audio import MicrophoneFileConfig, MicrophoneFileSource
 from fusion.sensors.opencv import CameraFileConfig, CameraFileSource
 from fusion.sensors.pointclouds import KittiConfig, KittiSource
@@ -406,7 +406,7 @@ def bench_simulated(plan: Plan) -> dict[str, dict[str, Any]]:
     rows = {}
     for name, (modality, config, what, count) in sources.items():
         times, rows_seen = Times.empty(), []
-        with make_source(modality, {"backend": "simulated", **config}) as source:
+        with make_source(modality, parse_source(modality, {"backend": "simulated", **config})) as source:
             for k in range(plan.warmup + count):
                 frame = source.read() if k < plan.warmup else timed(source.read, times)
                 rows_seen.append(frame.data.shape[0])

@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from fusion.errors import InputError
 from fusion.fuser import Fuser, PreprocessConfig
@@ -17,21 +17,17 @@ from fusion.sync import SyncConfig
 from fusion.training.labels import LABELS_FILE, write_labels
 
 
-def build_sources(
-    sensors: Mapping[str, tuple[Modality, Mapping[str, Any] | SourceConfig]], *, rig: str
-) -> dict[str, Source]:
-    """Every sensor of a rig, validated (backend and keys named on error) but not opened; each is
-    named after its key unless its config names it."""
+def build_sources(sensors: Mapping[str, tuple[Modality, SourceConfig]], *, rig: str) -> dict[str, Source]:
+    """Every sensor of a rig (sensor id -> (modality, validated source config)), built but not
+    opened; each is named after its key unless its config names it."""
     return {
         sid: make_source(m, _named(cfg, sid), source=f"rigs[{rig}].sensors.{sid}.source")
         for sid, (m, cfg) in sensors.items()
     }
 
 
-def _named(config: Mapping[str, Any] | SourceConfig, sensor_id: str) -> Mapping[str, Any] | SourceConfig:
-    if isinstance(config, SourceConfig):
-        return config if config.sensor_id else config.model_copy(update={"sensor_id": sensor_id})
-    return {"sensor_id": sensor_id, **config}
+def _named(config: SourceConfig, sensor_id: str) -> SourceConfig:
+    return config if config.sensor_id else config.model_copy(update={"sensor_id": sensor_id})
 
 
 def open_all(sources: Mapping[str, Source]) -> None:

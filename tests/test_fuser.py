@@ -10,7 +10,7 @@ from fusion.config import parse_config
 from fusion.fuser import Fuser, PreprocessConfig
 from fusion.sample import Modality
 from fusion.schema import samples_to_table
-from fusion.sensors import make_source
+from fusion.sensors import make_source, parse_source
 from fusion.training.data import ExampleRenderer
 from tests.training.test_data import SMALL, small_config
 
@@ -23,7 +23,7 @@ def _frames():
     for sid, m in SENSORS.items():
         extra = {"width": 64, "height": 48} if m is Modality.CAMERA else {}
         cfg = {"backend": "simulated", "sensor_id": sid, "rate_hz": RATES[sid], "duration_s": 1.0, **extra}
-        with make_source(m, cfg) as src:
+        with make_source(m, parse_source(m, cfg)) as src:
             frames += list(src)
     return sorted(frames, key=lambda f: f.timestamp)
 

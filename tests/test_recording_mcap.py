@@ -11,7 +11,7 @@ import yaml
 from fusion.recording import RecordingReader
 from fusion.recording.mcap import McapWriter
 from fusion.sample import Frame, Modality
-from fusion.sensors import make_source
+from fusion.sensors import make_source, parse_source
 from fusion_cli.main import main
 from tests.pipelines.conftest import sim_config
 
@@ -34,7 +34,10 @@ def test_mcap_recording_reads_back_the_frames_of_the_arrow_one(recorded) -> None
     arrow, mcap = recorded
     reader = RecordingReader(arrow)
     for sensor, info in reader.sensors.items():
-        src = make_source(info.modality, {"backend": "rosbag", "path": str(mcap), "topic": TOPICS[sensor]})
+        src = make_source(
+            info.modality,
+            parse_source(info.modality, {"backend": "rosbag", "path": str(mcap), "topic": TOPICS[sensor]}),
+        )
         with src:
             got = list(src)
         want = list(reader.frames(sensor))
@@ -76,7 +79,11 @@ def test_sensor_ids_become_ros_names_and_one_id_keeps_one_modality(tmp_path) -> 
         with pytest.raises(ValueError, match="a camera frame in a lidar stream"):
             writer.write(Frame(Modality.CAMERA, "front.lidar-1", 2.0, 2.0, np.zeros((2, 2, 3), np.uint8)))
     src = make_source(
-        "lidar", {"backend": "rosbag", "path": str(tmp_path / "bag"), "topic": "/front_lidar_1/points"}
+        Modality.LIDAR,
+        parse_source(
+            Modality.LIDAR,
+            {"backend": "rosbag", "path": str(tmp_path / "bag"), "topic": "/front_lidar_1/points"},
+        ),
     )
     with src:
         (got,) = list(src)

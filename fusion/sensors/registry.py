@@ -137,33 +137,42 @@ def _implementation(backend: Backend) -> type[Source]:
     return cls
 
 
-def make_source(
-    modality: Modality | str, config: Mapping[str, Any] | SourceConfig, *, source: str = "sensor"
-) -> Source:
-    """Build (not open) the source a config asks for.
+def parse_source(modality: Modality, raw: Mapping[str, Any], *, source: str = "sensor") -> SourceConfig:
+    """Validate a source config mapping (a YAML `source:` section) against its backend's config
+    class: the config loader's one door from a mapping to a SourceConfig.
 
     Args:
-        modality: what the sensor is: a `Modality` or its name.
-        config: the source config: a mapping, validated here against the config class of its
-            `backend` for `modality`, or a SourceConfig, which must be an instance of that class.
-        source: where the config comes from, e.g. `rigs[sim].sensors.cam0.source`; errors name
+        modality: what the sensor is.
+        raw: the mapping; its `backend` picks the config class.
+        source: where the mapping comes from, e.g. `rigs[sim].sensors.cam0.source`; errors name
             it (`<source>.backend: unknown camera backend ...`, `<source>.KEY: ...`).
 
-    Only the chosen backend's implementation module is imported (and its library loaded).
-    Raises InputError for an unknown backend, a bad key or a config of another class.
+    Imports only the backend's light config module. Raises InputError for an unknown backend or
+    a bad key.
     """
-    modality = parse_modality(modality)
-    name = config.backend if isinstance(config, SourceConfig) else config.get("backend")
     try:
-        backend = find_backend(modality, name)
+        backend = find_backend(modality, raw.get("backend"))
     except InputError as err:
         raise InputError(f"{source}.backend: {err}") from None
+    return parse_config(backend.configs[modality], dict(raw), source=source)
+
+
+def make_source(modality: Modality, config: SourceConfig, *, source: str = "sensor") -> Source:
+    """Build (not open) the source a validated config asks for (`parse_source` makes one).
+
+    Args:
+        modality: what the sensor is.
+        config: an instance of the config class of its backend for `modality`.
+        source: where the config comes from, named in errors.
+
+    Only the chosen backend's implementation module is imported (and its library loaded).
+    Raises InputError for a config of another class than its backend's for `modality`.
+    """
+    backend = find_backend(modality, config.backend)
     config_cls = backend.configs[modality]
-    if not isinstance(config, SourceConfig):
-        config = parse_config(config_cls, dict(config), source=source)
-    elif not isinstance(config, config_cls):
+    if not isinstance(config, config_cls):
         raise InputError(
-            f"{source}: a {type(config).__name__} is not a {modality.value}/{name} config "
+            f"{source}: a {type(config).__name__} is not a {modality.value}/{config.backend} config "
             f"(expected {config_cls.__name__})"
         )
     return _implementation(backend)(config, modality=modality)

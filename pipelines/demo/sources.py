@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fusion.sample import Modality
-from fusion.sensors import EndOfStream, SourceConfig, SourceError, make_source, source_config_class
+from fusion.sensors import (
+    EndOfStream,
+    SourceConfig,
+    SourceError,
+    make_source,
+    parse_source,
+    source_config_class,
+)
 from pipelines.config import PipelineConfig, RigConfig, SensorSpec
 
 SIMULATED = "simulated"
@@ -55,7 +62,9 @@ def _describe(source: dict[str, Any]) -> str:
 
 def probe(modality: Modality, source: dict[str, Any], *, name: str, probe_s: float) -> str | None:
     """None when the source opens and delivers a frame within `probe_s`, else why not."""
-    src = make_source(modality, source, source=name)  # a bad key fails here: the user's to fix
+    src = make_source(
+        modality, parse_source(modality, source, source=name), source=name
+    )  # a bad key fails here: the user's to fix
     try:
         src.open()
     except (SourceError, OSError) as err:

@@ -34,7 +34,7 @@ import yaml
 
 from fusion.fuser import PreprocessConfig
 from fusion.sample import FusedSample, Modality, Prediction, Segment
-from fusion.sensors import make_source
+from fusion.sensors import make_source, parse_source
 from fusion.sensors.preprocess_config import CameraPreprocessConfig
 from pipelines.demo import render
 from pipelines.demo.sources import SensorPlan, resolve_sources
@@ -473,9 +473,15 @@ def test_state_keeps_the_newest_prediction_and_its_sample_only() -> None:
 
 
 def test_simulated_sources_run_on_the_monotonic_clock() -> None:
-    plain = make_source("lidar", {"backend": "simulated", "realtime": True, "rate_hz": 20.0})
+    plain = make_source(
+        Modality.LIDAR,
+        parse_source(Modality.LIDAR, {"backend": "simulated", "realtime": True, "rate_hz": 20.0}),
+    )
     mono = make_source(
-        "lidar", {"backend": "simulated", "clock": "monotonic", "realtime": True, "rate_hz": 20.0}
+        Modality.LIDAR,
+        parse_source(
+            Modality.LIDAR, {"backend": "simulated", "clock": "monotonic", "realtime": True, "rate_hz": 20.0}
+        ),
     )
     plain.open()
     mono.open()

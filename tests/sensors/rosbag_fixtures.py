@@ -17,6 +17,7 @@ from rosbags.rosbag2 import Writer as Writer2
 from fusion.offline import build_sources, open_all, record
 from fusion.recording import RecordingReader, RecordingWriter
 from fusion.sample import Frame, Modality
+from fusion.sensors import parse_source
 from fusion.sensors.ros.messages import audio_messages, cloud_message, image_message
 from fusion.sensors.ros.types import (
     AUDIO_DATA_STAMPED,
@@ -58,8 +59,9 @@ def record_sim(
     by sensor."""
     raw = out.with_name(out.name + "-raw")
     specs = {
-        sid: (Modality(s["modality"]), {**s["source"], "duration_s": duration_s})
+        sid: (m, parse_source(m, {**s["source"], "duration_s": duration_s}))
         for sid, s in sensors.items()
+        if (m := Modality(s["modality"]))
     }
     sources = build_sources(specs, rig="sim")
     open_all(sources)
@@ -144,8 +146,13 @@ def _default_encoders(frames: Mapping[str, Sequence[Frame]]) -> dict[str, tuple[
 
 
 def rosbag_sources(path: Path) -> dict[str, tuple[Modality, dict[str, Any]]]:
-    """The rig's sensors as rosbag sources over `path` (for `build_sources`)."""
+    """The rig's sensors as rosbag source mappings over `path` (`parse_source` validates one)."""
     return {
         sid: (Modality(spec["modality"]), {"backend": "rosbag", "path": str(path), "topic": TOPICS[sid]})
         for sid, spec in SIM_SENSORS.items()
     }
+
+
+def rosbag_configs(path: Path) -> dict[str, tuple[Modality, Any]]:
+    """The rig's sensors as validated rosbag source configs over `path` (for `build_sources`)."""
+    return {sid: (m, parse_source(m, raw)) for sid, (m, raw) in rosbag_sources(path).items()}

@@ -18,7 +18,7 @@ import yaml
 from fusion.config import parse_config
 from fusion.errors import ConfigError, SourceError
 from fusion.sample import Frame, Modality
-from fusion.sensors import EndOfStream, make_source
+from fusion.sensors import EndOfStream, make_source, parse_source
 from fusion.sensors.opencv import CameraDeviceSource, CameraFileSource, CameraStreamSource, probe_video
 from fusion.sensors.opencv_config import CameraDeviceConfig, CameraFileConfig, CameraStreamConfig
 from fusion.sensors.preprocess_config import CameraPreprocessConfig, Normalize
@@ -158,7 +158,10 @@ def test_missing_or_garbage_file_fails_at_open_naming_the_path(tmp_path: Path) -
 
 
 def test_make_source_builds_the_file_backend(avi: Path) -> None:
-    src = make_source("camera", {"backend": "file", "path": str(avi), "sensor_id": "front"})
+    src = make_source(
+        Modality.CAMERA,
+        parse_source(Modality.CAMERA, {"backend": "file", "path": str(avi), "sensor_id": "front"}),
+    )
     assert isinstance(src, CameraFileSource)
     with src:
         assert src.read().sensor_id == "front"

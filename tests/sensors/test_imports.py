@@ -70,8 +70,10 @@ def test_a_simulated_sensor_loads_only_what_it_renders_with(
 ) -> None:
     config = {"backend": "simulated", "duration_s": 0.3, **size}
     code = (
-        "from fusion.sensors import make_source\n"
-        f"with make_source({modality!r}, {config!r}) as source:\n"
+        "from fusion.sample import Modality\n"
+        "from fusion.sensors import make_source, parse_source\n"
+        f"m = Modality({modality!r})\n"
+        f"with make_source(m, parse_source(m, {config!r})) as source:\n"
         "    frames = list(source)\n"
         "assert len(frames) >= 3, frames\n"
     )

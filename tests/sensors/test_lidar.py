@@ -12,7 +12,7 @@ from fusion.config import parse_config
 from fusion.errors import ConfigError, SourceError
 from fusion.model.multimodal import collate
 from fusion.sample import Frame, Modality
-from fusion.sensors import EndOfStream, make_source
+from fusion.sensors import EndOfStream, make_source, parse_source
 from fusion.sensors.pointclouds import KittiSource, PointCloudFileSource, probe_kitti, probe_point_cloud
 from fusion.sensors.pointclouds_config import KittiConfig, PointCloudFileConfig
 from fusion.sensors.preprocess_config import LidarPreprocessConfig, LidarSampling
@@ -193,10 +193,16 @@ def test_kitti_open_errors_name_the_problem(tmp_path: Path) -> None:
 
 def test_make_source_builds_lidar_backends_by_name(tmp_path: Path) -> None:
     write_kitti(tmp_path, [10])
-    source = make_source("lidar", {"backend": "kitti", "path": str(tmp_path), "rate_hz": 20})
+    source = make_source(
+        Modality.LIDAR,
+        parse_source(Modality.LIDAR, {"backend": "kitti", "path": str(tmp_path), "rate_hz": 20}),
+    )
     assert isinstance(source, KittiSource) and source.config.rate_hz == 20.0
     with pytest.raises(ConfigError, match="rate"):
-        make_source("lidar", {"backend": "kitti", "path": str(tmp_path), "rate": 20})
+        make_source(
+            Modality.LIDAR,
+            parse_source(Modality.LIDAR, {"backend": "kitti", "path": str(tmp_path), "rate": 20}),
+        )
 
 
 def test_probe_kitti(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from fusion.sensors import (
     find_backend,
     make_preprocessor,
     make_source,
+    parse_source,
     register_backend,
     source_class,
     source_config_class,
@@ -66,12 +67,12 @@ def test_a_second_class_for_a_served_modality_is_refused() -> None:
 
 def test_make_source_refuses_a_config_of_another_backend() -> None:
     with pytest.raises(ValueError, match=r"^cam0: a SimCameraConfig is not a lidar/simulated config"):
-        make_source("lidar", SimCameraConfig(), source="cam0")
+        make_source(Modality.LIDAR, SimCameraConfig(), source="cam0")
 
 
-def test_make_source_names_the_key_of_an_unknown_backend() -> None:
+def test_parse_source_names_the_key_of_an_unknown_backend() -> None:
     with pytest.raises(ValueError, match=r"^rig\.cam0\.source\.backend: unknown camera backend 'x'"):
-        make_source("camera", {"backend": "x"}, source="rig.cam0.source")
+        parse_source(Modality.CAMERA, {"backend": "x"}, source="rig.cam0.source")
 
 
 def test_make_preprocessor_validates_its_config() -> None:

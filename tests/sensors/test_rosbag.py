@@ -15,7 +15,7 @@ from fusion.errors import ConfigError, SourceError
 from fusion.fuser import Fuser
 from fusion.offline import build_sources, inspect_lines, open_all, replay_samples
 from fusion.sample import Frame, FusedSample, Modality
-from fusion.sensors import EndOfStream, make_source
+from fusion.sensors import EndOfStream, make_source, parse_source
 from fusion.sensors.ros.config import SampleFormat
 from fusion.sensors.ros.messages import (
     AudioFormat,
@@ -26,7 +26,15 @@ from fusion.sensors.ros.messages import (
     image_rgb,
 )
 from fusion.sensors.ros.types import COMPRESSED_IMAGE, RosVersion, header, to_ns, typestore
-from tests.sensors.rosbag_fixtures import INFO_TOPIC, TOPICS, Kind, record_sim, rosbag_sources, write_bag
+from tests.sensors.rosbag_fixtures import (
+    INFO_TOPIC,
+    TOPICS,
+    Kind,
+    record_sim,
+    rosbag_configs,
+    rosbag_sources,
+    write_bag,
+)
 
 TYPES = typestore(RosVersion.ROS2).types
 
@@ -40,7 +48,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 
 def read_all(path: Path, sensor: str, **extra: Any) -> tuple[list[Frame], Any]:
     modality, cfg = rosbag_sources(path)[sensor]
-    src = make_source(modality, {**cfg, "sensor_id": sensor, **extra})
+    src = make_source(modality, parse_source(modality, {**cfg, "sensor_id": sensor, **extra}))
     with src:
         return list(src), src.stats
 
@@ -65,7 +73,7 @@ def test_bag_frames_equal_the_recorded_frames(tmp_path: Path, recorded, kind: Ki
 
 def _bag_samples(path: Path) -> list[FusedSample]:
     """The bag's sensors merged in time order through a lossless Fuser, as replay does a recording."""
-    sources = build_sources(rosbag_sources(path), rig="replay")
+    sources = build_sources(rosbag_configs(path), rig="replay")
     open_all(sources)
     fuser = Fuser(rig="replay", sensors={sid: s.modality for sid, s in sources.items()}, lossless=True)
     merged = heapq.merge(
@@ -368,7 +376,10 @@ def test_missing_topic_lists_the_topics_present(tmp_path: Path, recorded) -> Non
     with pytest.raises(
         SourceError, match=r"no topic '/front/image' \(topics: /cam0/image_raw \(sensor_msgs/msg/Image\)\)"
     ):
-        make_source("camera", {"backend": "rosbag", "path": str(path), "topic": "/front/image"}).open()
+        make_source(
+            Modality.CAMERA,
+            parse_source(Modality.CAMERA, {"backend": "rosbag", "path": str(path), "topic": "/front/image"}),
+        ).open()
 
 
 def test_a_topic_of_a_type_the_modality_cannot_read_names_both(tmp_path: Path, recorded) -> None:
@@ -378,7 +389,10 @@ def test_a_topic_of_a_type_the_modality_cannot_read_names_both(tmp_path: Path, r
         SourceError,
         match="topic /cam0/image_raw is sensor_msgs/msg/Image; expected sensor_msgs/msg/PointCloud2 or velodyne_msgs/msg/VelodyneScan",
     ):
-        make_source("lidar", {"backend": "rosbag", "path": str(path), "topic": TOPICS["cam0"]}).open()
+        make_source(
+            Modality.LIDAR,
+            parse_source(Modality.LIDAR, {"backend": "rosbag", "path": str(path), "topic": TOPICS["cam0"]}),
+        ).open()
 
 
 def test_unsupported_encoding_is_skipped_and_counted_naming_the_topic(
@@ -418,8 +432,11 @@ def test_truncated_bag_fails_at_open_naming_the_file(tmp_path: Path, recorded, k
         SourceError, match=f"lidar 'lidar0': {path}: cannot read this .* \\(corrupt or truncated\\?\\)"
     ):
         make_source(
-            "lidar",
-            {"backend": "rosbag", "path": str(path), "topic": TOPICS["lidar0"], "sensor_id": "lidar0"},
+            Modality.LIDAR,
+            parse_source(
+                Modality.LIDAR,
+                {"backend": "rosbag", "path": str(path), "topic": TOPICS["lidar0"], "sensor_id": "lidar0"},
+            ),
         ).open()
 
 
@@ -431,7 +448,7 @@ def test_damage_inside_a_bag_skips_and_counts_never_raises(tmp_path: Path, recor
     data[middle : middle + 4000] = b"\xff" * 4000
     path.write_bytes(bytes(data))
     modality, cfg = rosbag_sources(path)["lidar0"]
-    src = make_source(modality, cfg)
+    src = make_source(modality, parse_source(modality, cfg))
     src.open()
     got = []
     while True:

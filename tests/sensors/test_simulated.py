@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 
 from fusion.sample import Modality
-from fusion.sensors import EndOfStream, make_source
+from fusion.sensors import EndOfStream, make_source, parse_source
 from fusion.sensors.simulated import CameraSim, SimulatedSource
 from fusion.sensors.simulated_config import SimCameraConfig, SimMicrophoneConfig
 
 
-def _frames(modality: str, **cfg):
-    with make_source(modality, {"backend": "simulated", "duration_s": 1.0, **cfg}) as src:
+def _frames(name: str, **cfg):
+    modality = Modality(name)
+    with make_source(
+        modality, parse_source(modality, {"backend": "simulated", "duration_s": 1.0, **cfg})
+    ) as src:
         return list(src), src
 
 
@@ -99,9 +102,9 @@ def test_end_of_stream_after_duration():
 
 def test_unknown_backend_and_bad_keys_name_them():
     with pytest.raises(ValueError, match=r"cam0\.backend: unknown camera backend 'webcam'"):
-        make_source("camera", {"backend": "webcam"}, source="cam0")
+        parse_source(Modality.CAMERA, {"backend": "webcam"}, source="cam0")
     with pytest.raises(ValueError, match=r"cam0: rate_hz: Input should be greater than 0"):
-        make_source("camera", {"backend": "simulated", "rate_hz": 0}, source="cam0")
+        parse_source(Modality.CAMERA, {"backend": "simulated", "rate_hz": 0}, source="cam0")
 
 
 def test_live_microphone_hears_what_the_training_windows_hear():
@@ -221,10 +224,15 @@ def test_the_simulated_device_renders_ahead_at_idle_priority():
 
 
 def test_one_source_class_serves_every_modality_and_the_clock_is_a_field():
-    sources = {m: make_source(m, {"backend": "simulated"}) for m in ("camera", "lidar", "microphone")}
+    sources = {
+        m: make_source(m, parse_source(m, {"backend": "simulated"}))
+        for m in (Modality.CAMERA, Modality.LIDAR, Modality.MICROPHONE)
+    }
     assert {type(s) for s in sources.values()} == {SimulatedSource}
     assert [s.modality for s in sources.values()] == [Modality.CAMERA, Modality.LIDAR, Modality.MICROPHONE]
     with pytest.raises(ValueError, match=r"cam0: clock: monotonic needs realtime: true"):
-        make_source("camera", {"backend": "simulated", "clock": "monotonic"}, source="cam0")
+        parse_source(Modality.CAMERA, {"backend": "simulated", "clock": "monotonic"}, source="cam0")
     with pytest.raises(ValueError, match=r"cam0: clock: Input should be 'unix' or 'monotonic'"):
-        make_source("camera", {"backend": "simulated", "clock": "gps", "realtime": True}, source="cam0")
+        parse_source(
+            Modality.CAMERA, {"backend": "simulated", "clock": "gps", "realtime": True}, source="cam0"
+        )

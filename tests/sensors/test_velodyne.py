@@ -19,7 +19,7 @@ import velodyne_decoder as vd
 
 from fusion.errors import SourceError
 from fusion.sample import Modality
-from fusion.sensors import EndOfStream, make_source
+from fusion.sensors import EndOfStream, make_source, parse_source
 from fusion.sensors.velodyne.config import MODELS, PcapConfig, VelodyneConfig
 from fusion.sensors.velodyne.packets import packet_problem, parse_model
 from fusion.sensors.velodyne.source import PcapSource, VelodyneSource, probe_pcap
@@ -106,7 +106,7 @@ def test_model_names() -> None:
     # The config module checks names without loading velodyne-decoder: its list is the library's.
     assert sorted(MODELS) == sorted(vd.Model.__members__)
     with pytest.raises(ValueError, match=r"model: .*unknown Velodyne model 'VLP-99'"):
-        make_source("lidar", {"backend": "velodyne", "model": "VLP-99"})
+        make_source(Modality.LIDAR, parse_source(Modality.LIDAR, {"backend": "velodyne", "model": "VLP-99"}))
 
 
 # --------------------------------------------------------------------------- live UDP

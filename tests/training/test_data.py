@@ -7,7 +7,7 @@ import pytest
 from fusion.config import parse_config
 from fusion.errors import ConfigError
 from fusion.sample import Modality
-from fusion.sensors import make_preprocessor, make_source
+from fusion.sensors import make_preprocessor, make_source, parse_source
 from fusion.training.data import DataConfig, ExampleRenderer, generate, load_split, read_manifest
 
 # Small sensors and grids so a shard renders in a fraction of a second.
@@ -149,9 +149,15 @@ def test_a_training_example_sees_what_the_live_simulated_sensors_see():
     frames, _ = renderer.frames(0, t)
     trained = {f.modality: f for f in frames}
     world = renderer.world_config.model_dump()
-    for modality, sensor in (("camera", config.sensors.camera), ("lidar", config.sensors.lidar)):
+    for modality, sensor in (
+        (Modality.CAMERA, config.sensors.camera),
+        (Modality.LIDAR, config.sensors.lidar),
+    ):
         live = make_source(
-            modality, {"backend": "simulated", "world": world, "start_s": t, **sensor.model_dump()}
+            modality,
+            parse_source(
+                modality, {"backend": "simulated", "world": world, "start_s": t, **sensor.model_dump()}
+            ),
         )
         with live:
             frame = live.read()
