@@ -7,8 +7,11 @@ rendered by the simulated sensors of the live rig (`fusion.sensors.simulated`, w
 configs) and fused into a sample by the pipeline's own `fusion.fuser.fuse`, with the same
 preprocessors (`make_preprocessor`) as the live pipeline. Labels: the class index and the
 object's bounding-box centre in metres (`target_position`; None for 'nothing', which has no
-position). Each row also carries the scene's conditions (`scene` column) for the evaluation's
-breakdowns: day or night, weather, range, signal-to-noise ratio.
+position): those of object 0, the one-object world's view, as the shipped checkpoint was
+trained; and `objects`, every object of the scene at the sample's instant
+(`fusion.sim.truth.object_list`: class, box centre, size, yaw, velocity, track id), which the
+sensors render too. Each row also carries the scene's conditions (`scene` column) for the
+evaluation's breakdowns: day or night, weather, range, signal-to-noise ratio (all of object 0).
 
 Layout of an output directory::
 
@@ -21,6 +24,7 @@ shards, and running the command again renders only the missing ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -47,6 +51,7 @@ from fusion.sensors import make_preprocessor
 from fusion.sensors.preprocess_config import Preprocessor
 from fusion.sensors.simulated import CameraSim, LidarSim, MicrophoneSim
 from fusion.sensors.simulated_config import CameraSensor, LidarSensor, MicrophoneSensor
+from fusion.sim.truth import object_list
 from fusion.sim.world import World, WorldConfig, frame_rng
 
 log = logging.getLogger(__name__)
@@ -227,7 +232,7 @@ class ExampleRenderer:
             label=state.cls,
             target_position=state.center(),
         )
-        return sample, scene
+        return dataclasses.replace(sample, objects=object_list(self.world, t)), scene
 
     def _count_error(self, modality: Modality, err: ValueError) -> None:
         # e.g. a sweep with no point in range: the modality is missing from that example.
