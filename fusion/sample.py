@@ -8,6 +8,7 @@ positions are implicit and identical every time (image H x W, spectrogram T x F)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -167,7 +168,16 @@ class FusedSample:
 class Prediction:
     """One fused prediction (the model's output for one FusedSample; made by
     `fusion.inference.InferenceEngine`, defined here so that code handling predictions need not
-    load torch). `error` is set (and probs empty) when the sample could not be used."""
+    load torch). `error` is set (and probs empty) when the sample could not be used.
+
+    Attributes:
+        objects: the detected objects (`Box3D`, score in [0, 1]), highest score first, in the
+            rig's base frame; those under the engine's `min_score` are left out.
+        label, position: deprecated, kept for one release: the top-scoring object's class and
+            centre (a model with a detection head; its "nothing" class and None when no object
+            is detected), or the classifier's top class and position estimate (today's models).
+        probs: the classifier's class probabilities; empty for a model without that head.
+    """
 
     rig: str
     seq: int
@@ -180,6 +190,35 @@ class Prediction:
     model_version: str
     stage_times: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    objects: list[Box3D] = field(default_factory=list)
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON-able fields; `objects` as `object_record`s."""
+        record = asdict(self)
+        record["objects"] = [object_record(box) for box in self.objects]
+        return record
+
+
+def object_record(box: Box3D) -> dict[str, Any]:
+    """One object of a prediction record: class, score, position [x, y, z] m, size [l, w, h] m,
+    yaw rad, velocity [vx, vy] m/s (the rig's base frame)."""
+    return {
+        "class": box.class_name,
+        "score": box.score,
+        "position": list(box.center),
+        "size": list(box.size),
+        "yaw": box.yaw,
+        "velocity": list(box.velocity),
+    }
+
+
+def object_from_record(record: Mapping[str, Any]) -> Box3D:
+    """The Box3D of an `object_record` (read back from JSON lines or Parquet)."""
+    return Box3D(
+        class_name=record["class"],
+        score=record["score"],
+        center=record["position"],
+        size=record["size"],
+        yaw=record["yaw"],
+        velocity=record["velocity"],
+    )

@@ -143,6 +143,8 @@ class InferenceConfig(StrictModel):
     num_gpus: float | None = Field(default=None, ge=0)
     num_cpus: float = Field(default=1.0, ge=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Objects scoring under this are left out of the predictions (a prediction's `objects`).
+    min_score: float = Field(default=0.3, ge=0, le=1)
     max_restarts: int = Field(default=3, ge=0)
     # Ray custom resources each inference actor requires (e.g. {"gpu_host": 0.01}); actors of
     # the pool are spread over the nodes that have them.

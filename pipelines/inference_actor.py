@@ -50,11 +50,15 @@ class InferenceActor:
     fuser gives back what it held there) and stays closed until `listen` is called again.
     """
 
-    def __init__(self, *, model: ResolvedModel, device: str, max_batch_size: int, max_wait_ms: float) -> None:
+    def __init__(
+        self, *, model: ResolvedModel, device: str, max_batch_size: int, max_wait_ms: float, min_score: float
+    ) -> None:
         from fusion.inference import InferenceEngine  # here: see the module's docstring
 
         net = load_model(model)
-        self.engine: InferenceEngine = InferenceEngine(net, model_version=model.version, device=device)
+        self.engine: InferenceEngine = InferenceEngine(
+            net, model_version=model.version, device=device, min_score=min_score
+        )
         self.engine.warm_up()  # the slow first forward happens now, not on the first sample
         self.metrics = InferenceMetrics(self.engine)
         # One thread runs the model so the event loop keeps accepting samples meanwhile.

@@ -174,6 +174,7 @@ class PipelineRunner:
                 device=device,
                 max_batch_size=inf.max_batch_size,
                 max_wait_ms=inf.max_wait_ms,
+                min_score=inf.min_score,
             )
             for strategy in inference_placement(self.config)
         ]

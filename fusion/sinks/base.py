@@ -48,7 +48,9 @@ class JsonlSink(Sink):
 
 
 class ParquetSink(Sink):
-    """Row groups of `rows_per_group` predictions; the file is valid once closed."""
+    """Row groups of `rows_per_group` predictions; the file is valid once closed. The columns
+    are the JSON record's; `objects` is a list of structs (class, score, position [3], size [3],
+    yaw, velocity [2])."""
 
     def __init__(self, path: str | Path, *, rows_per_group: int = 256) -> None:
         self.path = Path(path)
@@ -79,6 +81,18 @@ class ParquetSink(Sink):
         self._writer.close()
 
 
+# One object of a prediction, as `fusion.sample.object_record` writes it; float64, so Box3D
+# values come back exactly.
+_OBJECT = pa.struct(
+    [
+        ("class", pa.string()),
+        ("score", pa.float64()),
+        ("position", pa.list_(pa.float64(), 3)),
+        ("size", pa.list_(pa.float64(), 3)),
+        ("yaw", pa.float64()),
+        ("velocity", pa.list_(pa.float64(), 2)),
+    ]
+)
 _PARQUET_SCHEMA = pa.schema(
     [
         ("rig", pa.string()),
@@ -92,6 +106,7 @@ _PARQUET_SCHEMA = pa.schema(
         ("model_version", pa.string()),
         ("stage_times", pa.map_(pa.string(), pa.float64())),
         ("error", pa.string()),
+        ("objects", pa.list_(_OBJECT)),
     ]
 )
 

@@ -3,7 +3,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from fusion.sample import Prediction
+from fusion.detection.boxes import Box3D
+from fusion.sample import Prediction, object_from_record
 from fusion.sinks import open_sink
 from fusion.sinks.base import BackgroundSink, CallbackSink, JsonlSink, OrderedSink, ParquetSink
 
@@ -74,6 +75,48 @@ def test_jsonl_and_parquet_files_hold_every_field(tmp_path):
     assert table.column("seq").to_pylist() == [0, 1, 2]
     assert table.column("label").to_pylist() == ["car"] * 3
     assert table.column("position").to_pylist()[0] == [1.0, 2.0, 0.0]
+
+
+OBJECTS = [
+    Box3D(
+        class_name="car",
+        score=0.9,
+        center=(12.5, -1.25, 0.75),
+        size=(4.5, 1.8, 1.5),
+        yaw=-2.5,
+        velocity=(3.0, -0.5),
+    ),
+    Box3D(class_name="pedestrian", score=0.35, center=(4.0, 2.0, 0.9), size=(0.6, 0.6, 1.8), yaw=0.1),
+]
+
+
+def test_objects_round_trip_through_jsonl_and_parquet(tmp_path):
+    with_objects = pred(0)
+    with_objects.objects = list(OBJECTS)
+    for path in (tmp_path / "out.jsonl", tmp_path / "out.parquet"):
+        sink = open_sink(str(path))
+        sink.write(with_objects)
+        sink.write(pred(1))  # no objects
+        sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert lines[0]["objects"][0] == {
+        "class": "car",
+        "score": 0.9,
+        "position": [12.5, -1.25, 0.75],
+        "size": [4.5, 1.8, 1.5],
+        "yaw": -2.5,
+        "velocity": [3.0, -0.5],
+    }
+    assert lines[1]["objects"] == []
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert str(table.schema.field("objects").type) == (
+        "list<element: struct<class: string, score: double, position: fixed_size_list<element: double>[3], "
+        "size: fixed_size_list<element: double>[3], yaw: double, velocity: fixed_size_list<element: double>[2]>>"
+    )
+    parquet_rows = table.column("objects").to_pylist()
+    assert parquet_rows[1] == []
+    for rows in ([r["objects"] for r in lines], parquet_rows):
+        assert [object_from_record(r) for r in rows[0]] == OBJECTS  # exactly: float64 throughout
 
 
 def test_empty_parquet_is_still_a_valid_file(tmp_path):
