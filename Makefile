@@ -9,13 +9,15 @@ DURATION ?= 30
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml deploy/constraints.txt scripts/setup-system.sh
+$(STAMP): pyproject.toml deploy/constraints.txt deploy/test-oracles.txt scripts/setup-system.sh
 	scripts/setup-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the local CPU wheel, never a multi-GB CUDA download.
 	$(BIN)/pip install --quiet torch==2.13.0
 	# Every other dependency at the version CI and the images use (deploy/constraints.txt).
 	$(BIN)/pip install --quiet -c deploy/constraints.txt -e '.[dev]'
+	# Reference implementations the tests compare against, without their dependencies (see the file).
+	$(BIN)/pip install --quiet --no-deps -r deploy/test-oracles.txt
 	touch $@
 
 $(BSTAMP): $(STAMP)
