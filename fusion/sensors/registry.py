@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from fusion.config import StrictModel, parse_config
 from fusion.errors import InputError, MissingFileError
-from fusion.sample import Modality, parse_modality
+from fusion.sample import Modality
 from fusion.sensors.preprocess_config import Preprocessor
 from fusion.sensors.source import Backend, Source, SourceConfig
 
@@ -86,16 +86,15 @@ def backends(modality: Modality) -> list[str]:
     return sorted(name for name, served in _BACKENDS.items() if any(modality in b.configs for b in served))
 
 
-def find_backend(modality: Modality | str, backend: object) -> Backend:
+def find_backend(modality: Modality, backend: object) -> Backend:
     """The Backend serving `modality` under the name `backend`; imports no backend library.
 
     Args:
-        modality: a `Modality` or its name.
+        modality: what the sensor is.
         backend: the name a config gives (`backend:`).
 
     Raises InputError naming the backends `modality` has when none of that name serves it.
     """
-    modality = parse_modality(modality)
     _load(CONFIG_MODULES)
     for served in _BACKENDS.get(str(backend), []):
         if modality in served.configs:
@@ -104,24 +103,23 @@ def find_backend(modality: Modality | str, backend: object) -> Backend:
     raise InputError(f"unknown {modality.value} backend {backend!r} (known: {known})")
 
 
-def source_config_class(modality: Modality | str, backend: str) -> type[SourceConfig]:
+def source_config_class(modality: Modality, backend: str) -> type[SourceConfig]:
     """The config class of a (modality, backend), from the backend's light config module.
 
     Args:
-        modality: a `Modality` or its name.
+        modality: what the sensor is.
         backend: the backend name a config gives.
 
     Raises InputError naming the known backends when there is no such backend for `modality`.
     """
-    modality = parse_modality(modality)
     return find_backend(modality, backend).configs[modality]
 
 
-def source_class(modality: Modality | str, backend: str) -> type[Source]:
+def source_class(modality: Modality, backend: str) -> type[Source]:
     """The Source class serving a (modality, backend): imports its module, and so its library.
 
     Args:
-        modality: a `Modality` or its name.
+        modality: what the sensor is.
         backend: the backend name a config gives.
 
     Raises InputError naming the known backends when there is no such backend for `modality`.

@@ -42,20 +42,20 @@ def test_importing_the_registry_loads_no_backend() -> None:
 def test_backends_and_config_classes_by_modality() -> None:
     assert {"file", "device", "stream", "simulated", "recording"} <= set(backends(Modality.CAMERA))
     assert {"pointcloud", "kitti", "pcap", "velodyne"} <= set(backends(Modality.LIDAR))
-    assert source_config_class("lidar", "kitti").__name__ == "KittiConfig"
+    assert source_config_class(Modality.LIDAR, "kitti").__name__ == "KittiConfig"
     with pytest.raises(ValueError, match=r"unknown lidar backend 'radar' \(known: .*kitti"):
-        source_config_class("lidar", "radar")
+        source_config_class(Modality.LIDAR, "radar")
 
 
 def test_one_backend_name_maps_to_the_classes_serving_it() -> None:
     """`device` and `file` are an OpenCV camera and a PortAudio / libsndfile microphone; `simulated`
     and `recording` are one class each for every modality."""
-    assert find_backend("camera", "device").source == "fusion.sensors.opencv:CameraDeviceSource"
-    assert find_backend("microphone", "device").source == "fusion.sensors.audio:MicrophoneDeviceSource"
-    assert source_config_class("microphone", "file").__name__ == "MicrophoneFileConfig"
+    assert find_backend(Modality.CAMERA, "device").source == "fusion.sensors.opencv:CameraDeviceSource"
+    assert find_backend(Modality.MICROPHONE, "device").source == "fusion.sensors.audio:MicrophoneDeviceSource"
+    assert source_config_class(Modality.MICROPHONE, "file").__name__ == "MicrophoneFileConfig"
     for name in ("simulated", "recording", "rosbag"):
         assert len({source_class(m, name) for m in Modality}) == 1, name
-    assert set(find_backend("lidar", "simulated").configs) == set(Modality)
+    assert set(find_backend(Modality.LIDAR, "simulated").configs) == set(Modality)
 
 
 def test_a_second_class_for_a_served_modality_is_refused() -> None:
