@@ -7,8 +7,9 @@ Prometheus, which finds every node's agent through Ray's service discovery file.
 application metrics as `ray_<name>`; deploy/prometheus/prometheus.yml strips that prefix, so the
 names in `SPECS` are exactly the names users query (see docs/monitoring.md).
 
-Labels are small fixed sets: modality, stage, reason, kind, edge, actor kind, and `rig`, whose
-values are the rig ids of the config (a rig fuses one sensor per modality, so rig and modality
+Labels are small fixed sets: modality, stage, reason, kind, edge, actor kind, `class` (the
+model's object class names, from its config or checkpoint), and `rig`, whose values are the rig
+ids of the config (a rig fuses one sensor per modality, so rig and modality
 name a sensor without a sensor-id label). No value comes from a payload or a file name, and
 `label()` maps anything that does not look like a code literal or a config id to "other", so a
 misbehaving source backend cannot grow the number of series.

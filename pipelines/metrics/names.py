@@ -11,6 +11,9 @@ from enum import StrEnum
 # 1 ms to 10 s in 1-2-5 steps: the p99 objective and every stage between fall on a bucket edge.
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+# Each count from 0 to 16 its own bucket (a few objects around a rig; 16 is a crowded scene).
+# Ray takes only positive edges, so 0.5 stands for 0: le="0.5" counts predictions without objects.
+OBJECT_COUNT_BUCKETS = (0.5, *(float(n) for n in range(1, 17)))
 RAY_PREFIX = "ray_"  # what Ray's exporter puts before every application metric name
 
 
@@ -79,6 +82,19 @@ SAMPLES_RESUBMITTED = MetricSpec(
     "fusion_samples_resubmitted_total", C, "Samples resubmitted after their inference actor died."
 )
 PREDICTIONS = MetricSpec("fusion_predictions_total", C, "Predictions written to the output.")
+OBJECTS_PER_PREDICTION = MetricSpec(
+    "fusion_objects_per_prediction",
+    H,
+    "Objects in each prediction written (those scoring at least inference.min_score).",
+    (),
+    OBJECT_COUNT_BUCKETS,
+)
+DETECTIONS = MetricSpec(
+    "fusion_detections_total",
+    C,
+    "Objects in the predictions written, by class (the model's class names).",
+    ("class",),
+)
 PREDICTIONS_DUPLICATE = MetricSpec(
     "fusion_predictions_duplicate_total",
     C,

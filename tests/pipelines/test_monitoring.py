@@ -24,6 +24,7 @@ import pytest
 import ray
 import yaml
 
+from fusion.detection.boxes import Box3D
 from fusion.errors import ConfigError
 from fusion.sample import Prediction
 from fusion.sinks.base import CallbackSink
@@ -130,7 +131,7 @@ def test_rules_and_dashboard_use_only_metrics_the_code_exports():
     for query in queries:
         assert not _unknown_names(query, known), query
     used = {n for q in queries for n in _NAME.findall(q)}
-    # Throughput, latency per stage, drops and errors per modality, batch size, queue depth.
+    # Throughput, latency per stage, drops and errors per modality, batch size, queue depth, objects.
     for name in (
         "fusion_predictions_total",
         "fusion_frames_ingested_total",
@@ -140,8 +141,17 @@ def test_rules_and_dashboard_use_only_metrics_the_code_exports():
         "fusion_input_errors_total",
         "fusion_inference_batch_size_bucket",
         "fusion_queue_depth",
+        "fusion_objects_per_prediction_bucket",
+        "fusion_detections_total",
     ):
         assert name in used, f"the dashboard shows no {name}"
+
+
+def test_monitoring_md_lists_every_metric_with_its_kind():
+    rows = re.findall(
+        r"^\| `(fusion_[a-z_]+)` \| ([a-z]+)", (ROOT / "docs" / "monitoring.md").read_text(), re.M
+    )
+    assert dict(rows) == {spec.name: spec.kind.value for spec in names.SPECS}
 
 
 def test_metric_specs_follow_prometheus_conventions():
@@ -219,10 +229,39 @@ def test_instrumented_sink_observes_each_stage_of_a_written_prediction(recorded)
         ("fusion_stage_latency_seconds", "fused_to_inferred"): 0.3,
         ("fusion_stage_latency_seconds", "inferred_to_written"): 0.1,
         ("fusion_predictions_total", None): 1.0,
+        ("fusion_objects_per_prediction", None): 0,  # no objects: no detections either
     }
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_instrumented_sink_counts_objects_per_prediction_and_detections_per_class(recorded):
+    instrumented = sink.InstrumentedSink(CallbackSink(lambda p: None), clock=lambda: 100.0)
+    objects = [
+        Box3D(class_name=c, center=(10.0, 0.0, 0.0), size=(4.0, 2.0, 1.5), yaw=0.0, score=0.9)
+        for c in ("car", "pedestrian", "car")
+    ]
+    for seq, found in enumerate((objects, [])):
+        instrumented.write(
+            Prediction(
+                rig="sim",
+                seq=seq,
+                timestamp=1.0,
+                label="car",
+                probs=[],
+                position=None,
+                modalities=["lidar"],
+                latency_s=0.1,
+                model_version="v",
+                objects=found,
+            )
+        )
+    counts = [v for call, name, v, _ in recorded if name == "fusion_objects_per_prediction"]
+    assert counts == [3, 0]
+    per_class = [(v, labels) for call, name, v, labels in recorded if name == "fusion_detections_total"]
+    assert sorted(per_class, key=str) == [(1, {"class": "pedestrian"}), (2, {"class": "car"})]
+    assert all(call == "inc" for call, name, _, _ in recorded if name == "fusion_detections_total")
 
 
 def test_a_metrics_port_in_use_fails_at_start_naming_it():
@@ -449,5 +488,12 @@ def test_prometheus_scrapes_the_running_pipeline_under_the_projects_names(promet
             continue  # a Grafana template function, not PromQL
         expr = query.replace("$__rate_interval", "30s").replace("$rig", ".*")
         _query(url, expr)  # asserts the query is accepted
-        if any(n in expr for n in ("fusion_predictions_total", "stage_latency", "batch_size", "queue_depth")):
+        core = (
+            "fusion_predictions_total",
+            "stage_latency",
+            "batch_size",
+            "queue_depth",
+            "objects_per_prediction",
+        )
+        if any(n in expr for n in core):
             _wait_for(lambda e=expr: _query(url, e), 20, f"data for dashboard query {expr}")
