@@ -1,15 +1,15 @@
-"""The simulated world's ground truth as label segments (`fusion record` writes it as labels.csv).
+"""The simulated world's ground truth as labels rows (`fusion record` writes it as labels.csv).
 
-Time is cut on the grid of the fastest simulated sensor: segment k is centred on that sensor's
+Time is cut on the grid of the fastest simulated sensor: piece k is centred on that sensor's
 frame k (`origin + k / rate_hz`, the very float the sensor stamps its frame with) and spans half
-a frame period either side, split where an episode ends. Each piece carries the class and the
-object's bounding-box centre (rig frame, as `target_position` in generated data) at its frame's
-time, or at the piece's middle when the frame lies in the other episode. A slower sensor on the
-same grid (a 10 Hz LiDAR under a 30 Hz camera) therefore finds, at each of its frames, exactly
-the label that `fusion data generate` gives a sample taken at that instant. Neighbouring pieces
-that agree (an episode with nothing in it, an object standing still) are merged into one.
-These segments describe object 0 alone (the one-object world): a labels file holds one class
-and one position at a time.
+a frame period either side, split where an episode ends. Each piece holds one row per object of
+the scene (class, box centre, size, yaw, velocity, track id; rig frame, as `object_list`) at its
+frame's time, or at the piece's middle when the frame lies in the other episode, in track order;
+or one `nothing` row in an empty episode. A slower sensor on the same grid (a 10 Hz LiDAR under a
+30 Hz camera) therefore finds, at each of its frames, exactly the objects that
+`fusion data generate` gives a sample taken at that instant, and object 0 first: the label and
+position of that sample. A piece whose rows equal the previous piece's but for the time (an
+episode with nothing in it, objects standing still) is merged into it.
 
 `object_list(world, t)` is the ground truth of the multi-object world at one instant: every
 object as a `fusion.detection.Box3D` (class, centre, size, yaw, velocity, track id), the type
@@ -18,6 +18,7 @@ the detection metric scores.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -25,7 +26,7 @@ from fusion.detection.boxes import Box3D
 from fusion.errors import InputError
 from fusion.sim.objects import CLASS_NAMES
 from fusion.sim.world import ObjectState, World
-from fusion.training.labels import LabelSegment
+from fusion.training.labels import NOTHING, LabelSegment
 
 
 def object_box(state: ObjectState) -> Box3D:
@@ -54,7 +55,7 @@ def object_list(world: World, t: float) -> list[Box3D]:
 def ground_truth(
     world: World, *, start: float, end: float, rate_hz: float, origin: float = 0.0
 ) -> list[LabelSegment]:
-    """Segments from `start` to past `end` (seconds of scene time) on the grid `origin + k / rate_hz`."""
+    """Rows from `start` to past `end` (seconds of scene time) on the grid `origin + k / rate_hz`."""
     if not end >= start:
         raise InputError(f"end ({end}) is before start ({start})")
     if not rate_hz > 0:
@@ -62,7 +63,7 @@ def ground_truth(
     first = math.floor((start - origin) * rate_hz + 0.5)
     last = math.floor((end - origin) * rate_hz + 0.5)
     episode_s = world.config.episode_s
-    out: list[LabelSegment] = []
+    out: list[list[LabelSegment]] = []
     for k in range(first, last + 1):
         centre = origin + k / rate_hz
         # Edges from the same expression on both sides, so neighbours meet without a gap or overlap.
@@ -72,15 +73,33 @@ def ground_truth(
         cuts = [a, boundary, b] if a < boundary < b else [a, b]
         for lo, hi in itertools.pairwise(cuts):
             anchor = centre if lo <= centre < hi else (lo + hi) / 2
-            state = world.state(anchor)
-            piece = LabelSegment(start=lo, end=hi, label=CLASS_NAMES[state.cls], position=state.center())
-            _append(out, piece)
-    return out
+            _append(out, _rows(object_list(world, anchor), lo, hi))
+    return [row for piece in out for row in piece]
 
 
-def _append(out: list[LabelSegment], piece: LabelSegment) -> None:
+def _rows(boxes: list[Box3D], start: float, end: float) -> list[LabelSegment]:
+    if not boxes:
+        return [LabelSegment(start=start, end=end, label=NOTHING)]
+    return [
+        LabelSegment(
+            start=start,
+            end=end,
+            label=b.class_name,
+            position=b.center,
+            size=b.size,
+            yaw=b.yaw,
+            velocity=b.velocity,
+            track_id=b.track_id,
+        )
+        for b in boxes
+    ]
+
+
+def _append(out: list[list[LabelSegment]], piece: list[LabelSegment]) -> None:
     last = out[-1] if out else None
-    if last is not None and last.label == piece.label and last.position == piece.position:
-        out[-1] = LabelSegment(start=last.start, end=piece.end, label=last.label, position=last.position)
+    if last is not None and [dataclasses.replace(r, start=0, end=0) for r in last] == [
+        dataclasses.replace(r, start=0, end=0) for r in piece
+    ]:
+        out[-1] = [dataclasses.replace(r, end=piece[0].end) for r in last]
     else:
         out.append(piece)

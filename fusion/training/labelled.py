@@ -3,8 +3,12 @@
 The frames, of a fusion recording or of any finite sources a rig config names (ROS bags,
 media files), go through a lossless `fusion.fuser.Fuser` with the rig's sync and
 preprocessing, the pipeline's own path, so a model is trained on what it will be fed. Each fused
-sample takes the label of the segment covering its tick time (`fusion.training.labels`), mapped onto the
-class list by a `ClassMap`; its `target_position` is the segment's x, y, z (None without one).
+sample takes the rows of the labels file covering its tick time (`fusion.training.labels`):
+`objects`, every object's box with its class mapped onto the class list by a `ClassMap` ([] for
+`nothing`; None when an object there has no size, so no box); and, as in today's one-label data,
+`label` and `target_position`, the class index and x, y, z (None without) of the first of those
+rows in start order, then file order (object 0 of a simulated session; the one row of a
+one-label file, whose samples keep the label and position they had before object lists).
 The shards are those of `fusion data generate` (`fusion.training.data`): the FusedSample schema plus
 the `scene` column, of which a recording knows only the object's range (from the position);
 the other conditions are null. `fusion train` and `fusion eval` read them unchanged.
@@ -31,6 +35,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from fusion.detection.boxes import Box3D
 from fusion.errors import InputError, OutputExistsError
 from fusion.fuser import Fuser, PreprocessConfig
 from fusion.recording import RecordingReader
@@ -130,18 +135,29 @@ def labelled_samples(
         yield from fuser.finish()
 
     for sample in ticks():
-        segment = labels.at(sample.timestamp)
-        if segment is None:
+        rows = labels.at(sample.timestamp)
+        if not rows:
             skipped["unlabelled"] += 1
         elif not sample.segments:
             skipped["no_input"] += 1
         else:
             # No stage times: the data must not depend on when it was made (as generated data).
             yield dataclasses.replace(
-                sample, stage_times={}, label=classes.index(segment.label), target_position=segment.position
+                sample,
+                stage_times={},
+                label=classes.index(rows[0].label),
+                target_position=rows[0].position,
+                objects=_mapped(labels.objects(sample.timestamp), classes),
             )
     if fuser_stats is not None:
         fuser_stats.update(fuser.stats().as_json())
+
+
+def _mapped(objects: list[Box3D] | None, classes: ClassMap) -> list[Box3D] | None:
+    """The objects with their class names mapped onto the class list."""
+    if objects is None:
+        return None
+    return [dataclasses.replace(b, class_name=classes.classes[classes.index(b.class_name)]) for b in objects]
 
 
 def scene_record(sample: FusedSample) -> dict[str, Any]:

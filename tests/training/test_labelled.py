@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from fusion.detection.boxes import Box3D
 from fusion.sim import CLASS_NAMES, World, WorldConfig
+from fusion.sim.truth import object_list
 from fusion.training.data import DataConfig, ExampleRenderer, load_split, samples_table
 from fusion.training.labels import LABELS_FILE, read_labels, write_labels
 from fusion_cli.main import main
@@ -69,6 +72,12 @@ def test_samples_are_labelled_with_the_world_at_their_tick(
         assert sample.label == three.get(CLASS_NAMES[state.cls], 2)
         assert sample.target_position == state.center()
         assert sample.stage_times == {}
+        # every object of the scene, its class mapped onto the three classes
+        want = [
+            dataclasses.replace(b, class_name=THREE[three.get(b.class_name, 2)])
+            for b in object_list(world, sample.timestamp)
+        ]
+        assert sample.objects == want
     assert {s.label for s in data.samples} == {0, 1}
 
 
@@ -106,11 +115,11 @@ def test_bad_labels_fail_with_one_line_naming_file_and_line(
     bad.write_text("start,end,label\n0,1,nothing\n1,2,zebra\n")
     assert from_recording(recording, config, tmp_path / "data", "--labels", str(bad)) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"fusion: error: {bad}:3: unknown label 'zebra'") and "\n" not in err
+    assert err.startswith(f"fusion: error: {bad}:3: label: unknown class 'zebra'") and "\n" not in err
     # Without --map, the sim's classes are unknown to the 3-class list: the first row says so.
     assert main(["data", "from-recording", "--recording", str(recording), "--out", str(tmp_path / "x"),
                  "--classes", "none,person,vehicle"]) == 2  # fmt: skip
-    assert f"{recording / LABELS_FILE}:2: unknown label" in capsys.readouterr().err
+    assert f"{recording / LABELS_FILE}:2: class: unknown class" in capsys.readouterr().err
 
 
 def test_a_ros_bag_is_labelled_straight_from_the_rigs_sources(
@@ -162,3 +171,60 @@ def test_a_ros_bag_is_labelled_straight_from_the_rigs_sources(
     assert main(["data", "from-recording", "--config", str(bag_config), "--out", str(tmp_path / "x"),
                  "--labels", labels]) == 2  # fmt: skip
     assert "live devices" in capsys.readouterr().err
+
+
+def test_a_one_label_file_gives_the_labels_it_gave_before_and_no_objects(
+    recorded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The recording's truth rewritten in today's one-label form (object 0's class and position):
+    # the same label and position as from the object rows, and no object lists (no sizes).
+    config, recording = recorded
+    truth = read_labels(recording / LABELS_FILE)
+    legacy = tmp_path / "legacy.csv"
+    rows = [s for s in truth.segments if s == truth.at(s.start)[0]]  # object 0 of each span
+    legacy.write_text(
+        "start,end,label,x,y,z\n"
+        + "".join(
+            f"{s.start!r},{s.end!r},{s.label},{','.join(repr(v) for v in s.position) if s.position else ',,'}\n"
+            for s in rows
+        )
+    )
+    assert from_recording(recording, config, tmp_path / "new") == 0
+    assert from_recording(recording, config, tmp_path / "old", "--labels", str(legacy)) == 0
+    new, old = load_split(tmp_path / "new", "train"), load_split(tmp_path / "old", "train")
+    assert [(s.label, s.target_position) for s in old.samples] == [
+        (s.label, s.target_position) for s in new.samples
+    ]
+    assert {s.label for s in old.samples} == {0, 1}
+    assert [s.objects for s in old.samples if s.label == 0] == [[] for s in old.samples if s.label == 0]
+    assert all(s.objects is None for s in old.samples if s.label != 0)
+
+
+def test_objects_come_from_a_multi_object_labels_file(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    config, recording = recorded
+    labels = tmp_path / "objects.csv"
+    labels.write_text(
+        "start,end,class,x,y,z,l,w,h,yaw,vx,vy,track_id\n"
+        "0,4,car,10,-2,-0.9,4.5,1.9,1.5,0.5,3,0,a\n"
+        "0,2,pedestrian,6,1,-0.8,0.6,0.6,1.75,,,,b\n"
+        "2,4,cyclist,7,1.5,-0.8,1.8,0.6,1.7,1.0,,,b\n"
+        "4,8,nothing,,,,,,,,,,\n"
+    )
+    assert from_recording(recording, config, tmp_path / "data", "--labels", str(labels)) == 0
+    data = load_split(tmp_path / "data", "train")
+    car = Box3D(
+        class_name="vehicle",
+        center=(10, -2, -0.9),
+        size=(4.5, 1.9, 1.5),
+        yaw=0.5,
+        velocity=(3, 0),
+        track_id="a",
+    )
+    walker = Box3D(class_name="person", center=(6, 1, -0.8), size=(0.6, 0.6, 1.75), yaw=0.0, track_id="b")
+    rider = Box3D(class_name="person", center=(7, 1.5, -0.8), size=(1.8, 0.6, 1.7), yaw=1.0, track_id="b")
+    for s in data.samples:
+        t = s.timestamp
+        want = [car, walker] if t < 2 else [car, rider] if t < 4 else []
+        assert s.objects == want, t
+        assert s.label == (2 if t < 4 else 0) and s.target_position == ((10.0, -2.0, -0.9) if t < 4 else None)
+    assert len(data) == round(SECONDS * 10)
