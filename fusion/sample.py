@@ -176,7 +176,7 @@ class Prediction:
         label, position: deprecated, kept for one release: the top-scoring object's class and
             centre (a model with a detection head; its "nothing" class and None when no object
             is detected), or the classifier's top class and position estimate (today's models).
-        probs: the classifier's class probabilities; empty for a model without that head.
+        probs: the classifier head's class probabilities (every model has that head).
     """
 
     rig: str
