@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from fusion.errors import InputError
 
@@ -120,6 +121,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fusion.training.evaluate import evaluate
 
     model = load_checkpoint(args.checkpoint)
+    if model.config.detection is not None:
+        return _eval_detector(model, args)
+    if args.nuscenes:
+        raise InputError(
+            f"--nuscenes: {args.checkpoint} is a classifier (no detection head): no boxes to write"
+        )
     reports = {}
     for split in (args.split, args.shifted):
         if split is None:
@@ -152,6 +159,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         body = asdict(report) | ({"shifted": asdict(shifted)} if shifted else {})
         Path(args.json).write_text(json.dumps(body, indent=1))
+    return 0
+
+
+def _eval_detector(model: Any, args: argparse.Namespace) -> int:
+    """`fusion eval` of a model with a set-prediction head: the nuScenes detection metric."""
+    from fusion.training.checkpoint import checkpoint_version
+    from fusion.training.data import load_split
+    from fusion.training.detection_eval import evaluate_detection
+    from fusion.training.detection_report import write_detection_report
+
+    reports = {}
+    for split in (args.split, args.shifted):
+        if split is None:
+            continue
+        data = load_split(args.data, split, limit=args.limit)
+        say = (
+            None
+            if args.quiet
+            else (lambda subset, split=split: print(f"{split}: {subset} ...", file=sys.stderr))
+        )
+        reports[split] = report = evaluate_detection(model, data, batch_size=args.batch_size, progress=say)
+        for r in report.results:
+            print(f"{split:8s} {r.subset:28s} mAP {r.mean_ap:.3f}  NDS {r.metrics.nd_score:.3f}")
+    report, shifted = reports[args.split], reports.get(args.shifted)
+    if args.report:
+        md = Path(args.report)
+        write_detection_report(
+            report,
+            md,
+            Path(args.img_dir) if args.img_dir else md.parent / "img",
+            title=args.title or f"Evaluation of {Path(args.checkpoint).stem}",
+            checkpoint=checkpoint_version(args.checkpoint),
+            data=f"{args.data} ({args.split})",
+            shifted=shifted,
+            shifted_data=f"{args.data} ({args.shifted})",
+        )
+        print(f"report: {args.report}")
+    if args.json:
+        body = report.as_json() | ({"shifted": shifted.as_json()} if shifted else {})
+        Path(args.json).write_text(json.dumps(body, indent=1, allow_nan=True))
+    if args.nuscenes:
+        for path in report.write_nuscenes(args.nuscenes):
+            print(f"nuscenes: {path}")
     return 0
 
 
@@ -242,8 +292,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval",
         help="evaluate a checkpoint on a held-out split, for every subset of sensors",
-        description="Accuracy, macro-F1, confusion matrix and position error for every subset of "
-        "modalities and per condition; optionally a Markdown report with PNG plots.",
+        description="A classifier: accuracy, macro-F1, confusion matrix and position error; a detector "
+        "(model.detection): the nuScenes detection metric (mAP, AP per class, TP errors). For every "
+        "subset of modalities and per condition; optionally a Markdown report with PNG plots.",
     )
     ev.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
     ev.add_argument("--data", required=True, help="a directory written by `fusion data generate`")
@@ -262,5 +313,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--title", default=None, help="the report's title")
     ev.add_argument("--json", default=None, help="also write every number as JSON here")
+    ev.add_argument(
+        "--nuscenes",
+        default=None,
+        metavar="DIR",
+        help="a detector: write DIR/gt.json and DIR/results-<subset>.json in the nuScenes submission format",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)
