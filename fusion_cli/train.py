@@ -86,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_train_config(args.config)
     if args.init and args.num_workers:
         raise InputError("--init runs in this process only; leave out --num-workers")
+    if args.new_head and not args.init:
+        raise InputError("--new-head is for fine-tuning: give the checkpoint with --init")
     if args.num_workers:
         from pipelines.train import train_with_ray
 
@@ -99,7 +101,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     else:
         trainer = Trainer(
-            config, data_dir=args.data, run_dir=args.run_dir, init=args.init, progress=not args.quiet
+            config,
+            data_dir=args.data,
+            run_dir=args.run_dir,
+            init=args.init,
+            new_head=args.new_head,
+            progress=not args.quiet,
         )
         if trainer.initialized is not None:
             print(trainer.initialized.describe(args.init), file=sys.stderr)
@@ -283,8 +290,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--init",
         default=None,
-        help="start from this checkpoint's weights (fine-tuning); with another class list "
-        "(the config's `classes`) the classifier is re-initialized and the rest kept",
+        help="start from this checkpoint's weights (fine-tuning); the config's `classes` are matched "
+        "to the checkpoint's by name (another order is mapped; other names are an error, see --new-head)",
+    )
+    train.add_argument(
+        "--new-head",
+        action="store_true",
+        help="with --init: the class list differs from the checkpoint's (renamed, missing or extra "
+        "classes), so train a new class head from scratch and keep the rest",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)

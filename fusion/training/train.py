@@ -196,9 +196,11 @@ class Trainer:
         data_dir: str | Path | None = None,
         run_dir: str | Path | None = None,
         init: str | Path | None = None,
+        new_head: bool = False,
         progress: bool = True,
     ) -> None:
-        """`init`: a checkpoint to start from (`fusion.training.finetune`) instead of random weights."""
+        """`init`: a checkpoint to start from (`fusion.training.finetune`) instead of random weights;
+        `new_head`: a class head whose classes differ from the checkpoint's starts afresh (else an error)."""
         self.config = config
         self.data_dir = Path(data_dir or config.data.dir)
         self.run_dir = Path(run_dir or config.run_dir or f"runs/{config.name}")
@@ -230,7 +232,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = build_model(model_config(config))
         self.initialized: InitReport | None = (
-            init_from_checkpoint(self.model, init) if init is not None else None
+            init_from_checkpoint(self.model, init, new_head=new_head) if init is not None else None
         )
         if init is None:
             self._init_position_head()
