@@ -172,7 +172,7 @@ def main() -> int:
     t0 = time.perf_counter()
     if not args.eval_only:
         fusion("train", "--config", str(train_config(work, epochs=args.epochs, lr=args.lr)), "--init", str(BASE),
-               "--run-dir", str(work / "run"), "--quiet")  # fmt: skip
+               "--new-head", "--run-dir", str(work / "run"), "--quiet")  # fmt: skip
     times["fine-tune"] = time.perf_counter() - t0
     results = evaluate(work)
     manifest = json.loads((work / "data" / "manifest.json").read_text())
