@@ -3,6 +3,8 @@
 AdamW with linear warm-up and a cosine decay, cross-entropy on the class plus a Huber loss on
 the object position (masked for 'nothing', which has none), whole-modality dropout (the
 model's `modality_dropout`, set from this config), a progress bar with loss and accuracy.
+A model with a detection head (`model.detection`) adds the set loss on the samples' object
+lists (`fusion.training.set_loss`); `label_weight` scales the one-label loss beside it.
 
 Determinism and resumption. Everything random is a function of (seed, step): the batch order
 of epoch e is a permutation drawn from (seed, e), and the torch generator (modality dropout,
@@ -41,12 +43,13 @@ from tqdm import tqdm
 
 from fusion.config import StrictModel, load_config
 from fusion.errors import CheckpointError, ConfigError, InputError
-from fusion.model import ModelConfig, Perceiver, build_model, collate, preset_config
+from fusion.model import ModelConfig, Perceiver, PerceiverOutput, build_model, collate, preset_config
 from fusion.model.config import DropoutSchedule
 from fusion.sample import FusedSample
 from fusion.training.checkpoint import TRAIN_CONFIG_KEY, read_checkpoint, save_checkpoint
 from fusion.training.data import DataConfig, load_split
 from fusion.training.finetune import InitReport, init_from_checkpoint
+from fusion.training.set_loss import SetCriterion, SetLossConfig, sample_objects
 from fusion.training.train_state import STEP_KEY, atomic_write, latest_checkpoint, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,10 @@ class TrainConfig(StrictModel):
     modality_dropout_schedule: DropoutSchedule = "independent"
     position_weight: float = Field(default=0.1, ge=0)  # weight of the position loss
     huber_delta_m: float = Field(default=1.0, gt=0)
+    # With a detection head: its set loss, and the weight of the one-label loss (class and
+    # position) beside it. Kept by default: a Prediction still carries a label and a position.
+    set_loss: SetLossConfig = SetLossConfig()
+    label_weight: float = Field(default=1.0, ge=0)
     checkpoint_every: int = Field(default=500, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     val_every: int | None = Field(default=None, ge=1)  # steps; also at the end when set
@@ -141,11 +148,25 @@ def targets(samples: Sequence[FusedSample]) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def loss_fn(
-    model: nn.Module, samples: Sequence[FusedSample], config: TrainConfig
+    model: nn.Module,
+    samples: Sequence[FusedSample],
+    config: TrainConfig,
+    criterion: SetCriterion | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total loss, logits [B, classes]) of a batch."""
-    labels, pos, has = targets(samples)
+    """(total loss, logits [B, classes]) of a batch; with `criterion`, the set loss is added."""
     out = model(collate([s.segments for s in samples]))
+    loss = label_loss(out, samples, config)
+    if criterion is None:
+        return loss, out.logits
+    if out.detections is None:
+        raise ConfigError("a set loss was asked for, but the model has no detection head (model.detection)")
+    set_loss = criterion(out.detections, sample_objects(samples))["total"]
+    return config.label_weight * loss + set_loss, out.logits
+
+
+def label_loss(out: PerceiverOutput, samples: Sequence[FusedSample], config: TrainConfig) -> torch.Tensor:
+    """Cross-entropy on the class plus the weighted Huber loss on the position of a batch."""
+    labels, pos, has = targets(samples)
     loss = F.cross_entropy(out.logits, labels)
     if out.position is not None and config.position_weight > 0:
         # A batch without any object still touches the head, so DDP sees every parameter used.
@@ -155,7 +176,7 @@ def loss_fn(
             else out.position.sum() * 0.0
         )
         loss = loss + config.position_weight * pos_loss
-    return loss, out.logits
+    return loss
 
 
 def _param_groups(model: Perceiver, weight_decay: float) -> list[dict[str, Any]]:
@@ -163,7 +184,7 @@ def _param_groups(model: Perceiver, weight_decay: float) -> list[dict[str, Any]]
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
-        is_matrix = p.ndim >= 2 and not name.endswith(("latents", "padding"))
+        is_matrix = p.ndim >= 2 and not name.endswith(("latents", "padding", "queries"))
         (decay if is_matrix else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -229,6 +250,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train) // config.batch_size
         total = self.steps_per_epoch * config.epochs
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.criterion = self._criterion(model_config(config))
         torch.manual_seed(config.seed)
         self.model = build_model(model_config(config))
         self.initialized: InitReport | None = (
@@ -244,6 +266,18 @@ class Trainer:
         self.net: nn.Module = self.model
         if self.distributed and self.world_size > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model)
+
+    def _criterion(self, model: ModelConfig) -> SetCriterion | None:
+        """The set loss when the model has a detection head; every training sample needs objects."""
+        if model.detection is None:
+            return None
+        missing = sum(s.objects is None for s in self.train.samples)
+        if missing:
+            raise ConfigError(
+                f"{self.data_dir}/train: {missing} of {len(self.train)} samples have no object list, "
+                f"and model {model.name!r} has a detection head, which trains on object lists"
+            )
+        return SetCriterion(head=model.detection, config=self.config.set_loss)
 
     def _init_position_head(self) -> None:
         """Start the position head at the mean object position. Targets are tens of metres: Adam
@@ -316,7 +350,7 @@ class Trainer:
                 group["lr"] = lr
             torch.manual_seed(step_seed(cfg.seed, step, self.rank))
             batch = [self.train.samples[i] for i in self.batch_indices(step)]
-            loss, logits = loss_fn(self.net, batch, cfg)
+            loss, logits = loss_fn(self.net, batch, cfg, self.criterion)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
