@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,20 +36,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 from tqdm import tqdm
 
 from fusion.config import StrictModel, load_config
 from fusion.errors import CheckpointError, ConfigError, InputError
-from fusion.model import ModelConfig, Perceiver, PerceiverOutput, build_model, collate, preset_config
+from fusion.model import ModelConfig, Perceiver, build_model, preset_config
 from fusion.model.config import DropoutSchedule
-from fusion.sample import FusedSample
 from fusion.training.checkpoint import TRAIN_CONFIG_KEY, read_checkpoint, save_checkpoint
 from fusion.training.data import DataConfig, load_split
 from fusion.training.finetune import InitReport, init_from_checkpoint
-from fusion.training.set_loss import SetCriterion, SetLossConfig, sample_objects
+from fusion.training.losses import loss_fn, targets
+from fusion.training.set_loss import SetCriterion, SetLossConfig
 from fusion.training.train_state import STEP_KEY, atomic_write, latest_checkpoint, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -134,49 +133,6 @@ def lr_at(config: TrainConfig, step: int, total: int) -> float:
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of one step on one rank."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def targets(samples: Sequence[FusedSample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(labels [B] int64, positions [B, 3] float32 (zeros where none), has_position [B] bool)."""
-    labels = torch.tensor([s.label for s in samples], dtype=torch.int64)
-    pos = torch.tensor(
-        [s.target_position if s.target_position is not None else (0.0, 0.0, 0.0) for s in samples],
-        dtype=torch.float32,
-    )
-    has = torch.tensor([s.target_position is not None for s in samples], dtype=torch.bool)
-    return labels, pos, has
-
-
-def loss_fn(
-    model: nn.Module,
-    samples: Sequence[FusedSample],
-    config: TrainConfig,
-    criterion: SetCriterion | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total loss, logits [B, classes]) of a batch; with `criterion`, the set loss is added."""
-    out = model(collate([s.segments for s in samples]))
-    loss = label_loss(out, samples, config)
-    if criterion is None:
-        return loss, out.logits
-    if out.detections is None:
-        raise ConfigError("a set loss was asked for, but the model has no detection head (model.detection)")
-    set_loss = criterion(out.detections, sample_objects(samples))["total"]
-    return config.label_weight * loss + set_loss, out.logits
-
-
-def label_loss(out: PerceiverOutput, samples: Sequence[FusedSample], config: TrainConfig) -> torch.Tensor:
-    """Cross-entropy on the class plus the weighted Huber loss on the position of a batch."""
-    labels, pos, has = targets(samples)
-    loss = F.cross_entropy(out.logits, labels)
-    if out.position is not None and config.position_weight > 0:
-        # A batch without any object still touches the head, so DDP sees every parameter used.
-        pos_loss = (
-            F.huber_loss(out.position[has], pos[has], delta=config.huber_delta_m)
-            if has.any()
-            else out.position.sum() * 0.0
-        )
-        loss = loss + config.position_weight * pos_loss
-    return loss
 
 
 def _param_groups(model: Perceiver, weight_decay: float) -> list[dict[str, Any]]:
