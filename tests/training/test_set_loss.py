@@ -9,7 +9,14 @@ from fusion.detection.boxes import Box3D
 from fusion.errors import InputError
 from fusion.model import build_model
 from fusion.model.detection import DetectionHeadConfig, DetectionOutput, decode_boxes, encode_boxes
-from fusion.training.set_loss import HungarianMatcher, SetCriterion, SetLossConfig, set_targets
+from fusion.sample import FusedSample
+from fusion.training.set_loss import (
+    HungarianMatcher,
+    SetCriterion,
+    SetLossConfig,
+    sample_objects,
+    set_targets,
+)
 from tests.model.conftest import make_inputs, tiny_config
 
 CLASSES = ["pedestrian", "car", "truck"]
@@ -177,6 +184,16 @@ def test_aux_losses_of_every_earlier_layer_are_added():
     torch.testing.assert_close(losses["aux"], layers[0] + layers[1])
     torch.testing.assert_close(losses["total"], last + 0.5 * (layers[0] + layers[1]))
     assert float(losses["aux"]) > 0
+
+
+def test_samples_without_object_lists_are_named():
+    samples = [
+        FusedSample(seq=i, timestamp=0.0, segments={}, objects=objects)
+        for i, objects in enumerate([[], None])
+    ]
+    with pytest.raises(InputError, match=r"\[1\]"):
+        sample_objects(samples)
+    assert sample_objects(samples[:1]) == [[]]
 
 
 def test_unknown_class_is_named():
