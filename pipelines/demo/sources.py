@@ -13,6 +13,7 @@ webcam and a simulated LiDAR then land on the same ticks.
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,6 +46,7 @@ class SensorPlan:
     kind: Literal["device", "simulated", "fallback"]  # fallback: simulated in place of a device
     description: str  # the device or file, or the simulated world
     reason: str = ""  # fallback only: why the device was not used
+    source: SourceConfig | None = None  # what it runs as (a simulated one names its world)
 
     def announcement(self) -> str:
         where = f"{self.rig}/{self.sensor_id} ({self.modality.value})"
@@ -96,7 +98,8 @@ def _plan_sensor(
     rid: str, sensor_id: str, spec: SensorSpec, probe_s: float
 ) -> tuple[SensorPlan, SourceConfig]:
     plan, source = _plan_sensor_source(rid, sensor_id, spec, probe_s)
-    return plan, source_config_class(spec.modality, source["backend"]).model_validate(source)
+    typed = source_config_class(spec.modality, source["backend"]).model_validate(source)
+    return dataclasses.replace(plan, source=typed), typed
 
 
 def _plan_sensor_source(

@@ -1,5 +1,11 @@
 """What the page shows: the newest prediction of the watched rig and the sample it was made from.
 
+The prediction's objects go to the page as records (class, score, position, size, yaw,
+velocity, as `fusion.sample.object_record`), and, when the rig's sensors are simulated, the
+ground truth at the prediction's instant beside them (`pipelines.demo.truth`); both are drawn
+on the bird's-eye view, and on the camera picture when the camera is simulated (a webcam has
+no calibration here, so its picture gets no boxes).
+
 `DemoState` is the pipeline runner's observer. The runner calls `on_sample` and `on_prediction`
 from its loop; both only store references under a lock (O(1)), so the demo never slows the
 pipeline. The server thread takes a `snapshot` whenever `version` moved and renders that alone:
@@ -15,8 +21,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from fusion.detection.boxes import Box3D
 from fusion.fuser import PreprocessConfig
-from fusion.sample import FusedSample, Modality, Prediction
+from fusion.sample import FusedSample, Modality, Prediction, object_record
 from fusion.sensors.preprocess_config import (
     CameraPreprocessConfig,
     LidarPreprocessConfig,
@@ -24,6 +33,7 @@ from fusion.sensors.preprocess_config import (
 )
 from pipelines.demo import render
 from pipelines.demo.sources import SensorPlan
+from pipelines.demo.truth import SimTruth, camera_view
 
 KEEP_SAMPLES = 64  # fused samples remembered until their prediction comes (more than can be in flight)
 RATE_WINDOW_S = 5.0  # samples/s is counted over this many recent seconds
@@ -61,6 +71,8 @@ class DemoState:
         self.lidar = preprocess.lidar or LidarPreprocessConfig()
         self.microphone = preprocess.microphone or MicrophonePreprocessConfig()
         self.metrics_url = metrics_url
+        self.truth = SimTruth.of(plans)
+        self.camera_view = camera_view(plans)
         self.class_names: list[str] = []
         self.status = "starting: Ray, sensor and model actors (this takes a while on a small machine)"
         self.version = 0
@@ -167,8 +179,16 @@ class DemoState:
         }
 
     def payload(self, snap: Snapshot) -> dict[str, Any]:
-        """Everything: stats, the prediction and the three pictures (OpenCV encoding: call off the loop)."""
-        out = self.stats(snap) | {"type": "update", "prediction": None, "images": {}}
+        """Everything: stats, the prediction, the truth and the three pictures (OpenCV encoding and
+        the simulated world: call off the loop). `truth` is None when no sensor is simulated;
+        `drawn` counts the boxes drawn on each picture ({"camera": {"objects": n, "truth": n}, ...})."""
+        out = self.stats(snap) | {
+            "type": "update",
+            "prediction": None,
+            "truth": None,
+            "images": {},
+            "drawn": {},
+        }
         p = snap.prediction
         if p is None:
             return out
@@ -190,27 +210,60 @@ class DemoState:
             "model_version": p.model_version,
             "random_weights": p.model_version.endswith("@random-init"),
             "error": p.error,
+            "objects": [_record(box) for box in p.objects],
         }
-        out["images"] = self._images(snap.sample, p, confidence)
+        truth = None if self.truth is None else self.truth.at(p.timestamp, snap.sample)
+        out["truth"] = None if truth is None else [_record(box) for box in truth]
+        out["images"], out["drawn"] = self._images(snap.sample, p, confidence, truth or [])
         # The spectrogram always spans the newest `span_samples` of the window (zero-padded if short).
         out["spectrogram_window_s"] = self.microphone.span_samples / self.microphone.sample_rate
         return out
 
-    def _images(self, sample: FusedSample | None, p: Prediction, confidence: float) -> dict[str, str | None]:
+    def _images(
+        self, sample: FusedSample | None, p: Prediction, confidence: float, truth: list[Box3D]
+    ) -> tuple[dict[str, str | None], dict[str, dict[str, int]]]:
+        """The pictures as data URLs, and how many objects and truth boxes each shows."""
         segments = sample.segments if sample is not None else {}
         caption = f"{p.label} {100 * confidence:.0f}%" if p.label else (p.error or "")
         camera = segments.get(Modality.CAMERA)
         mic = segments.get(Modality.MICROPHONE)
-        bev = render.lidar_bev(
-            segments.get(Modality.LIDAR), range_m=self.lidar.range_m, position_m=p.position, label=p.label
-        )
-        return {
-            "camera": None
-            if camera is None
-            else render.data_url(render.annotate(render.camera_image(camera, self.camera), caption)),
-            "spectrogram": None if mic is None else render.data_url(render.spectrogram_image(mic), "png"),
-            "lidar": render.data_url(bev, "png"),
+        bev = render.lidar_bev(segments.get(Modality.LIDAR), range_m=self.lidar.range_m)
+        drawn = {
+            "lidar": {
+                "truth": render.draw_bev_boxes(bev, truth, range_m=self.lidar.range_m, truth=True),
+                "objects": render.draw_bev_boxes(bev, p.objects, range_m=self.lidar.range_m, truth=False),
+            }
         }
+        images: dict[str, str | None] = {"camera": None, "lidar": render.data_url(bev, "png")}
+        images["spectrogram"] = None if mic is None else render.data_url(render.spectrogram_image(mic), "png")
+        if camera is not None:
+            picture = render.enlarge(render.camera_image(camera, self.camera))
+            drawn["camera"] = self._camera_boxes(picture, p.objects, truth)
+            images["camera"] = render.data_url(render.caption(picture, caption))
+        return images, drawn
+
+    def _camera_boxes(self, picture: np.ndarray, objects: list[Box3D], truth: list[Box3D]) -> dict[str, int]:
+        """Draw the boxes on the camera picture (in place) when the camera is simulated."""
+        if self.camera_view is None:
+            return {"truth": 0, "objects": 0}
+        return {
+            "truth": render.draw_camera_boxes(picture, truth, view=self.camera_view, truth=True),
+            "objects": render.draw_camera_boxes(picture, objects, view=self.camera_view, truth=False),
+        }
+
+
+def _record(box: Box3D) -> dict[str, Any]:
+    """A box for the page: `object_record`, rounded to centimetres and milliradians, with its track."""
+    record = object_record(box)
+    return {
+        "class": record["class"],
+        "score": None if box.score is None else round(box.score, 4),
+        "position": [round(v, 2) for v in record["position"]],
+        "size": [round(v, 2) for v in record["size"]],
+        "yaw": round(record["yaw"], 3),
+        "velocity": [round(v, 2) for v in record["velocity"]],
+        "track_id": box.track_id,
+    }
 
 
 def _ms(seconds: float) -> float | None:

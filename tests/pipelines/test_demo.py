@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import math
 import re
@@ -32,13 +33,17 @@ import numpy as np
 import pytest
 import yaml
 
+from fusion.detection.boxes import Box3D
 from fusion.fuser import PreprocessConfig
 from fusion.sample import FusedSample, Modality, Prediction, Segment
 from fusion.sensors import make_source, parse_source
 from fusion.sensors.preprocess_config import CameraPreprocessConfig
+from fusion.sim.truth import object_list
+from fusion.sim.world import World, WorldConfig
 from pipelines.demo import render
 from pipelines.demo.sources import SensorPlan, resolve_sources
 from pipelines.demo.state import DemoState
+from pipelines.demo.truth import SimTruth
 
 REPO = Path(__file__).resolve().parents[2]
 # The `fusion` command of this checkout (`fusion_cli/__main__.py` calls what the installed script
@@ -439,13 +444,144 @@ def test_renderings_show_their_data() -> None:
     spec = render.spectrogram_image(segs[Modality.MICROPHONE])
     assert spec.shape == (32, 32, 3) and spec.std() > 20
     empty = render.lidar_bev(None, range_m=50.0)
-    bev = render.lidar_bev(segs[Modality.LIDAR], range_m=50.0, position_m=[10.0, -5.0, 0.0], label="car")
+    bev = render.lidar_bev(segs[Modality.LIDAR], range_m=50.0)
     changed = (bev != empty).any(axis=2)
-    assert changed.sum() > 500  # the points and the marker were drawn...
+    assert changed.sum() > 500  # the points were drawn...
     # ...and the +-25 m cloud stays inside the middle half of the +-50 m view.
     rows, cols = np.nonzero(changed)
     assert rows.min() >= 70 and rows.max() <= 250 and cols.min() >= 70 and cols.max() <= 250
     assert render.data_url(bev, "png").startswith("data:image/png;base64,")
+
+
+CAR = Box3D(class_name="car", center=(20.0, 5.0, -0.9), size=(4.0, 2.0, 1.5), yaw=0.0, score=0.8)
+
+
+def _colour(img: np.ndarray, col: float, row: float, rgb: tuple[int, int, int]) -> bool:
+    """Whether a pixel within 1 px of (col, row) has exactly the colour `rgb`."""
+    c, r = round(col), round(row)
+    return bool((img[r - 1 : r + 2, c - 1 : c + 2] == rgb).all(axis=2).any())
+
+
+def test_bev_boxes_lie_where_the_geometry_says() -> None:
+    # +-50 m over 320 px: 3.2 px/m, the rig at (160, 160), x up, y to the left.
+    px = lambda x, y: (160 - 3.2 * y, 160 - 3.2 * x)  # noqa: E731  (col, row) of a point in metres
+    bus = Box3D(class_name="bus", center=(20.0, 5.0, 0.0), size=(10.0, 6.0, 3.0), yaw=0.0, score=0.8)
+    img = render.lidar_bev(None, range_m=50.0)
+    assert render.draw_bev_boxes(img, [bus], range_m=50.0, truth=False) == 1
+    for x, y in [(25, 5), (15, 5), (20, 8), (20, 2), (22.5, 5)]:  # the middle of each side, the tick
+        assert _colour(img, *px(x, y), render.PREDICTED_RGB), (x, y)
+    for x, y in [(17, 6.5), (17.5, 5), (30, 5), (20, -2)]:  # inside, behind the centre, outside
+        assert not _colour(img, *px(x, y), render.PREDICTED_RGB), (x, y)
+    # Turned a quarter left, the length lies along y and the front faces +y.
+    turned = dataclasses.replace(bus, yaw=math.pi / 2)
+    img = render.lidar_bev(None, range_m=50.0)
+    render.draw_bev_boxes(img, [turned], range_m=50.0, truth=False)
+    for x, y in [(23, 5), (17, 5), (20, 10), (20, 0), (20, 7.5)]:
+        assert _colour(img, *px(x, y), render.PREDICTED_RGB), (x, y)
+    for x, y in [(25, 5), (20, 2.5)]:  # where the unturned side was; no tick towards the rear
+        assert not _colour(img, *px(x, y), render.PREDICTED_RGB), (x, y)
+    truth = Box3D(class_name="car", center=(-30.0, 0.0, -0.9), size=(10.0, 10.0, 1.5), yaw=0.0)
+    img = render.lidar_bev(None, range_m=50.0)
+    far = Box3D(class_name="car", center=(80.0, 0.0, -0.9), size=(4.0, 2.0, 1.5), yaw=0.0)
+    assert render.draw_bev_boxes(img, [truth, far], range_m=50.0, truth=True) == 1  # `far` is out of view
+    side = (img[round(160 + 3.2 * 35), 160 - 16 : 160 + 16] == render.TRUTH_RGB).all(axis=1)
+    assert 0.3 < side.mean() < 0.8, side  # the rear side at x = -35 m is dashed
+    assert not (img == render.PREDICTED_RGB).all(axis=2).any()
+
+
+def test_camera_boxes_are_the_projected_corners() -> None:
+    view = render.CameraView(width=320, height=240)
+    f = 160 / math.tan(math.radians(22.5))  # the simulated camera's focal length, px
+    cube = Box3D(class_name="truck", center=(20.0, 0.0, 0.0), size=(2.0, 2.0, 2.0), yaw=0.0, score=0.5)
+    for scale in (1, 2):  # the picture at the frame's size, and enlarged twice
+        img = np.zeros((240 * scale, 320 * scale, 3), np.uint8)
+        assert render.draw_camera_boxes(img, [cube], view=view, truth=False) == 1
+        near, far = f / 19, f / 21  # half the cube's side in px at its near and far faces
+        for u, v in [(160, 120 - near), (160, 120 + near), (160 - near, 120), (160 + far, 120 - far)]:
+            assert _colour(img, u * scale, v * scale, render.PREDICTED_RGB), (scale, u, v)
+        assert not _colour(img, 160 * scale, 120 * scale, render.PREDICTED_RGB)  # the middle: no edge
+        assert not _colour(img, (160 + near + 6) * scale, 120 * scale, render.PREDICTED_RGB)
+    behind = Box3D(class_name="car", center=(-5.0, 0.0, 0.0), size=(2.0, 2.0, 2.0), yaw=0.0)
+    aside = Box3D(class_name="car", center=(5.0, 40.0, 0.0), size=(2.0, 2.0, 2.0), yaw=0.0)
+    img = np.zeros((240, 320, 3), np.uint8)
+    assert render.draw_camera_boxes(img, [behind, aside], view=view, truth=True) == 0
+    assert not img.any()
+
+
+def _sim_plans(world: WorldConfig, camera: str = "simulated") -> list[SensorPlan]:
+    sim = {"backend": "simulated", "realtime": True, "clock": "monotonic", "world": world.model_dump()}
+    cam = parse_source(Modality.CAMERA, sim if camera == "simulated" else {"backend": "device", "index": 0})
+    lidar = parse_source(Modality.LIDAR, sim)
+    return [
+        SensorPlan("r", "cam", Modality.CAMERA, camera, "", source=cam),  # type: ignore[arg-type]
+        SensorPlan("r", "lidar", Modality.LIDAR, "fallback", "simulated world", source=lidar),
+    ]
+
+
+def test_state_gives_the_objects_and_the_truth_at_the_predictions_scene_time() -> None:
+    world = WorldConfig(seed=3, max_objects=4)
+    truth_of = World(world)
+    scene_t = next(t for t in np.arange(1e9, 1e9 + 200, 0.5) if len(object_list(truth_of, t)) >= 2)
+    offset = 1.7e9 - 12345.6  # Unix minus monotonic time on the sensors' host
+    tick = scene_t - offset  # the tick on the monotonic clock
+    segs = _segments(np.random.default_rng(2))
+    # The LiDAR reading, as the fuser books it: its stamp and (a snapshot) its wall time.
+    sample = FusedSample(
+        seq=7, timestamp=tick, segments=segs, rig="r",
+        capture_times={Modality.LIDAR: tick - 0.03}, stage_times={"capture.lidar": scene_t - 0.03},
+    )  # fmt: skip
+    expected = object_list(truth_of, scene_t)
+    for camera in ("simulated", "device"):
+        state = DemoState(rig="r", plans=_sim_plans(world, camera), preprocess=PreprocessConfig())
+        state.on_sample(sample)
+        state.on_prediction(
+            dataclasses.replace(_prediction(7, ["camera", "lidar"]), timestamp=tick, objects=[CAR])
+        )
+        payload = state.payload(state.snapshot())
+        [car] = payload["prediction"]["objects"]
+        assert car == {
+            "class": "car", "score": 0.8, "position": [20.0, 5.0, -0.9], "size": [4.0, 2.0, 1.5],
+            "yaw": 0.0, "velocity": [0.0, 0.0], "track_id": None,
+        }  # fmt: skip
+        assert [(o["class"], o["track_id"]) for o in payload["truth"]] == [
+            (b.class_name, b.track_id) for b in expected
+        ]
+        assert payload["truth"][0]["position"] == [round(v, 2) for v in expected[0].center]
+        assert payload["drawn"]["lidar"] == {"truth": len(expected), "objects": 1}
+        camera_drawn = payload["drawn"]["camera"]
+        if camera == "simulated":  # the world keeps objects in the camera's view about mid-episode
+            assert camera_drawn["objects"] == 1 and camera_drawn["truth"] >= 1, camera_drawn
+        else:  # a webcam has no calibration: no boxes on its picture
+            assert camera_drawn == {"truth": 0, "objects": 0}
+    # No simulated sensor: no truth, and no boxes on the camera picture.
+    webcam = [SensorPlan("r", "cam", Modality.CAMERA, "device", "device 0")]
+    state = DemoState(rig="r", plans=webcam, preprocess=PreprocessConfig())
+    state.on_sample(sample)
+    state.on_prediction(dataclasses.replace(_prediction(7, ["camera"]), objects=[CAR]))
+    payload = state.payload(state.snapshot())
+    assert payload["truth"] is None and payload["drawn"]["lidar"] == {"truth": 0, "objects": 1}
+
+
+def test_truth_time_is_the_scene_time_the_simulated_source_rendered() -> None:
+    config = {"backend": "simulated", "realtime": True, "clock": "monotonic", "rate_hz": 20.0}
+    source = make_source(Modality.LIDAR, parse_source(Modality.LIDAR, config))
+    source.open()
+    frame = source.read(timeout=2)
+    source.close()
+    plan = SensorPlan(
+        "r", "lidar", Modality.LIDAR, "simulated", "", source=parse_source(Modality.LIDAR, config)
+    )
+    truth = SimTruth.of([plan])
+    assert truth is not None
+    # The fuser books a snapshot's wall time (scene time, realtime) beside its stamp.
+    sample = FusedSample(
+        seq=0, timestamp=frame.timestamp, segments={}, rig="r",
+        capture_times={Modality.LIDAR: frame.timestamp}, stage_times={"capture.lidar": frame.wall_time},
+    )  # fmt: skip
+    assert truth.scene_time(frame.timestamp, sample) == pytest.approx(frame.wall_time, abs=1e-6)
+    assert truth.at(frame.timestamp, sample) == object_list(World(WorldConfig()), frame.wall_time)
+    # Without the sample: this host's clocks, which are the sensor's here.
+    assert truth.scene_time(frame.timestamp, None) == pytest.approx(frame.wall_time, abs=0.05)
 
 
 def test_state_keeps_the_newest_prediction_and_its_sample_only() -> None:

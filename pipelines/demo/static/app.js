@@ -120,6 +120,12 @@ function showUpdate(msg) {
     })
   );
   showProbs(p.probs, p.label);
+  showObjects(p.objects, msg.truth);
+  for (const id of ["camera", "lidar"]) {
+    const drawn = msg.drawn[id] || { objects: 0, truth: 0 };
+    $(id).dataset.objects = drawn.objects; // boxes drawn on the picture, for tests and scripts
+    $(id).dataset.truth = drawn.truth;
+  }
   drawImage("camera", msg.images.camera, version, "camera missing");
   drawImage("lidar", msg.images.lidar, version, "LiDAR missing");
   scrollSpectrogram(msg.images.spectrogram, p.timestamp, msg.spectrogram_window_s);
@@ -137,6 +143,29 @@ function showProbs(probs, label) {
       return row;
     })
   );
+}
+
+// Detected objects (highest score first) and, in the simulated world, the truth at that instant.
+function showObjects(objects, truth) {
+  const num = (values, digits) => values.map((v) => v.toFixed(digits)).join(", ");
+  const row = (kind, o) => {
+    const tr = el("tr", undefined, "object " + kind);
+    const second = kind === "truth" ? o.track_id ?? "-" : (100 * o.score).toFixed(0) + "%";
+    const yaw = ((o.yaw * 180) / Math.PI).toFixed(0) + "°";
+    tr.append(el("td", o.class), el("td", second), el("td", num(o.position, 1)), el("td", num(o.size, 1)), el("td", yaw));
+    return tr;
+  };
+  const none = (text) => {
+    const tr = el("tr", undefined, "none");
+    const td = el("td", text);
+    td.colSpan = 5;
+    tr.append(td);
+    return tr;
+  };
+  $("objects").tBodies[0].replaceChildren(...(objects.length ? objects.map((o) => row("predicted", o)) : [none("none over the score threshold")]));
+  $("truth-caption").textContent = truth === null ? "truth: not known (no simulated sensor)" : "truth (simulated world)";
+  const rows = truth === null ? [] : truth.length ? truth.map((o) => row("truth", o)) : [none("an empty scene")];
+  $("truth").tBodies[0].replaceChildren(...rows);
 }
 
 function drawImage(id, url, version, missingText) {
