@@ -187,9 +187,7 @@ class Fuser:
         self.sync = Synchronizer(sync)
         preprocess = preprocess or PreprocessConfig()
         self.preprocessors: dict[Modality, Preprocessor] = {
-            m: make_preprocessor(
-                m, preprocess.for_modality(m) or {}, source=f"rigs[{rig}].preprocess.{m.value}"
-            )
+            m: make_preprocessor(m, preprocess.for_modality(m), source=f"rigs[{rig}].preprocess.{m.value}")
             for m in modalities
         }
         self.samples = 0

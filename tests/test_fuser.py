@@ -71,7 +71,7 @@ def test_a_training_example_is_the_sample_the_pipeline_fuses_from_its_frames(pre
         fuser = Fuser(
             rig=trained.rig,
             sensors={f.sensor_id: f.modality for f in frames},
-            preprocess=parse_config(PreprocessConfig, {m.value: v for m, v in config.preprocess.items()}),
+            preprocess=config.preprocess,
             lossless=True,
         )
         (fused,) = fuser.push(sorted(frames, key=lambda f: f.timestamp)) + fuser.finish()
@@ -84,13 +84,15 @@ def test_a_training_example_is_the_sample_the_pipeline_fuses_from_its_frames(pre
             "fused",
         ]
         assert trained.stage_times == {}
-        # Sequence numbers count ticks in the pipeline and examples in a split; labels come from the world.
+        # Sequence numbers count ticks in the pipeline and examples in a split; labels and
+        # object lists come from the world.
         fused = replace(
             fused,
             seq=trained.seq,
             stage_times={},
             label=trained.label,
             target_position=trained.target_position,
+            objects=trained.objects,
         )
         assert samples_to_table([fused]).equals(samples_to_table([trained]))
     rejected = preprocess is NO_LIDAR_POINTS

@@ -265,16 +265,33 @@ def _preprocessor_class(modality: Modality) -> PreprocessorClass:
     return _PREPROCESSORS[modality]
 
 
+def parse_preprocess(
+    modality: Modality, raw: Mapping[str, Any], *, source: str = "preprocess"
+) -> StrictModel:
+    """Validate a modality's preprocessing mapping against its preprocessor's config class (the
+    config loader's door); errors name `source` and the key."""
+    return parse_config(_preprocessor_class(modality).config_cls, dict(raw), source=source)
+
+
 def make_preprocessor(
-    modality: Modality, config: Mapping[str, Any] | StrictModel, *, source: str = "preprocess"
+    modality: Modality, config: StrictModel | None, *, source: str = "preprocess"
 ) -> Preprocessor:
-    """The modality's preprocessor built from its config, or a mapping validated here (errors name `source`)."""
+    """The modality's preprocessor.
+
+    Args:
+        modality: which preprocessor.
+        config: its validated settings (`parse_preprocess` makes them from a mapping); None: the
+            defaults.
+        source: where the settings come from, named in errors.
+
+    Raises InputError when `config` is another modality's settings.
+    """
     cls = _preprocessor_class(modality)
-    if isinstance(config, StrictModel):
-        if not isinstance(config, cls.config_cls):
-            raise InputError(f"{source}: a {type(config).__name__} is not a {cls.config_cls.__name__}")
-        return cls(config)
-    return cls(parse_config(cls.config_cls, dict(config), source=source))
+    if config is None:
+        return cls(cls.config_cls())
+    if not isinstance(config, cls.config_cls):
+        raise InputError(f"{source}: a {type(config).__name__} is not a {cls.config_cls.__name__}")
+    return cls(config)
 
 
 def preprocess_settings(

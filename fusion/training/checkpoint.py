@@ -130,7 +130,8 @@ def metadata_preprocess(metadata: Mapping[str, str], *, source: str) -> dict[str
         data = json.loads(raw).get("data", {})
     except (json.JSONDecodeError, AttributeError):
         raise CheckpointError(f"{source}: training config in the metadata is not a JSON object") from None
-    return {str(k): dict(v) for k, v in (data.get("preprocess") or {}).items()}
+    # A modality left out of the training config is None in its dump: trained with the defaults.
+    return {str(k): dict(v) for k, v in (data.get("preprocess") or {}).items() if v is not None}
 
 
 def preprocess_mismatches(

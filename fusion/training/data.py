@@ -42,9 +42,9 @@ import pyarrow.parquet as pq
 from pydantic import Field, ValidationError, model_validator
 from tqdm import tqdm
 
-from fusion.config import ModalityKey, StrictModel
+from fusion.config import StrictModel
 from fusion.errors import InputError, MissingFileError
-from fusion.fuser import fuse
+from fusion.fuser import PreprocessConfig, fuse
 from fusion.sample import Frame, FusedSample, Modality
 from fusion.schema import samples_to_table, table_to_samples
 from fusion.sensors import make_preprocessor
@@ -94,8 +94,8 @@ class DataConfig(StrictModel):
     shard_size: int = Field(default=500, ge=1)
     workers: int | None = Field(default=None, ge=1)  # None: one per CPU core
     sensors: SensorsConfig = SensorsConfig()
-    # Per modality, the preprocessor settings of the live rig (validated by make_preprocessor).
-    preprocess: dict[ModalityKey, dict[str, Any]] = Field(default_factory=dict)
+    # Per modality, the preprocessor settings of the live rig (a modality left out: its defaults).
+    preprocess: PreprocessConfig = PreprocessConfig()
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -162,7 +162,7 @@ class ExampleRenderer:
         self.lidar = LidarSim(self.world, sensors.lidar)
         self.microphone = MicrophoneSim(self.world, sensors.microphone)
         self.preprocessors: dict[Modality, Preprocessor] = {
-            m: make_preprocessor(m, config.preprocess.get(m, {}), source=f"data.preprocess.{m.value}")
+            m: make_preprocessor(m, config.preprocess.for_modality(m), source=f"data.preprocess.{m.value}")
             for m in Modality
         }
         self.errors: dict[str, int] = {}

@@ -15,6 +15,7 @@ from fusion.sensors import (
     find_backend,
     make_preprocessor,
     make_source,
+    parse_preprocess,
     parse_source,
     register_backend,
     source_class,
@@ -76,15 +77,17 @@ def test_parse_source_names_the_key_of_an_unknown_backend() -> None:
 
 
 def test_make_preprocessor_validates_its_config() -> None:
-    lidar = make_preprocessor(Modality.LIDAR, {"max_points": 8})
-    assert lidar.modality is Modality.LIDAR
-    camera_config = make_preprocessor(Modality.CAMERA, {}).config  # type: ignore[attr-defined]
+    lidar = make_preprocessor(Modality.LIDAR, parse_preprocess(Modality.LIDAR, {"max_points": 8}))
+    assert lidar.modality is Modality.LIDAR and lidar.config.max_points == 8  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"lidar: max_pointz: Extra inputs are not permitted"):
+        parse_preprocess(Modality.LIDAR, {"max_pointz": 8}, source="lidar")
+    camera_config = make_preprocessor(Modality.CAMERA, None).config  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match=r"is not a LidarPreprocessConfig"):
         make_preprocessor(Modality.LIDAR, camera_config)
 
 
 def test_a_second_preprocessor_for_a_modality_is_refused() -> None:
-    camera = type(make_preprocessor(Modality.CAMERA, {}))
+    camera = type(make_preprocessor(Modality.CAMERA, None))
 
     class Other(camera):  # type: ignore[misc, valid-type]
         pass

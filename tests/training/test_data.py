@@ -85,7 +85,7 @@ def test_samples_are_what_the_live_preprocessors_make_of_the_frames():
     frames, _ = renderer.frames(3, renderer.instant(3))
     assert sample.timestamp == renderer.instant(3)
     for frame in frames:
-        pre = make_preprocessor(frame.modality, config.preprocess.get(frame.modality, {}))
+        pre = make_preprocessor(frame.modality, config.preprocess.for_modality(frame.modality))
         assert np.array_equal(pre(frame).values, sample.segments[frame.modality].values)
     # The audio window ends at the sample's instant and lies inside the episode.
     mic = next(f for f in frames if f.modality is Modality.MICROPHONE)
@@ -122,8 +122,9 @@ def test_bad_data_configs_name_the_problem(tmp_path):
         small_config(world={"seed": 3})
     with pytest.raises(ConfigError, match=r"window_s \(1.0\) must be shorter than world.episode_s \(1.0\)"):
         small_config(world={"episode_s": 1.0})
-    with pytest.raises(ConfigError, match=r"data.preprocess.camera"):
-        ExampleRenderer(small_config(preprocess={"camera": {"hieght": 3}}), seed=1)
+    # A typo in the preprocessing fails when the config loads, naming the key (not at rendering).
+    with pytest.raises(ConfigError, match=r"preprocess\.camera\.hieght: Extra inputs are not permitted"):
+        small_config(preprocess={"camera": {"hieght": 3}})
     with pytest.raises(FileNotFoundError, match="no shards of split 'val'"):
         load_split(tmp_path, "val")
 
