@@ -60,9 +60,9 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-crash-reporter",
-    "--window-size=1280,1120",
+    "--window-size=1280,1180",
 ]
-VIEWPORT = (1280, 1120)  # tall enough for the whole page
+VIEWPORT = (1280, 1180)  # tall enough for the whole page
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium not installed")
 
 
@@ -220,6 +220,14 @@ PAGE_STATE = """(() => {
     for (let i = 0; i < px.length; i += 4) { const v = (px[i] + px[i + 1] + px[i + 2]) / 3; n++; s += v; s2 += v * v; }
     return Math.sqrt(Math.max(0, s2 / n - (s / n) ** 2));
   };
+  const exactly = (id, [r, g, b]) => {
+    const c = document.getElementById(id);
+    const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < px.length; i += 4) n += px[i] === r && px[i + 1] === g && px[i + 2] === b;
+    return n;
+  };
+  const drawn = (id) => { const d = document.getElementById(id).dataset; return { objects: +d.objects, truth: +d.truth }; };
   const rows = [...document.querySelectorAll('#sensors tbody tr')].map((r) => [r.dataset.sensor, r.children[3].textContent]);
   return {
     connection: t('connection'), status: t('status'), seq: t('seq'), label: t('label'), latency: t('latency'),
@@ -227,8 +235,12 @@ PAGE_STATE = """(() => {
     sensors: Object.fromEntries(rows), warnings: t('warnings'), bars: document.querySelectorAll('#probs .bar').length,
     metrics: document.getElementById('metrics').href,
     std: { camera: std('camera'), lidar: std('lidar'), spectrogram: std('spectrogram') },
+    objects: document.querySelectorAll('#objects tr.object').length,
+    truth: document.querySelectorAll('#truth tr.object').length, truth_caption: t('truth-caption'),
+    drawn: { camera: drawn('camera'), lidar: drawn('lidar') },
+    truth_pixels: exactly('lidar', TRUTH_RGB),
   };
-})()"""
+})()""".replace("TRUTH_RGB", json.dumps(render.TRUTH_RGB))
 
 
 def page(browser: Browser) -> dict[str, Any]:
@@ -352,6 +364,17 @@ def test_page_updates_live_with_every_sensor_drawn(demo: dict[str, Any], browser
     assert min(last["std"].values()) > 8, last["std"]
     assert "mic0 (microphone)" in last["warnings"] and "SIMULATED" in last["warnings"]
     assert last["metrics"].startswith("http://") and last["metrics"].endswith("/metrics")
+    # The LiDAR is simulated, so the truth is known: listed, and drawn dashed on the bird's-eye
+    # view (its exact colour); the camera is a live stream, uncalibrated: no boxes on it.
+    seen = wait_for(
+        lambda: (s := page(browser))["truth"] and s["truth_pixels"] > 20 and s,
+        30,
+        "objects of the simulated world",
+    )
+    assert seen["truth_caption"] == "truth (simulated world)", seen
+    assert seen["drawn"]["lidar"]["truth"] == seen["truth"], seen
+    assert seen["drawn"]["lidar"]["objects"] <= seen["objects"], seen
+    assert seen["drawn"]["camera"] == {"objects": 0, "truth": 0}, seen
     shot = browser.screenshot(REPO / "artifacts" / "demo.png")
     assert shot.shape[:2] == VIEWPORT[::-1] and shot.std() > 20
 
@@ -662,3 +685,33 @@ def test_absent_devices_fall_back_to_the_simulated_world() -> None:
     assert sources["sim"]["clock"] == "monotonic"
     # Typed as the backend's own config, as the runner passes it to the sensor actors.
     assert type(resolved.rigs[0].sensors["mic"].source).__name__ == "SimMicrophoneConfig"
+
+
+def save_screenshot(url: str, out: Path, profile: Path) -> None:
+    """The page at `url`, once it has ten seconds of spectrogram (100 samples at 10 Hz) and shows a
+    prediction of every modality beside two or more objects of the simulated world, saved as PNG
+    to `out`: how docs/img/demo.png is made (see docs/demo.md)."""
+    browser = Browser(url, profile)
+    everything = ["camera", "lidar", "microphone"]
+    try:
+        wait_for(
+            lambda: (
+                (s := page(browser))["seq"].isdigit()
+                and int(s["seq"]) >= 100
+                and s["modalities"] == everything
+                and s["truth"] > 1
+                and s["truth_pixels"] > 20
+            ),
+            120,
+            "a full prediction beside objects of the simulated world",
+        )
+        browser.screenshot(out)
+    finally:
+        browser.close()
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as profile:
+        save_screenshot(sys.argv[1], Path(sys.argv[2]), Path(profile))
