@@ -4,7 +4,7 @@ detection head, the set loss beside it (`fusion.training.set_loss`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +15,16 @@ from fusion.model import PerceiverOutput, collate
 from fusion.sample import FusedSample
 from fusion.training.set_loss import SetCriterion, sample_objects
 
-if TYPE_CHECKING:
-    from fusion.training.train import TrainConfig
+
+class LossWeights(Protocol):
+    """What the losses read of a `TrainConfig` (a protocol, so this module needs no train.py)."""
+
+    @property
+    def position_weight(self) -> float: ...
+    @property
+    def huber_delta_m(self) -> float: ...
+    @property
+    def label_weight(self) -> float: ...
 
 
 def targets(samples: Sequence[FusedSample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -33,7 +41,7 @@ def targets(samples: Sequence[FusedSample]) -> tuple[torch.Tensor, torch.Tensor,
 def loss_fn(
     model: nn.Module,
     samples: Sequence[FusedSample],
-    config: TrainConfig,
+    config: LossWeights,
     criterion: SetCriterion | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss, logits [B, classes]) of a batch; with `criterion`, the set loss is added."""
@@ -47,7 +55,7 @@ def loss_fn(
     return config.label_weight * loss + set_loss, out.logits
 
 
-def label_loss(out: PerceiverOutput, samples: Sequence[FusedSample], config: TrainConfig) -> torch.Tensor:
+def label_loss(out: PerceiverOutput, samples: Sequence[FusedSample], config: LossWeights) -> torch.Tensor:
     """Cross-entropy on the class plus the weighted Huber loss on the position of a batch."""
     labels, pos, has = targets(samples)
     loss = F.cross_entropy(out.logits, labels)
