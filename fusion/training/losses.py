@@ -13,7 +13,7 @@ from torch import nn
 from fusion.errors import ConfigError
 from fusion.model import PerceiverOutput, collate
 from fusion.sample import FusedSample
-from fusion.training.set_loss import SetCriterion, sample_objects
+from fusion.training.set_loss import GlobalMean, SetCriterion, sample_objects
 
 
 class LossWeights(Protocol):
@@ -43,10 +43,12 @@ def loss_fn(
     samples: Sequence[FusedSample],
     config: LossWeights,
     criterion: SetCriterion | None = None,
+    mean: GlobalMean | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total loss, logits [B, classes]) of a batch; with `criterion`, the set loss is added."""
+    """(total loss, logits [B, classes]) of this worker's share of a batch; with `criterion`, the
+    set loss is added. `mean` normalizes by counts over the whole global batch (one process: None)."""
     out = model(collate([s.segments for s in samples]))
-    loss = label_loss(out, samples, config)
+    loss = label_loss(out, samples, config, mean or GlobalMean())
     if criterion is None:
         return loss, out.logits
     if out.detections is None:
@@ -55,15 +57,22 @@ def loss_fn(
     return config.label_weight * loss + set_loss, out.logits
 
 
-def label_loss(out: PerceiverOutput, samples: Sequence[FusedSample], config: LossWeights) -> torch.Tensor:
-    """Cross-entropy on the class plus the weighted Huber loss on the position of a batch."""
+def label_loss(
+    out: PerceiverOutput, samples: Sequence[FusedSample], config: LossWeights, mean: GlobalMean
+) -> torch.Tensor:
+    """Cross-entropy on the class plus the weighted Huber loss on the position of a batch (the
+    mean over the global batch's samples with an object, however they fall between workers)."""
     labels, pos, has = targets(samples)
     loss = F.cross_entropy(out.logits, labels)
     if out.position is not None and config.position_weight > 0:
         # A batch without any object still touches the head, so DDP sees every parameter used.
         pos_loss = (
-            F.huber_loss(out.position[has], pos[has], delta=config.huber_delta_m)
-            if has.any()
+            mean(
+                F.huber_loss(out.position[has], pos[has], delta=config.huber_delta_m, reduction="sum"),
+                float(has.sum()) * out.position.shape[1],
+                floor=1.0,
+            )
+            if mean.world_size > 1 or has.any()
             else out.position.sum() * 0.0
         )
         loss = loss + config.position_weight * pos_loss

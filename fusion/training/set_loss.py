@@ -11,7 +11,7 @@ chosen in docs/training.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,39 @@ from fusion.detection.boxes import Box3D
 from fusion.errors import InputError
 from fusion.model.detection import DetectionHeadConfig, DetectionOutput, encode_boxes
 from fusion.sample import FusedSample
+
+
+class GlobalMean:
+    """A sum over this worker's share of a global batch, divided by the count over the whole
+    global batch (DETR's all-reduced `num_boxes`), times the number of workers.
+
+    DistributedDataParallel averages the workers' gradients, so with this every worker's loss
+    has the gradient its share contributes to the one-process loss of the whole batch: two
+    workers and one process take the same steps however the objects fall between them. With
+    one worker it is `total / count`, exactly.
+
+    Args:
+        world_size: workers sharing each global batch.
+        all_reduce: sums a tensor over the workers in place (`torch.distributed.all_reduce`);
+            needed when `world_size` > 1.
+    """
+
+    def __init__(
+        self, world_size: int = 1, all_reduce: Callable[[torch.Tensor], object] | None = None
+    ) -> None:
+        if world_size > 1 and all_reduce is None:
+            raise InputError(f"world_size {world_size} needs an all_reduce to sum counts over the workers")
+        self.world_size, self.all_reduce = world_size, all_reduce
+
+    def __call__(self, total: torch.Tensor, count: torch.Tensor | float, *, floor: float) -> torch.Tensor:
+        """`total` / (the global `count`, at least `floor`), scaled for DDP's average."""
+        count = torch.as_tensor(count, dtype=total.dtype, device=total.device).detach().clone()
+        if self.world_size == 1:
+            return total / count.clamp_min(floor)
+        assert self.all_reduce is not None
+        self.all_reduce(count)
+        return total * self.world_size / count.clamp_min(floor)
+
 
 # The raw box's terms: name -> columns of the [.., 10] raw box.
 BOX_TERMS: dict[str, slice] = {
@@ -149,10 +182,13 @@ class HungarianMatcher:
 class SetCriterion:
     """The set loss of a `DetectionOutput` against per-sample object lists (see the module doc)."""
 
-    def __init__(self, *, head: DetectionHeadConfig, config: SetLossConfig) -> None:
+    def __init__(
+        self, *, head: DetectionHeadConfig, config: SetLossConfig, mean: GlobalMean | None = None
+    ) -> None:
         self.head = head
         self.config = config
         self.matcher = HungarianMatcher(config)
+        self.mean = mean or GlobalMean()  # normalizes by counts over the whole global batch
 
     def __call__(
         self, output: DetectionOutput, objects: Sequence[Sequence[Box3D]]
@@ -175,10 +211,12 @@ class SetCriterion:
         true = torch.cat(
             [t.raw[torch.as_tensor(cols)] for t, (_, cols) in zip(targets, matches, strict=True)]
         )
-        count = max(sum(len(t) for t in targets), 1)
+        count = float(sum(len(t) for t in targets))
         for term, cols in BOX_TERMS.items():
             # Empty when no sample has objects: 0, still joined to the graph (DDP sees the head used).
-            losses[term] = (pred[:, cols] - true[:, cols].to(pred.dtype)).abs().sum() / count
+            losses[term] = self.mean(
+                (pred[:, cols] - true[:, cols].to(pred.dtype)).abs().sum(), count, floor=1.0
+            )
         total = cfg.class_weight * losses["class"]
         for term in BOX_TERMS:
             total = total + cfg.term_weight(term) * losses[term]
@@ -200,5 +238,5 @@ class SetCriterion:
         weight[nothing] = self.config.nothing_weight
         summed = F.cross_entropy(logits.flatten(0, 1), wanted.flatten(), weight=weight, reduction="sum")
         # The weighted mean, as F.cross_entropy's, but 0 rather than 0/0 when every query is
-        # "nothing" and nothing_weight is 0.
-        return summed / weight[wanted].sum().clamp_min(1e-12)
+        # "nothing" and nothing_weight is 0; over the whole global batch.
+        return self.mean(summed, weight[wanted].sum(), floor=1e-12)

@@ -48,7 +48,7 @@ from fusion.training.checkpoint import TRAIN_CONFIG_KEY, read_checkpoint, save_c
 from fusion.training.data import DataConfig, load_split
 from fusion.training.finetune import InitReport, init_from_checkpoint
 from fusion.training.losses import loss_fn, targets
-from fusion.training.set_loss import SetCriterion, SetLossConfig
+from fusion.training.set_loss import GlobalMean, SetCriterion, SetLossConfig
 from fusion.training.train_state import STEP_KEY, atomic_write, latest_checkpoint, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,9 @@ class Trainer:
         self.steps_per_epoch = len(self.train) // config.batch_size
         total = self.steps_per_epoch * config.epochs
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        # Losses are normalized by counts over the whole global batch, so that N workers take the
+        # steps one process would (`GlobalMean`).
+        self.mean = GlobalMean(self.world_size, dist.all_reduce if self.world_size > 1 else None)
         self.criterion = self._criterion(model_config(config))
         torch.manual_seed(config.seed)
         self.model = build_model(model_config(config))
@@ -233,7 +236,7 @@ class Trainer:
                 f"{self.data_dir}/train: {missing} of {len(self.train)} samples have no object list, "
                 f"and model {model.name!r} has a detection head, which trains on object lists"
             )
-        return SetCriterion(head=model.detection, config=self.config.set_loss)
+        return SetCriterion(head=model.detection, config=self.config.set_loss, mean=self.mean)
 
     def _init_position_head(self) -> None:
         """Start the position head at the mean object position. Targets are tens of metres: Adam
@@ -306,7 +309,7 @@ class Trainer:
                 group["lr"] = lr
             torch.manual_seed(step_seed(cfg.seed, step, self.rank))
             batch = [self.train.samples[i] for i in self.batch_indices(step)]
-            loss, logits = loss_fn(self.net, batch, cfg, self.criterion)
+            loss, logits = loss_fn(self.net, batch, cfg, self.criterion, self.mean)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
