@@ -21,9 +21,14 @@ def _key(p):
 
 
 def _sensor(source: dict, speed: float | None = None):
+    from fusion.sample import Modality
+    from fusion.sensors import parse_source
     from pipelines.sensor_actor import SensorActor
 
-    actor = SensorActor.remote(rig="r", modality="camera", source=source, name="cam", speed=speed)
+    camera = Modality.CAMERA
+    actor = SensorActor.remote(
+        rig="r", modality=camera, source=parse_source(camera, source), name="cam", speed=speed
+    )
     ray.get(actor.start.remote())
     return actor
 
