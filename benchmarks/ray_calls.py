@@ -24,8 +24,8 @@ import numpy as np
 import ray
 
 from fusion.sample import Frame, Modality
-from pipelines.local_link import FrameClient, FrameServer
 from pipelines.cluster import INLINE_OBJECT_BYTES
+from pipelines.local_link import FrameClient, FrameServer
 
 TICK = os.sysconf("SC_CLK_TCK")
 
