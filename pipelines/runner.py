@@ -36,7 +36,7 @@ from fusion.model_spec import ResolvedModel
 from fusion.sinks.base import BackgroundSink, OrderedSink, Sink
 from pipelines.cluster import start_ray
 from pipelines.config import PipelineConfig, expand_rigs, replica_source
-from pipelines.drivers import DRIVERS, MAX_PUSHES
+from pipelines.drivers import DRIVERS, MAX_PUSHES, Driver
 from pipelines.fuser_actor import FuserActor
 from pipelines.inference_actor import InferenceActor
 from pipelines.metrics.recorders import DriverMetrics
@@ -116,7 +116,7 @@ class PipelineRunner:
         self._switch_lock = threading.Lock()
         # Built by `start()`, once Ray is up: recovery watches the nodes alive at the start.
         self._recovery: Recovery | None = None
-        self._driver: Any = None
+        self._driver: Driver | None = None
 
     @property
     def rigs(self) -> list[RigHandle]:
@@ -132,7 +132,7 @@ class PipelineRunner:
         return self._recovery
 
     @property
-    def driver(self) -> Any:
+    def driver(self) -> Driver:
         assert self._driver is not None, "start() first"
         return self._driver
 
