@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from fusion.errors import RunEnded
 from fusion.flow.messages import Call, CollectCall, InferCall, PushCall, ReadCall, WatchCall
 from fusion.flow.recovery import TooManyRestarts
 from fusion.flow.resources import Demand, shortfalls
 from fusion.sample import FusedSample
-from pipelines.port import ActorLost, ActorPort, ActorUnavailable, Ref, info_process
+from pipelines.port import ActorLost, ActorPort, ActorUnavailable, NodeView, Ref, info_process
 from pipelines.run_state import RunState, SensorHandle
 
 log = logging.getLogger(__name__)
@@ -46,20 +46,20 @@ class NodeWatch:
         self.port = port
         self.started = {node_id: node.address for node_id, node in port.alive_nodes().items()}
 
-    def lost(self) -> list[str]:
-        """'10.0.0.2 (node 4f2a...)' for each node of the start that is no longer alive."""
-        now = self.port.alive_nodes()
+    def lost(self, alive: Mapping[str, NodeView] | None = None) -> list[str]:
+        """'10.0.0.2 (node 4f2a...)' for each node of the start not in `alive` (None: asked now)."""
+        now = self.port.alive_nodes() if alive is None else alive
         return [f"{ip} (node {node_id})" for node_id, ip in self.started.items() if node_id not in now]
 
     def check(self, state: RunState, rig_id: str) -> None:
         """Raise NodeLost when a node has died and rig `rig_id` can no longer be placed."""
-        lost = self.lost()
+        alive = self.port.alive_nodes()  # one look at the cluster serves both questions
+        lost = self.lost(alive)
         if not lost:
             return
         resources = state.rig_resources(rig_id)
         need = [Demand(what=f"rig {rig_id}", count=1, bundle=resources, keys={n: n for n in resources})]
-        alive = [node.resources for node in self.port.alive_nodes().values()]
-        if resources and shortfalls(need, alive):
+        if resources and shortfalls(need, [node.resources for node in alive.values()]):
             names = ", ".join(sorted(resources))
             raise NodeLost(
                 f"lost {', '.join(lost)}; rig {rig_id}'s actors need {names}, which no live node has",
